@@ -75,6 +75,18 @@ public static class LibStdCxxFix
             throw new InvalidDataException("not an ELF file");
         if (elf[4] != 2 || elf[5] != 1)
             throw new InvalidDataException("only little-endian 64-bit ELF files are supported");
+        try
+        {
+            return FindVersionFlagsOffsetUnchecked(elf);
+        }
+        catch (Exception e) when (e is ArgumentException or OverflowException)
+        {
+            throw new InvalidDataException("truncated or malformed ELF file", e);
+        }
+    }
+
+    private static int FindVersionFlagsOffsetUnchecked(byte[] elf)
+    {
         long shoff = BitConverter.ToInt64(elf, 0x28);
         int shentsize = BitConverter.ToUInt16(elf, 0x3A);
         int shnum = BitConverter.ToUInt16(elf, 0x3C);

@@ -7,10 +7,15 @@ public static class Publicizer
 {
     public static int Run(string input, string output)
     {
-        if (File.Exists(output) && File.GetLastWriteTimeUtc(output) >= File.GetLastWriteTimeUtc(input)
-            && File.GetLastWriteTimeUtc(output) >= File.GetLastWriteTimeUtc(typeof(Publicizer).Assembly.Location))
+        // Up to date when made from this very input by this very tool. A timestamp comparison is not enough:
+        // package files keep the dates of their archive, so switching to an older package version would
+        // leave a newer, stale output in place.
+        var stampFile = output + ".stamp";
+        var source = new FileInfo(input);
+        var stamp = $"{source.FullName}|{source.Length}|{source.LastWriteTimeUtc.Ticks}|{typeof(Publicizer).Module.ModuleVersionId}";
+        if (File.Exists(output) && File.Exists(stampFile) && File.ReadAllText(stampFile) == stamp)
         {
-            return 0; // up to date
+            return 0;
         }
         var resolver = new DefaultAssemblyResolver();
         resolver.AddSearchDirectory(Path.GetDirectoryName(Path.GetFullPath(input))!);
@@ -35,6 +40,7 @@ public static class Publicizer
         var temp = output + ".tmp";
         assembly.Write(temp);
         File.Move(temp, output, overwrite: true);
+        File.WriteAllText(stampFile, stamp);
         return 0;
     }
 }

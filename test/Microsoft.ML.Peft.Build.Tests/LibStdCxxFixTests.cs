@@ -124,6 +124,14 @@ public class LibStdCxxFixTests : TempFolderTest
     }
 
     [Test]
+    public void TruncatedElfFile_IsRejected()
+    {
+        var elf = File.ReadAllBytes(Packages.LibTorchSharp);
+        // The header is intact; the section headers it points to are cut off.
+        Assert.Throws<InvalidDataException>(() => LibStdCxxFix.FindVersionFlagsOffset(elf[..4096]));
+    }
+
+    [Test]
     [Platform("Linux")]
     public void OutputCopy_IsPatchedByTheBuild_OnlyWhenTheHostLacksTheVersion()
     {

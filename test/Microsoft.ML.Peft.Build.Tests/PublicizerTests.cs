@@ -104,4 +104,21 @@ public class PublicizerTests : TempFolderTest
         Assert.That(File.GetLastWriteTimeUtc(output), Is.GreaterThan(old));
         Assert.That(Read(output)[LoadContext].IsPublic, Is.True);
     }
+
+    [Test]
+    public void Publicize_RewritesAnOutput_MadeFromAnotherInput_EvenWhenTheNewInputIsOlder()
+    {
+        var (input, output) = Copies();
+        Assert.That(Publicizer.Run(input, output), Is.Zero);
+        // Another package version: different content, and (package files keep their archive dates) an older date.
+        var other = Path.Combine(Temp, "other.dll");
+        Publicizer.Run(input, other);
+        File.Copy(other, input, overwrite: true);
+        File.SetLastWriteTimeUtc(input, new DateTime(2001, 1, 1, 0, 0, 0, DateTimeKind.Utc));
+        var stale = new DateTime(2100, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        File.SetLastWriteTimeUtc(output, stale);
+
+        Assert.That(Publicizer.Run(input, output), Is.Zero);
+        Assert.That(File.GetLastWriteTimeUtc(output), Is.Not.EqualTo(stale));
+    }
 }
