@@ -1,0 +1,121 @@
+using Microsoft.ML.Peft.Adapters.Lora;
+using NUnit.Framework;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Tests;
+
+/// <summary>LoRA maths on a tiny BERT: initial identity, merge/unmerge, parameter counts, target matching.</summary>
+[TestFixture]
+public class LoraTests
+{
+    [Test]
+    public void OutputIsUnchangedAtInitialisation()
+    {
+        using var scope = NewDisposeScope();
+        using var model = TinyBert.CreateModel();
+        var (ids, mask, types) = TinyBert.RandomBatch(3, 10);
+        var before = model.forward(ids, mask, types);
+        LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { LoraOptions.AllLinear } });
+        model.eval();
+        var after = model.forward(ids, mask, types);
+        Assert.That(after.sub(before).abs().max().item<float>(), Is.EqualTo(0f));
+    }
+
+    [Test]
+    public void LoraBIsZeroAndAIsKaimingUniform()
+    {
+        using var layer = new LoraLayer(64, 32, rank: 8, scaling: 2, dropout: 0);
+        Assert.That(layer.B.abs().max().item<float>(), Is.EqualTo(0f));
+        // kaiming_uniform_(a = sqrt(5)) draws from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        var bound = 1 / Math.Sqrt(64);
+        Assert.That(layer.A.abs().max().item<float>(), Is.LessThanOrEqualTo(bound + 1e-6));
+        Assert.That(layer.A.std().item<float>(), Is.GreaterThan(bound / 3));
+    }
+
+    [Test]
+    public void DeltaFollowsThePaper()
+    {
+        using var scope = NewDisposeScope();
+        using var layer = new LoraLayer(6, 5, rank: 2, scaling: 16f / 2, dropout: 0);
+        using (no_grad()) layer.B.normal_();
+        layer.eval();
+        var x = randn(4, 6);
+        var expected = x.matmul(layer.A.t()).matmul(layer.B.t()).mul(16f / 2);
+        Assert.That(layer.forward(x).sub(expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+        Assert.That(layer.DeltaWeight().sub(layer.B.matmul(layer.A).mul(8f)).abs().max().item<float>(), Is.LessThan(1e-6f));
+    }
+
+    [Test]
+    public void MergedForwardEqualsUnmergedAndUnmergeIsExact()
+    {
+        using var scope = NewDisposeScope();
+        using var model = TinyBert.CreateModel();
+        LoraInjector.Inject(model, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value", "dense" } });
+        var originals = new Dictionary<string, Tensor>();
+        foreach (var (name, layer) in model.Linears())
+        {
+            using (no_grad()) layer.Lora?.B.normal_(0, 0.5);
+            originals[name] = layer.Weight.detach().clone();
+        }
+        model.eval();
+        var (ids, mask, types) = TinyBert.RandomBatch(3, 10);
+        var unmerged = model.forward(ids, mask, types);
+        foreach (var (_, layer) in model.Linears()) layer.Merge();
+        var merged = model.forward(ids, mask, types);
+        var difference = merged.sub(unmerged).abs().max().item<float>();
+        TestContext.Out.WriteLine($"max |merged - unmerged| = {difference:E3}");
+        Assert.That(difference, Is.LessThanOrEqualTo(1e-5f));
+        Assert.That(model.Linears().Any(l => l.Layer.Weight.sub(originals[l.Name]).abs().max().item<float>() > 1e-4f), "merging changed no weight");
+
+        foreach (var (_, layer) in model.Linears()) layer.Unmerge();
+        foreach (var (name, layer) in model.Linears())
+            Assert.That(layer.Weight.data<float>().ToArray(), Is.EqualTo(originals[name].data<float>().ToArray()), name);
+        Assert.That(model.forward(ids, mask, types).sub(unmerged).abs().max().item<float>(), Is.EqualTo(0f));
+    }
+
+    [Test]
+    public void TrainableParametersAreRTimesInPlusOutPerAdaptedLinearPlusHead()
+    {
+        var config = TinyBert.Config;
+        using var classifier = new TextClassification.SequenceClassifier(config, classes: 3, headDropout: 0);
+        var adapted = LoraInjector.Inject(classifier.Bert, new LoraOptions { Rank = 8 });
+        classifier.FreezeBase();
+        Assert.That(adapted, Has.Count.EqualTo(2 * config.NumHiddenLayers));
+        Assert.That(adapted, Has.All.Match(@"\.(query|value)$"));
+        long expected = adapted.Count * 8L * (config.HiddenSize + config.HiddenSize) + (config.HiddenSize * 3 + 3);
+        long trainable = classifier.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        Assert.That(trainable, Is.EqualTo(expected));
+        Assert.That(classifier.Bert.named_parameters().Where(p => !p.name.Contains(".lora.")).All(p => !p.parameter.requires_grad), "base weights must be frozen");
+    }
+
+    [Test]
+    public void AllLinearSelectsEveryLinearAndRegexesMatchWholeNames()
+    {
+        using var model = TinyBert.CreateModel();
+        var all = LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { "all-linear" } });
+        Assert.That(all, Has.Count.EqualTo(6 * TinyBert.Config.NumHiddenLayers));
+
+        using var other = TinyBert.CreateModel();
+        var firstLayer = LoraInjector.Inject(other, new LoraOptions { TargetModules = new[] { @"encoder\.layer\.0\.attention\.self\.(query|key)" } });
+        Assert.That(firstLayer, Is.EqualTo(new[] { "encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.key" }));
+    }
+
+    [Test]
+    public void TargetPatternThatMatchesNothingListsTheModuleNames()
+    {
+        using var model = TinyBert.CreateModel();
+        var e = Assert.Throws<ArgumentException>(() => LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { "q_proj" } }));
+        Assert.That(e!.Message, Does.Contain("q_proj").And.Contain("query").And.Contain("value").And.Contain("dense"));
+        Assert.That(e.ParamName, Is.EqualTo("TargetModules"));
+    }
+
+    [TestCase(0, 16f, 0.1f, "Rank")]
+    [TestCase(-1, 16f, 0.1f, "Rank")]
+    [TestCase(8, 0f, 0.1f, "Alpha")]
+    [TestCase(8, 16f, 1f, "Dropout")]
+    public void InvalidLoraOptionsNameTheOption(int rank, float alpha, float dropout, string option)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LoraOptions { Rank = rank, Alpha = alpha, Dropout = dropout }.Validate());
+        Assert.That(e!.ParamName, Is.EqualTo(option));
+    }
+}

@@ -1,0 +1,58 @@
+using Microsoft.ML.Peft.Models;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Tests;
+
+/// <summary>A small randomly initialised BERT written as a Hugging Face directory, for fast tests of mechanics.</summary>
+internal static class TinyBert
+{
+    public static BertConfig Config => new()
+    {
+        VocabSize = Vocabulary.Count,
+        HiddenSize = 32,
+        NumHiddenLayers = 2,
+        NumAttentionHeads = 4,
+        IntermediateSize = 64,
+        MaxPositionEmbeddings = 40,
+        TypeVocabSize = 2,
+    };
+
+    public static readonly IReadOnlyList<string> Vocabulary = new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" }
+        .Concat("the a an is was good bad great awful movie film plot actor fun boring not very and but it this that of to".Split(' '))
+        .Concat("abcdefghijklmnopqrstuvwxyz".Select(c => c.ToString()))
+        .Concat("abcdefghijklmnopqrstuvwxyz".Select(c => "##" + c))
+        .ToList();
+
+    /// <summary>Writes config.json, vocab.txt and model.safetensors into a new folder and returns it.</summary>
+    public static string WriteDirectory(int seed = 7)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "peft-tiny-bert-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "config.json"), Config.ToJson());
+        File.WriteAllLines(Path.Combine(dir, "vocab.txt"), Vocabulary);
+        manual_seed(seed);
+        using var model = new BertModel(Config);
+        var state = model.state_dict();
+        Safetensors.SaveStateDict(Path.Combine(dir, "model.safetensors"), state);
+        return dir;
+    }
+
+    public static BertModel CreateModel(int seed = 3)
+    {
+        manual_seed(seed);
+        var model = new BertModel(Config);
+        model.eval();
+        return model;
+    }
+
+    public static (Tensor Ids, Tensor Mask, Tensor Types) RandomBatch(int rows, int length, int seed = 5)
+    {
+        var generator = new Generator((ulong)seed);
+        var ids = randint(5, Vocabulary.Count, new long[] { rows, length }, generator: generator);
+        var mask = ones(rows, length, ScalarType.Int64);
+        mask[0, TensorIndex.Slice(length - 2)] = 0; // one row with padding
+        var types = zeros(rows, length, ScalarType.Int64);
+        return (ids, mask, types);
+    }
+}
