@@ -68,6 +68,14 @@ public static class PeftModelOperations
         {
             return catalog.Load(modelPath, out inputSchema);
         }
+        catch (System.Reflection.TargetInvocationException e) when (e.InnerException is not null)
+        {
+            // ML.NET creates loaders through reflection; surface the loader's own exception.
+            var inner = e.InnerException;
+            while (inner is System.Reflection.TargetInvocationException { InnerException: not null } wrapped) inner = wrapped.InnerException;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner!).Throw();
+            throw;
+        }
         finally
         {
             BaseModelLocator.Override.Value = previous;

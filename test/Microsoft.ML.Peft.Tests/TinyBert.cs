@@ -22,6 +22,7 @@ internal static class TinyBert
         .Concat("the a an is was good bad great awful movie film plot actor fun boring not very and but it this that of to".Split(' '))
         .Concat("abcdefghijklmnopqrstuvwxyz".Select(c => c.ToString()))
         .Concat("abcdefghijklmnopqrstuvwxyz".Select(c => "##" + c))
+        .Distinct()
         .ToList();
 
     /// <summary>Writes config.json, vocab.txt and model.safetensors into a new folder and returns it.</summary>

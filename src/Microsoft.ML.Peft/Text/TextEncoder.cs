@@ -28,7 +28,14 @@ internal sealed class TextEncoder
         if (maxLength < 3) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "The maximum sequence length must be at least 3 ([CLS], one token, [SEP]).");
         MaxLength = maxLength;
         using var stream = new MemoryStream(vocab, writable: false);
-        tokenizer = BertTokenizer.Create(stream, new BertOptions { LowerCaseBeforeTokenization = lowerCase });
+        try
+        {
+            tokenizer = BertTokenizer.Create(stream, new BertOptions { LowerCaseBeforeTokenization = lowerCase });
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException)
+        {
+            throw new InvalidDataException($"The WordPiece vocabulary is not valid: {e.Message}", e);
+        }
     }
 
     public int MaxLength { get; }
