@@ -32,7 +32,7 @@ public class TrainerBehaviourTests
     /// <summary>ML.NET creates loaders by reflection and wraps their exceptions; the loader's own is the innermost.</summary>
     internal static Exception Innermost(Exception e)
     {
-        while (e.InnerException is not null) e = e.InnerException;
+        while (e is System.Reflection.TargetInvocationException { InnerException: not null }) e = e.InnerException;
         return e;
     }
 

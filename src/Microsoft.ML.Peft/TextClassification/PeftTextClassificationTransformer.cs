@@ -118,14 +118,15 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
     {
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
+        using var adapter = new MemoryStream();
+        model.SaveAdapter(adapter);
+        var adapterBytes = adapter.ToArray();
         ctx.Writer.Write(ModelFormat.CurrentVersion);
+        // The adapter's hash lets loading detect a damaged entry whose values would otherwise still parse.
+        ctx.Writer.Write(Convert.ToHexString(SHA256.HashData(adapterBytes)));
         ctx.SaveBinaryStream(MetadataStream, w => w.Write(JsonSerializer.Serialize(model.Metadata)));
         ctx.SaveBinaryStream(VocabStream, w => ModelFormat.WriteBytes(w, model.Vocab));
-        ctx.SaveBinaryStream(AdapterStream, w =>
-        {
-            w.Flush();
-            model.SaveAdapter(w.BaseStream);
-        });
+        ctx.SaveBinaryStream(AdapterStream, w => ModelFormat.WriteBytes(w, adapterBytes));
         if (model.Metadata.BaseModelEmbedded)
             ctx.SaveBinaryStream(BaseModelStream, w => ModelFormat.WriteBytes(w, model.BaseModelFile!));
     }
@@ -138,6 +139,7 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
         int version = ctx.Reader.ReadInt32();
         if (version < 1 || version > ModelFormat.CurrentVersion)
             throw new InvalidDataException($"The {what} has format version {version}; this library reads versions 1 to {ModelFormat.CurrentVersion}. Upgrade Microsoft.ML.Peft.");
+        string adapterHash = ctx.Reader.ReadString();
         TextClassificationMetadata? metadata = null;
         byte[]? vocab = null, embedded = null;
         if (!ctx.TryLoadBinaryStream(MetadataStream, r => metadata = ModelFormat.ReadMetadata(r.ReadString())))
@@ -152,8 +154,12 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
         var model = new TextClassificationModel(metadata, baseModel, device);
         try
         {
-            if (!ctx.TryLoadBinaryStream(AdapterStream, r => model.LoadAdapter(r.BaseStream, what)))
+            byte[]? adapter = null;
+            if (!ctx.TryLoadBinaryStream(AdapterStream, r => adapter = ModelFormat.ReadBytes(r, 1L << 31, "adapter")))
                 throw new InvalidDataException($"The {what} has no '{AdapterStream}' entry: the file is incomplete.");
+            if (Convert.ToHexString(SHA256.HashData(adapter!)) != adapterHash)
+                throw new InvalidDataException($"The {what}'s adapter entry is damaged: its SHA-256 differs from the one saved with it.");
+            using (var stream = new MemoryStream(adapter!, writable: false)) model.LoadAdapter(stream, what);
             return new PeftTextClassificationTransformer(env, model);
         }
         catch
