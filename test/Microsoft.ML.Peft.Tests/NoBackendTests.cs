@@ -1,0 +1,34 @@
+using System.Diagnostics;
+using System.Reflection;
+using NUnit.Framework;
+
+namespace Microsoft.ML.Peft.Tests;
+
+/// <summary>An application without a libtorch package gets a message naming the package to add.</summary>
+[TestFixture]
+public class NoBackendTests
+{
+    [Test]
+    public void MissingLibTorchPackageIsNamed()
+    {
+        var configuration = typeof(NoBackendTests).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()!.Configuration;
+        var app = Path.Combine(TestData.RepositoryRoot, "test", "NoBackendApp", "bin", configuration, "net10.0", "NoBackendApp.dll");
+        Assert.That(File.Exists(app), $"{app} was not built");
+        // TorchSharp falls back to copying libtorch out of the NuGet cache; an empty cache and home stand for a
+        // machine that never restored libtorch, whatever this one has.
+        var consolidated = Path.Combine(Path.GetDirectoryName(app)!, "cpu");
+        if (Directory.Exists(consolidated)) Directory.Delete(consolidated, recursive: true);
+        var empty = Directory.CreateTempSubdirectory("peft-no-nuget-").FullName;
+        var start = new ProcessStartInfo("dotnet", $"\"{app}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment["NUGET_PACKAGES"] = empty;
+        start.Environment["HOME"] = empty;
+        start.Environment["DOTNET_CLI_HOME"] = empty;
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        TestContext.Out.WriteLine(output);
+        Directory.Delete(empty, recursive: true);
+        Assert.That(process.ExitCode, Is.EqualTo(3), output);
+        Assert.That(output, Does.Contain("libtorch-cpu-linux-x64").And.Contain("dotnet add package"));
+    }
+}
