@@ -10,6 +10,7 @@ var verbose = new Option<bool>("--verbose")
 var root = new RootCommand("Fine-tune pretrained text encoders with LoRA in ML.NET pipelines, and score with the saved models.");
 root.Options.Add(verbose);
 root.Subcommands.Add(TextClassificationCommand.Create());
+root.Subcommands.Add(PredictCommand.Create());
 
 var parseResult = root.Parse(args);
 try
