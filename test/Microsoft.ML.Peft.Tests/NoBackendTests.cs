@@ -11,8 +11,7 @@ public class NoBackendTests
     [Test]
     public void MissingLibTorchPackageIsNamed()
     {
-        var configuration = typeof(NoBackendTests).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()!.Configuration;
-        var app = Path.Combine(TestData.RepositoryRoot, "test", "NoBackendApp", "bin", configuration, "net10.0", "NoBackendApp.dll");
+        var app = typeof(NoBackendTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "NoBackendApp").Value!;
         Assert.That(File.Exists(app), $"{app} was not built");
         // TorchSharp falls back to copying libtorch out of the NuGet cache; an empty cache and home stand for a
         // machine that never restored libtorch, whatever this one has.

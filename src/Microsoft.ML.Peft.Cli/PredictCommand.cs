@@ -1,0 +1,184 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+using Spectre.Console;
+
+namespace Microsoft.ML.Peft.Cli;
+
+// Inside this namespace Microsoft.ML.Command (a namespace) would hide System.CommandLine.Command.
+using Command = System.CommandLine.Command;
+
+/// <summary><c>predict</c>: scores a file with a saved model and writes the predicted label and class probabilities.</summary>
+internal static class PredictCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "The model file written by text-classification (.zip).", Required = true };
+        var dataset = CommandOptions.Dataset("The data to score: a delimited text file (a label column, if any, is ignored).");
+        var hasHeader = CommandOptions.HasHeader();
+        var separator = CommandOptions.Separator();
+        var textCol = CommandOptions.TextColumn();
+        var text2Col = CommandOptions.Text2Column();
+        var output = new Option<string>("--output") { Description = "The TSV file to write: text, PredictedLabel and one probability column per class.", Required = true };
+        var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory), if it moved since training." };
+
+        var command = new Command("predict", "Score a file with a saved model.")
+        {
+            model, dataset, hasHeader, separator, textCol, text2Col, output, baseModel,
+        };
+        command.SetAction(parse => Run(
+            parse.GetValue(model)!,
+            DelimitedFile.Open(parse.GetValue(dataset)!, "--dataset",
+                new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader))),
+            parse.GetValue(textCol)!,
+            parse.GetValue(text2Col),
+            parse.GetValue(output)!,
+            parse.GetValue(baseModel)));
+        return command;
+    }
+
+    private static int Run(string modelPath, DelimitedFile file, string textCol, string? text2Col, string output, string? baseModelPath)
+    {
+        var console = Terminal.Out;
+        if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
+        if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
+            throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
+        var textIndices = new List<int> { file.ResolveColumn(textCol, "--text-col") };
+        if (text2Col is not null) textIndices.Add(file.ResolveColumn(text2Col, "--text2-col"));
+        var outputPath = Path.GetFullPath(output);
+
+        var mlContext = new MLContext(1);
+        DataViewSchema inputSchema;
+        ITransformer model;
+        try
+        {
+            model = baseModelPath is null
+                ? mlContext.Model.Load(modelPath, out inputSchema)
+                : mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out inputSchema);
+        }
+        catch (FormatException e)
+        {
+            // ML.NET reports a file that is not a zip archive this way.
+            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}.", e);
+        }
+        var transformers = Flatten(model).ToList();
+        try
+        {
+            // The leading MapValueToKey transformers turn the label into a key: the columns they make keys are label columns.
+            int leading = transformers.TakeWhile(t => t is ValueToKeyMappingTransformer).Count();
+            var keyed = transformers.Take(leading).Aggregate(inputSchema, (schema, t) => t.GetOutputSchema(schema));
+            var labels = inputSchema.Where(c => !c.IsHidden && c.Type is not KeyDataViewType && keyed.GetColumnOrNull(c.Name)?.Type is KeyDataViewType)
+                .Select(c => c.Name).ToHashSet();
+            // The remaining text columns of the saved input schema are the ones the classifier reads, in the order trained.
+            var textNames = inputSchema.Where(c => !c.IsHidden && c.Type is TextDataViewType && !labels.Contains(c.Name)).Select(c => c.Name).ToList();
+            if (textNames.Count == 0)
+                throw new InvalidOperationException($"The model's input schema ({Describe(inputSchema)}) has no text column to score.");
+            if (textNames.Count != textIndices.Count)
+                throw new ArgumentException(textNames.Count > textIndices.Count
+                    ? $"The model reads {textNames.Count} text columns ({string.Join(", ", textNames)}); give the second with --text2-col."
+                    : $"The model reads one text column ({textNames[0]}); --text2-col does not apply.");
+
+            // The file is read with just the text columns, named as the model expects. A column of the saved input schema
+            // that the file now lacks is the label: ML.NET's chain would then fail in its first step, MapValueToKey of that
+            // label, which scoring does not need. So those leading label mappers are skipped and the rest of the chain
+            // (classifier, MapKeyToValue of the predicted label) is applied step by step.
+            var data = file.Load(mlContext, textNames.Zip(textIndices), maxRows: null);
+            bool fileLacksColumns = inputSchema.Any(c => !c.IsHidden && !textNames.Contains(c.Name));
+            foreach (var transformer in fileLacksColumns ? transformers.Skip(leading) : transformers)
+                data = transformer.Transform(data);
+
+            console.MarkupLine($"Scoring [green]{Markup.Escape(file.Path)}[/]");
+            long rows = Write(data, textNames, textIndices.Select((index, i) => file.ColumnName(index, textNames[i])).ToList(), outputPath);
+            console.MarkupLine($"Wrote {rows.ToString(CultureInfo.InvariantCulture)} predictions to [green]{Markup.Escape(outputPath)}[/]");
+            return 0;
+        }
+        finally
+        {
+            foreach (var disposable in transformers.OfType<IDisposable>()) disposable.Dispose();
+        }
+    }
+
+    /// <summary>The transformers of a loaded model, nested chains opened.</summary>
+    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
+        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
+
+    private static long Write(IDataView scored, IReadOnlyList<string> textNames, IReadOnlyList<string> headerNames, string path)
+    {
+        var schema = scored.Schema;
+        var textColumns = textNames.Select(n => Require(schema, n)).ToList();
+        var predicted = Require(schema, TextClassificationCommand.PredictedLabelColumn);
+        var score = Require(schema, TextClassificationCommand.ScoreColumn);
+        if (score.Type is not VectorDataViewType { ItemType: NumberDataViewType, Size: > 0 } scoreType || scoreType.ItemType != NumberDataViewType.Single)
+            throw new InvalidOperationException($"The model's '{score.Name}' column has type {score.Type}; a vector of probabilities was expected.");
+        VBuffer<ReadOnlyMemory<char>> slotNames = default;
+        if (score.HasSlotNames()) score.GetSlotNames(ref slotNames);
+        var classNames = Enumerable.Range(0, scoreType.Size)
+            .Select(i => i < slotNames.Length && !slotNames.GetItemOrDefault(i).IsEmpty ? slotNames.GetItemOrDefault(i).ToString() : $"Class{i}")
+            .ToList();
+
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        using var writer = new StreamWriter(path, append: false, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false)) { NewLine = "\n" };
+        writer.WriteLine(string.Join('\t', headerNames.Append(TextClassificationCommand.PredictedLabelColumn).Concat(classNames).Select(Clean)));
+
+        using var cursor = scored.GetRowCursor(textColumns.Append(predicted).Append(score));
+        var textGetters = textColumns.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToList();
+        var predictedGetter = ToStringGetter(cursor, predicted);
+        var scoreGetter = cursor.GetGetter<VBuffer<float>>(score);
+        ReadOnlyMemory<char> text = default;
+        VBuffer<float> probabilities = default;
+        var line = new StringBuilder();
+        long rows = 0;
+        while (cursor.MoveNext())
+        {
+            line.Clear();
+            foreach (var getter in textGetters)
+            {
+                getter(ref text);
+                line.Append(Clean(text.ToString())).Append('\t');
+            }
+            line.Append(Clean(predictedGetter()));
+            scoreGetter(ref probabilities);
+            for (int i = 0; i < scoreType.Size; i++)
+                line.Append('\t').Append(probabilities.GetItemOrDefault(i).ToString("R", CultureInfo.InvariantCulture));
+            writer.WriteLine(line);
+            rows++;
+        }
+        return rows;
+    }
+
+    private static DataViewSchema.Column Require(DataViewSchema schema, string name) =>
+        schema.GetColumnOrNull(name) ?? throw new InvalidOperationException($"The scored data has no column '{name}'. Its columns are: {Describe(schema)}.");
+
+    private static string Describe(DataViewSchema schema) => string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"{c.Name} ({c.Type})"));
+
+    /// <summary>Tabs and line breaks inside a field would break the TSV layout; they become spaces.</summary>
+    private static string Clean(string field) => field.Replace('\t', ' ').Replace('\r', ' ').Replace('\n', ' ');
+
+    /// <summary>Reads the predicted label, whatever type MapKeyToValue restored, as invariant text.</summary>
+    private static Func<string> ToStringGetter(DataViewRow row, DataViewSchema.Column column) => column.Type switch
+    {
+        TextDataViewType => Getter<ReadOnlyMemory<char>>(row, column, v => v.ToString()),
+        BooleanDataViewType => Getter<bool>(row, column, v => v ? "true" : "false"),
+        KeyDataViewType => Getter<uint>(row, column, v => v.ToString(CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(float) => Getter<float>(row, column, v => v.ToString("R", CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(double) => Getter<double>(row, column, v => v.ToString("R", CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(int) => Getter<int>(row, column, v => v.ToString(CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(long) => Getter<long>(row, column, v => v.ToString(CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(uint) => Getter<uint>(row, column, v => v.ToString(CultureInfo.InvariantCulture)),
+        NumberDataViewType when column.Type.RawType == typeof(ulong) => Getter<ulong>(row, column, v => v.ToString(CultureInfo.InvariantCulture)),
+        _ => throw new InvalidOperationException($"The predicted label column '{column.Name}' has type {column.Type}, which cannot be written."),
+    };
+
+    private static Func<string> Getter<T>(DataViewRow row, DataViewSchema.Column column, Func<T, string> format)
+    {
+        var getter = row.GetGetter<T>(column);
+        return () =>
+        {
+            T value = default!;
+            getter(ref value);
+            return format(value);
+        };
+    }
+}

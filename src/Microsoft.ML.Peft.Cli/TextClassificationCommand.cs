@@ -1,0 +1,221 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Adapters.Lora;
+using Microsoft.ML.Peft.Models;
+using Microsoft.ML.Peft.TextClassification;
+using Spectre.Console;
+
+namespace Microsoft.ML.Peft.Cli;
+
+// Inside this namespace Microsoft.ML.Command (a namespace) would hide System.CommandLine.Command.
+using Command = System.CommandLine.Command;
+
+/// <summary><c>text-classification</c>: fine-tunes a text classifier with LoRA, evaluates it and saves it as an ML.NET model.</summary>
+internal static class TextClassificationCommand
+{
+    /// <summary>Column names inside the model. Fixed, so a saved model does not depend on the training file's header.</summary>
+    public const string LabelColumn = "Label";
+    public const string Sentence1Column = "Sentence1";
+    public const string Sentence2Column = "Sentence2";
+    public const string ScoreColumn = "Score";
+    public const string PredictedLabelColumn = "PredictedLabel";
+
+    public static Command Create()
+    {
+        var defaults = new PeftTextClassificationTrainer.Options();
+        var defaultAdapter = new LoraOptions();
+
+        var dataset = CommandOptions.Dataset("The training data: a delimited text file.");
+        var labelCol = new Option<string>("--label-col") { Description = "The label column: a header name (with --has-header) or a 0-based index.", Required = true };
+        var textCol = CommandOptions.TextColumn();
+        var text2Col = CommandOptions.Text2Column();
+        var hasHeader = CommandOptions.HasHeader();
+        var separator = CommandOptions.Separator();
+        var validation = new Option<string>("--validation-dataset") { Description = "Validation data (same layout): accuracy is reported after each epoch." };
+        var test = new Option<string>("--test-dataset") { Description = "Test data (same layout) for the final metrics. Default: 20% of the training data is held out." };
+        var model = new Option<string>("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2." };
+        var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
+        var rank = new Option<int>("--rank") { Description = "LoRA rank.", DefaultValueFactory = _ => defaultAdapter.Rank }.AtLeast(1);
+        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (the update is scaled by alpha / rank).", DefaultValueFactory = _ => defaultAdapter.Alpha }.Positive();
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
+        var batchSize = new Option<int>("--batch-size") { Description = "Rows per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
+        var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
+        var maxLength = new Option<int>("--max-length") { Description = "Longest token sequence; longer texts are truncated.", DefaultValueFactory = _ => defaults.MaxSequenceLength }.AtLeast(3);
+        var maxRows = new Option<long?>("--max-rows") { Description = "Read at most this many rows of each file." };
+        maxRows.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0 and var value) result.AddError($"--max-rows must be positive; got {value}.");
+        });
+        var seed = new Option<int>("--seed") { Description = "Seed of the split, initialisation, dropout and shuffling.", DefaultValueFactory = _ => defaults.Seed };
+        var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
+        var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
+        var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+
+        var command = new Command("text-classification", "Fine-tune a text classifier with LoRA, evaluate it and save it as an ML.NET model.")
+        {
+            dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
+            rank, alpha, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
+        };
+        command.SetAction(parse => Run(new Settings(
+            Dataset: parse.GetValue(dataset)!,
+            LabelColumn: parse.GetValue(labelCol)!,
+            TextColumn: parse.GetValue(textCol)!,
+            Text2Column: parse.GetValue(text2Col),
+            Format: new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader)),
+            ValidationDataset: parse.GetValue(validation),
+            TestDataset: parse.GetValue(test),
+            Model: parse.GetValue(model),
+            Vocab: parse.GetValue(vocab),
+            Rank: parse.GetValue(rank),
+            Alpha: parse.GetValue(alpha),
+            Epochs: parse.GetValue(epochs),
+            BatchSize: parse.GetValue(batchSize),
+            LearningRate: parse.GetValue(learningRate),
+            MaxLength: parse.GetValue(maxLength),
+            MaxRows: parse.GetValue(maxRows),
+            Seed: parse.GetValue(seed),
+            EmbedBaseModel: parse.GetValue(embed),
+            Output: parse.GetValue(output)!,
+            MetricsJson: parse.GetValue(metricsJson))));
+        return command;
+    }
+
+    private sealed record Settings(
+        string Dataset, string LabelColumn, string TextColumn, string? Text2Column, TextFileFormat Format,
+        string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
+        int Rank, float Alpha, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
+        bool EmbedBaseModel, string Output, string? MetricsJson);
+
+    private static int Run(Settings s)
+    {
+        var console = Terminal.Out;
+        // Check every input before the (slow) training starts.
+        var trainFile = DelimitedFile.Open(s.Dataset, "--dataset", s.Format);
+        var validationFile = s.ValidationDataset is null ? null : DelimitedFile.Open(s.ValidationDataset, "--validation-dataset", s.Format);
+        var testFile = s.TestDataset is null ? null : DelimitedFile.Open(s.TestDataset, "--test-dataset", s.Format);
+        var baseModel = ResolveBaseModel(s.Model, s.Vocab);
+        if (s.Vocab is not null && baseModel?.Kind != BaseModelKind.Onnx)
+            throw new ArgumentException("--vocab applies to an ONNX --model only.");
+        var outputPath = Path.GetFullPath(s.Output);
+        if (Directory.Exists(outputPath)) throw new ArgumentException($"The output '{s.Output}' (--output) is a directory; give a file name such as model.zip.");
+
+        var mlContext = new MLContext(s.Seed);
+        IDataView train = Load(mlContext, trainFile, s);
+        IDataView? validation = validationFile is null ? null : Load(mlContext, validationFile, s);
+        IDataView testData;
+        if (testFile is not null)
+        {
+            testData = Load(mlContext, testFile, s);
+        }
+        else
+        {
+            var split = mlContext.Data.TrainTestSplit(train, testFraction: 0.2, seed: s.Seed);
+            (train, testData) = (split.TrainSet, split.TestSet);
+            console.MarkupLine("No --test-dataset: 20% of the training data is held out for testing.");
+        }
+
+        // The pipeline is MapValueToKey(Label) -> PeftTextClassification -> MapKeyToValue(PredictedLabel). Its first step is
+        // fitted here, on the training data, so that the validation set gets the very same label mapping as the model; the
+        // fitted chain is then assembled from that mapper and the rest of the pipeline fitted on the mapped training data.
+        var labelToKey = mlContext.Transforms.Conversion.MapValueToKey(LabelColumn, LabelColumn).Fit(train);
+        var trainerOptions = new PeftTextClassificationTrainer.Options
+        {
+            LabelColumnName = LabelColumn,
+            Sentence1ColumnName = Sentence1Column,
+            Sentence2ColumnName = s.Text2Column is null ? null : Sentence2Column,
+            ScoreColumnName = ScoreColumn,
+            PredictedLabelColumnName = PredictedLabelColumn,
+            ValidationSet = validation is null ? null : labelToKey.Transform(validation),
+            BaseModel = baseModel,
+            Adapter = new LoraOptions { Rank = s.Rank, Alpha = s.Alpha },
+            MaxEpoch = s.Epochs,
+            BatchSize = s.BatchSize,
+            LearningRate = s.LearningRate,
+            MaxSequenceLength = s.MaxLength,
+            Seed = s.Seed,
+            EmbedBaseModel = s.EmbedBaseModel,
+        };
+        var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
+            .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
+
+        var watch = Stopwatch.StartNew();
+        var rest = TrainingProgress.Run(mlContext, console, "Training", () => estimator.Fit(labelToKey.Transform(train)));
+        watch.Stop();
+        var trained = new TransformerChain<ITransformer>(new ITransformer[] { labelToKey }.Concat(rest).ToArray());
+        try
+        {
+            var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
+
+            var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
+                mlContext.MulticlassClassification.Evaluate(trained.Transform(testData), LabelColumn));
+
+            Directory.CreateDirectory(Path.GetDirectoryName(outputPath)!);
+            mlContext.Model.Save(trained, train.Schema, outputPath);
+            var report = new ClassificationReport(
+                Accuracy: metrics.MicroAccuracy,
+                MacroF1: ClassificationReport.ComputeMacroF1(metrics.ConfusionMatrix),
+                LogLoss: metrics.LogLoss,
+                TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
+                TrainableParameters: peft.TrainableParameterCount,
+                TotalParameters: peft.TotalParameterCount,
+                ModelBytes: new FileInfo(outputPath).Length);
+
+            console.Write(ReportTable(report, (baseModel ?? BaseModelSource.MiniLM()).ToString()));
+            console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");
+            if (s.MetricsJson is not null)
+            {
+                var metricsPath = Path.GetFullPath(s.MetricsJson);
+                Directory.CreateDirectory(Path.GetDirectoryName(metricsPath)!);
+                File.WriteAllText(metricsPath, report.ToJson() + Environment.NewLine);
+                console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
+            }
+            return 0;
+        }
+        finally
+        {
+            foreach (var disposable in trained.OfType<IDisposable>()) disposable.Dispose();
+        }
+    }
+
+    private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s)
+    {
+        var columns = new List<(string Name, int Index)>
+        {
+            (LabelColumn, file.ResolveColumn(s.LabelColumn, "--label-col")),
+            (Sentence1Column, file.ResolveColumn(s.TextColumn, "--text-col")),
+        };
+        if (s.Text2Column is not null) columns.Add((Sentence2Column, file.ResolveColumn(s.Text2Column, "--text2-col")));
+        var clash = columns.GroupBy(c => c.Index).FirstOrDefault(g => g.Count() > 1);
+        if (clash is not null)
+            throw new ArgumentException($"Column {clash.Key} of {file.Description} is given twice (--label-col, --text-col, --text2-col must differ).");
+        return file.Load(mlContext, columns, s.MaxRows);
+    }
+
+    private static BaseModelSource? ResolveBaseModel(string? model, string? vocab)
+    {
+        if (model is null) return null;
+        if (!File.Exists(model) && !Directory.Exists(model))
+            throw new FileNotFoundException($"The base model '{model}' (--model) does not exist: give an ONNX file or a Hugging Face directory.", model);
+        if (vocab is not null && !File.Exists(vocab))
+            throw new FileNotFoundException($"The vocabulary '{vocab}' (--vocab) does not exist.", vocab);
+        return BaseModelSource.FromPath(model, vocab);
+    }
+
+    private static Table ReportTable(ClassificationReport report, string baseModel)
+    {
+        static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
+        var table = new Table().Title("Text classification").AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
+        table.AddRow("Accuracy", F(report.Accuracy, "F4"));
+        table.AddRow("Macro-F1", F(report.MacroF1, "F4"));
+        table.AddRow("Log-loss", F(report.LogLoss, "F4"));
+        table.AddRow("Training time (s)", F(report.TrainSeconds, "F1"));
+        table.AddRow("Trainable parameters", Markup.Escape(
+            $"{report.TrainableParameters.ToString("N0", CultureInfo.InvariantCulture)} of {report.TotalParameters.ToString("N0", CultureInfo.InvariantCulture)} " +
+            $"({F(100.0 * report.TrainableParameters / Math.Max(1, report.TotalParameters), "F2")}%)"));
+        table.AddRow("Base model", Markup.Escape(baseModel));
+        table.AddRow("Model file (bytes)", report.ModelBytes.ToString("N0", CultureInfo.InvariantCulture));
+        return table;
+    }
+}

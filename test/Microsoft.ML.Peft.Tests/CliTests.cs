@@ -1,0 +1,143 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using NUnit.Framework;
+
+namespace Microsoft.ML.Peft.Tests;
+
+/// <summary>The <c>mlnet-peft</c> command line, run as separate processes on a small slice of SST-2.</summary>
+[TestFixture]
+[NonParallelizable]
+public class CliTests
+{
+    private static readonly TimeSpan ProcessTimeout = TimeSpan.FromMinutes(20);
+    private string workDir = "";
+
+    [SetUp]
+    public void CreateWorkDir()
+    {
+        workDir = Path.Combine(Path.GetTempPath(), "mlnet-peft-cli-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(workDir);
+    }
+
+    [TearDown]
+    public void DeleteWorkDir()
+    {
+        if (Directory.Exists(workDir)) Directory.Delete(workDir, recursive: true);
+    }
+
+    [Test]
+    public void TrainsEvaluatesSavesAndPredictsInFreshProcesses()
+    {
+        // 100 test rows from the SST-2 dev set, with its header.
+        var testRows = TestData.ReadSst2(TestData.Sst2Dev, skip: 0, take: 100);
+        var testFile = Path.Combine(workDir, "test.tsv");
+        File.WriteAllLines(testFile, testRows.Select(r => $"{r.Sentence}\t{r.Label}").Prepend("sentence\tlabel"));
+        var model = Path.Combine(workDir, "model.zip");
+        var metricsFile = Path.Combine(workDir, "metrics.json");
+
+        var train = RunCli("text-classification",
+            "--dataset", TestData.Sst2Train, "--has-header", "--label-col", "label", "--text-col", "sentence",
+            "--test-dataset", testFile, "--max-rows", "200", "--epochs", "1", "--max-length", "32", "--batch-size", "16",
+            "--output", model, "--metrics-json", metricsFile);
+        TestContext.Out.WriteLine(train.StdOut);
+        Assert.That(train.ExitCode, Is.EqualTo(0), train.ToString());
+        Assert.That(train.StdOut, Does.Contain("Epoch 1/1"), "the trainer's progress is shown");
+
+        using (var json = JsonDocument.Parse(File.ReadAllText(metricsFile)))
+        {
+            var root = json.RootElement;
+            foreach (var key in new[] { "accuracy", "macroF1", "logLoss", "trainSeconds", "trainableParameters", "totalParameters", "modelBytes" })
+                Assert.That(root.TryGetProperty(key, out _), Is.True, $"metrics JSON lacks '{key}': {root}");
+            Assert.That(root.GetProperty("accuracy").GetDouble(), Is.InRange(0.0, 1.0));
+            Assert.That(root.GetProperty("macroF1").GetDouble(), Is.InRange(0.0, 1.0));
+            var logLoss = root.GetProperty("logLoss").GetDouble();
+            Assert.That(logLoss, Is.GreaterThan(0.0).And.LessThan(10.0));
+            Assert.That(root.GetProperty("trainSeconds").GetDouble(), Is.GreaterThan(0.0));
+            var trainable = root.GetProperty("trainableParameters").GetInt64();
+            var total = root.GetProperty("totalParameters").GetInt64();
+            Assert.That(trainable, Is.GreaterThan(0).And.LessThan(total));
+            var modelBytes = root.GetProperty("modelBytes").GetInt64();
+            Assert.That(modelBytes, Is.GreaterThan(0).And.EqualTo(new FileInfo(model).Length));
+        }
+
+        // Prediction in a new process, on a file with the text only (no header, no label column).
+        var input = Path.Combine(workDir, "input.tsv");
+        File.WriteAllLines(input, testRows.Select(r => r.Sentence));
+        var predictions = Path.Combine(workDir, "predictions.tsv");
+        var predict = RunCli("predict", "--model", model, "--dataset", input, "--text-col", "0", "--output", predictions);
+        Assert.That(predict.ExitCode, Is.EqualTo(0), predict.ToString());
+
+        var lines = File.ReadAllLines(predictions);
+        Assert.That(lines, Has.Length.EqualTo(testRows.Count + 1), "a header and one line per input row");
+        var header = lines[0].Split('\t');
+        Assert.That(header[1], Is.EqualTo("PredictedLabel"));
+        var classes = header.Skip(2).ToList();
+        Assert.That(classes, Is.EquivalentTo(new[] { "0", "1" }), "one probability column per class, named by its label");
+        for (int i = 1; i < lines.Length; i++)
+        {
+            var fields = lines[i].Split('\t');
+            Assert.That(fields, Has.Length.EqualTo(header.Length), lines[i]);
+            Assert.That(fields[0], Is.EqualTo(testRows[i - 1].Sentence), "rows keep the input order");
+            var probabilities = fields.Skip(2).Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToList();
+            Assert.That(probabilities, Is.All.InRange(0.0, 1.0));
+            Assert.That(probabilities.Sum(), Is.EqualTo(1.0).Within(1e-4), lines[i]);
+            Assert.That(fields[1], Is.EqualTo(classes[probabilities.IndexOf(probabilities.Max())]), "the predicted label is the most probable class");
+        }
+    }
+
+    [Test]
+    public void MissingDatasetFileFailsWithExitCodeOneAndNamesTheFile()
+    {
+        var missing = Path.Combine(workDir, "no-such-file.tsv");
+        var result = RunCli("text-classification", "--dataset", missing, "--label-col", "1", "--text-col", "0",
+            "--output", Path.Combine(workDir, "model.zip"));
+        Assert.That(result.ExitCode, Is.EqualTo(1), result.ToString());
+        Assert.That(result.StdErr, Does.Contain("error:").And.Contain(missing));
+        Assert.That(result.StdErr, Does.Not.Contain("   at "), "no stack trace without --verbose");
+        Assert.That(File.Exists(Path.Combine(workDir, "model.zip")), Is.False);
+    }
+
+    /// <summary>The built <c>mlnet-peft.dll</c>; the test project's build records its path (see the project file).</summary>
+    private static string CliPath
+    {
+        get
+        {
+            var path = typeof(CliTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+                .SingleOrDefault(a => a.Key == "MlnetPeftCli")?.Value;
+            Assert.That(path, Is.Not.Null.And.Not.Empty, "the test assembly does not record where mlnet-peft.dll is");
+            Assert.That(File.Exists(path), Is.True, $"mlnet-peft.dll is not at '{path}'");
+            return path!;
+        }
+    }
+
+    private sealed record CliResult(int ExitCode, string StdOut, string StdErr)
+    {
+        public override string ToString() => $"exit code {ExitCode}\n--- stdout ---\n{StdOut}\n--- stderr ---\n{StdErr}";
+    }
+
+    private CliResult RunCli(params string[] arguments)
+    {
+        // The dotnet host that runs the tests also runs the CLI.
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workDir,
+        };
+        start.ArgumentList.Add(CliPath);
+        foreach (var argument in arguments) start.ArgumentList.Add(argument);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("The CLI process did not start.");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(ProcessTimeout))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"mlnet-peft {string.Join(' ', arguments)} did not finish within {ProcessTimeout}.");
+        }
+        process.WaitForExit();
+        return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
+    }
+}
