@@ -30,11 +30,11 @@ public static class PeftCatalog
     /// <param name="validationSet">Optional validation data.</param>
     public static PeftTextClassificationTrainer PeftTextClassification(
         this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
-        string labelColumnName = DefaultColumnNames.Label,
+        string labelColumnName = "Label",
         string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null,
-        string scoreColumnName = DefaultColumnNames.Score,
-        string predictedLabelColumnName = DefaultColumnNames.PredictedLabel,
+        string scoreColumnName = "Score",
+        string predictedLabelColumnName = "PredictedLabel",
         int batchSize = 32,
         int maxEpochs = 10,
         IDataView? validationSet = null) =>

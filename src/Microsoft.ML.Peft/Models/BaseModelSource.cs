@@ -89,8 +89,11 @@ public sealed class BaseModelSource
     }
 
     /// <summary>Picks the source from a path: a directory is a Hugging Face checkpoint, a file an ONNX model.</summary>
-    public static BaseModelSource FromPath(string path, string? vocabPath = null) =>
-        Directory.Exists(path) ? FromHuggingFace(path) : FromOnnx(path, vocabPath);
+    /// <param name="path">An ONNX file or a Hugging Face directory.</param>
+    /// <param name="vocabPath">For ONNX files, the vocabulary; default <c>vocab.txt</c> beside the model.</param>
+    /// <param name="lowerCase">For ONNX files, whether the model is uncased (directories read <c>tokenizer_config.json</c>).</param>
+    public static BaseModelSource FromPath(string path, string? vocabPath = null, bool lowerCase = true) =>
+        Directory.Exists(path) ? FromHuggingFace(path) : FromOnnx(path, vocabPath, lowerCase);
 
     /// <inheritdoc/>
     public override string ToString() => Path is null ? $"{Name} ({MiniLMPackage})" : $"{Name} ({Path})";

@@ -23,7 +23,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
     public sealed class Options
     {
         /// <summary>The label column: a key type (use <c>MapValueToKey</c>). Default <c>Label</c>.</summary>
-        public string LabelColumnName = DefaultColumnNames.Label;
+        public string LabelColumnName = "Label";
 
         /// <summary>The text column. Default <c>Sentence1</c>, as in Microsoft.ML.TorchSharp.</summary>
         public string Sentence1ColumnName = "Sentence1";
@@ -32,10 +32,10 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         public string? Sentence2ColumnName;
 
         /// <summary>The output column of class probabilities. Default <c>Score</c>.</summary>
-        public string ScoreColumnName = DefaultColumnNames.Score;
+        public string ScoreColumnName = "Score";
 
         /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
-        public string PredictedLabelColumnName = DefaultColumnNames.PredictedLabel;
+        public string PredictedLabelColumnName = "PredictedLabel";
 
         /// <summary>Rows per training step and per forward pass when scoring. Default 32.</summary>
         public int BatchSize = 32;

@@ -54,6 +54,21 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
     /// <summary>The base model this classifier was trained on.</summary>
     public string BaseModelDescription => model.Metadata.BaseModel.ToString();
 
+    /// <summary>The text column read when scoring.</summary>
+    public string Sentence1ColumnName => model.Metadata.Sentence1ColumnName;
+
+    /// <summary>The second text column of sentence-pair models, or null.</summary>
+    public string? Sentence2ColumnName => model.Metadata.Sentence2ColumnName;
+
+    /// <summary>The output column of class probabilities.</summary>
+    public string ScoreColumnName => model.Metadata.ScoreColumnName;
+
+    /// <summary>The output column of the predicted key.</summary>
+    public string PredictedLabelColumnName => model.Metadata.PredictedLabelColumnName;
+
+    /// <summary>The class names in score order: the label's key values, or the key numbers 1..N without them.</summary>
+    public IReadOnlyList<string> ClassNames => model.Metadata.Label.ClassNames;
+
     /// <summary>Rows scored so far whose text was longer than the maximum sequence length and was truncated.</summary>
     public long TruncatedRowCount => Interlocked.Read(ref truncatedRows);
 
