@@ -2,6 +2,9 @@ using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Peft.Text;
 
+/// <summary>One row's token ids; ids from <see cref="SecondStart"/> on belong to the second text.</summary>
+internal sealed record EncodedRow(int[] Ids, int SecondStart, bool Truncated);
+
 /// <summary>Token ids of a batch, padded to its longest row.</summary>
 internal sealed class EncodedBatch
 {
@@ -40,20 +43,21 @@ internal sealed class TextEncoder
 
     public int MaxLength { get; }
 
-    public EncodedBatch Encode(IReadOnlyList<string> first, IReadOnlyList<string>? second = null)
+    /// <summary>Tokenizes and pads a batch in one go.</summary>
+    public EncodedBatch Encode(IReadOnlyList<string> first, IReadOnlyList<string>? second = null) => Pad(Tokenize(first, second));
+
+    /// <summary>Token ids of each row, <c>[CLS] a [SEP] (b [SEP])</c>, truncated to <see cref="MaxLength"/>.</summary>
+    public EncodedRow[] Tokenize(IReadOnlyList<string> first, IReadOnlyList<string>? second = null)
     {
-        int rows = first.Count;
-        var encoded = new List<(List<int> Ids, int SecondStart)>(rows);
-        int truncated = 0;
-        int longest = 1;
-        for (int i = 0; i < rows; i++)
+        var rows = new EncodedRow[first.Count];
+        for (int i = 0; i < rows.Length; i++)
         {
             var a = Tokens(first[i]);
             var b = second is null ? null : Tokens(second[i]);
             int budget = MaxLength - (b is null ? 2 : 3);
-            if (a.Count + (b?.Count ?? 0) > budget)
+            bool truncated = a.Count + (b?.Count ?? 0) > budget;
+            if (truncated)
             {
-                truncated++;
                 if (b is null)
                 {
                     a.RemoveRange(budget, a.Count - budget);
@@ -67,41 +71,46 @@ internal sealed class TextEncoder
                     }
                 }
             }
-            var ids = new List<int>(a.Count + (b?.Count ?? 0) + 3) { tokenizer.ClassificationTokenId };
-            ids.AddRange(a);
-            ids.Add(tokenizer.SeparatorTokenId);
-            int secondStart = ids.Count;
+            var ids = new int[a.Count + (b is null ? 2 : b.Count + 3)];
+            ids[0] = tokenizer.ClassificationTokenId;
+            a.CopyTo(ids, 1);
+            ids[a.Count + 1] = tokenizer.SeparatorTokenId;
+            int secondStart = a.Count + 2;
             if (b is not null)
             {
-                ids.AddRange(b);
-                ids.Add(tokenizer.SeparatorTokenId);
+                b.CopyTo(ids, secondStart);
+                ids[^1] = tokenizer.SeparatorTokenId;
             }
-            encoded.Add((ids, secondStart));
-            longest = Math.Max(longest, ids.Count);
+            rows[i] = new EncodedRow(ids, secondStart, truncated);
         }
+        return rows;
+    }
 
+    /// <summary>Pads rows to the longest of them, with attention mask and token types.</summary>
+    public EncodedBatch Pad(IReadOnlyList<EncodedRow> encoded)
+    {
+        int rows = encoded.Count;
+        int longest = Math.Max(1, encoded.Count == 0 ? 1 : encoded.Max(r => r.Ids.Length));
         var inputIds = new long[rows * longest];
         var mask = new long[rows * longest];
         var types = new long[rows * longest];
+        if (tokenizer.PaddingTokenId != 0) Array.Fill(inputIds, tokenizer.PaddingTokenId);
         for (int r = 0; r < rows; r++)
         {
-            var (ids, secondStart) = encoded[r];
+            var row = encoded[r];
             int offset = r * longest;
-            for (int t = 0; t < longest; t++)
+            for (int t = 0; t < row.Ids.Length; t++)
             {
-                if (t < ids.Count)
-                {
-                    inputIds[offset + t] = ids[t];
-                    mask[offset + t] = 1;
-                    types[offset + t] = t >= secondStart ? 1 : 0;
-                }
-                else
-                {
-                    inputIds[offset + t] = tokenizer.PaddingTokenId;
-                }
+                inputIds[offset + t] = row.Ids[t];
+                mask[offset + t] = 1;
+                types[offset + t] = t >= row.SecondStart ? 1 : 0;
             }
         }
-        return new EncodedBatch { InputIds = inputIds, AttentionMask = mask, TokenTypeIds = types, Rows = rows, Length = longest, TruncatedRows = truncated };
+        return new EncodedBatch
+        {
+            InputIds = inputIds, AttentionMask = mask, TokenTypeIds = types, Rows = rows, Length = longest,
+            TruncatedRows = encoded.Count(r => r.Truncated),
+        };
     }
 
     private List<int> Tokens(string? text) =>

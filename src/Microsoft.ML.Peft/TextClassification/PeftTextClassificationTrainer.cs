@@ -238,10 +238,15 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
                 step < warmupSteps ? (step + 1.0) / (warmupSteps + 1.0) : Math.Max(0.0, (double)(totalSteps - step) / Math.Max(1, totalSteps - warmupSteps)));
             var random = new Random(options.Seed);
             var order = Enumerable.Range(0, train.Count).ToArray();
+            // Tokenized once; each step only pads its rows.
+            var encoded = model.Encoder.Tokenize(train.First, train.Second);
+            var lengths = encoded.Select(r => r.Ids.Length).ToArray();
+            int truncated = encoded.Count(r => r.Truncated);
+            if (truncated > 0)
+                ch.Warning($"{truncated} of {train.Count} training rows were longer than MaxSequenceLength={options.MaxSequenceLength} tokens and were truncated.");
             double bestAccuracy = double.NegativeInfinity;
             int bestEpoch = 0, epochsWithoutImprovement = 0;
             Dictionary<string, Tensor>? best = null;
-            int truncated = 0;
             try
             {
                 for (int epoch = 1; epoch <= options.MaxEpoch; epoch++)
@@ -250,12 +255,10 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
                     model.Module.train();
                     var watch = Stopwatch.StartNew();
                     double lossSum = 0;
-                    for (int start = 0; start < order.Length; start += options.BatchSize)
+                    foreach (var rows in LengthBuckets(order, lengths, options.BatchSize, random))
                     {
-                        var rows = order.AsSpan(start, Math.Min(options.BatchSize, order.Length - start)).ToArray();
                         using var scope = NewDisposeScope();
-                        var batch = model.Encoder.Encode(rows.Select(i => train.First[i]).ToList(), train.Second is null ? null : rows.Select(i => train.Second[i]).ToList());
-                        if (epoch == 1) truncated += batch.TruncatedRows;
+                        var batch = model.Encoder.Pad(rows.Select(i => encoded[i]).ToList());
                         var (ids, mask, types) = model.ToTensors(batch);
                         var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
                         var loss = nn.functional.cross_entropy(model.Module.forward(ids, mask, types), labels);
@@ -267,8 +270,6 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
                         lossSum += loss.item<float>() * rows.Length;
                     }
                     watch.Stop();
-                    if (epoch == 1 && truncated > 0)
-                        ch.Warning($"{truncated} of {train.Count} training rows were longer than MaxSequenceLength={options.MaxSequenceLength} tokens and were truncated.");
                     var message = $"Epoch {epoch}/{options.MaxEpoch}: loss {lossSum / train.Count:F4}, {train.Count / watch.Elapsed.TotalSeconds:F1} rows/s";
                     if (validation is null)
                     {
@@ -312,16 +313,31 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
             model.Module.eval();
         }
 
+        /// <summary>
+        /// Batches of shuffled rows in which lengths are similar, so little compute goes to padding: each window of 64
+        /// batches' worth of shuffled rows is sorted by token count and cut into batches, and the batches are shuffled.
+        /// </summary>
+        internal static List<int[]> LengthBuckets(int[] shuffled, int[] lengths, int batchSize, Random random)
+        {
+            var batches = new List<int[]>();
+            int window = batchSize * 64;
+            for (int start = 0; start < shuffled.Length; start += window)
+            {
+                var chunk = shuffled.AsSpan(start, Math.Min(window, shuffled.Length - start)).ToArray();
+                var sorted = chunk.OrderBy(i => lengths[i]).ToArray(); // stable: ties keep the shuffled order
+                for (int b = 0; b < sorted.Length; b += batchSize)
+                    batches.Add(sorted.AsSpan(b, Math.Min(batchSize, sorted.Length - b)).ToArray());
+            }
+            random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batches));
+            return batches;
+        }
+
         private double Accuracy(TrainingData data)
         {
+            var probabilities = model.Predict(data.First, data.Second, out _);
             int correct = 0;
-            for (int start = 0; start < data.Count; start += options.BatchSize)
-            {
-                int count = Math.Min(options.BatchSize, data.Count - start);
-                var probabilities = model.Predict(data.First.GetRange(start, count), data.Second?.GetRange(start, count), out _);
-                for (int i = 0; i < count; i++)
-                    if (ArgMax(probabilities[i]) == data.Labels[start + i]) correct++;
-            }
+            for (int i = 0; i < data.Count; i++)
+                if (ArgMax(probabilities[i]) == data.Labels[i]) correct++;
             return (double)correct / data.Count;
         }
 

@@ -41,6 +41,7 @@ internal sealed class ScoringDataView : IDataView
 
     private sealed class Cursor : DataViewRowCursor
     {
+        private const int LookaheadBatches = 8;
         private readonly ScoringDataView view;
         private readonly DataViewRowCursor rows;
         private readonly DataViewRowCursor? lookahead;
@@ -85,7 +86,8 @@ internal sealed class ScoringDataView : IDataView
             var first = new List<string>();
             var second = secondGetter is null ? null : new List<string>();
             ReadOnlyMemory<char> text = default;
-            while (first.Count < view.parent.BatchSize && lookahead!.MoveNext())
+            // Several batches are read at once: scoring sorts them by length, so less goes to padding.
+            while (first.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext())
             {
                 firstGetter!(ref text);
                 first.Add(text.ToString());

@@ -113,24 +113,32 @@ internal sealed class TextClassificationModel : IDisposable
         return (tensor(batch.InputIds, shape).to(Device), tensor(batch.AttentionMask, shape).to(Device), tensor(batch.TokenTypeIds, shape).to(Device));
     }
 
-    /// <summary>Class probabilities of each row (eval mode, no gradients).</summary>
+    /// <summary>
+    /// Class probabilities of each row (eval mode, no gradients). Any number of rows: they are sorted by length and
+    /// scored <see cref="TextClassificationMetadata.BatchSize"/> at a time, so short rows are not padded to long ones.
+    /// </summary>
     public float[][] Predict(IReadOnlyList<string> first, IReadOnlyList<string>? second, out int truncatedRows)
     {
-        var batch = Encoder.Encode(first, second);
-        truncatedRows = batch.TruncatedRows;
+        var rows = Encoder.Tokenize(first, second);
+        truncatedRows = rows.Count(r => r.Truncated);
+        var order = Enumerable.Range(0, rows.Length).OrderBy(i => rows[i].Ids.Length).ToArray();
+        var result = new float[rows.Length][];
+        int classes = Metadata.ClassCount;
         lock (gate)
         {
-            using var scope = NewDisposeScope();
-            using var mode = inference_mode();
             Module.eval();
-            var (ids, mask, types) = ToTensors(batch);
-            var probabilities = nn.functional.softmax(Module.forward(ids, mask, types), 1).cpu();
-            var flat = probabilities.data<float>().ToArray();
-            int classes = Metadata.ClassCount;
-            var result = new float[batch.Rows][];
-            for (int r = 0; r < batch.Rows; r++) result[r] = flat.AsSpan(r * classes, classes).ToArray();
-            return result;
+            for (int start = 0; start < order.Length; start += Metadata.BatchSize)
+            {
+                var chunk = order.AsSpan(start, Math.Min(Metadata.BatchSize, order.Length - start)).ToArray();
+                var batch = Encoder.Pad(chunk.Select(i => rows[i]).ToList());
+                using var scope = NewDisposeScope();
+                using var mode = inference_mode();
+                var (ids, mask, types) = ToTensors(batch);
+                var flat = nn.functional.softmax(Module.forward(ids, mask, types), 1).cpu().data<float>().ToArray();
+                for (int r = 0; r < chunk.Length; r++) result[chunk[r]] = flat.AsSpan(r * classes, classes).ToArray();
+            }
         }
+        return result;
     }
 
     /// <summary>The trainable tensors (LoRA layers and head) under Hugging Face PEFT's key names.</summary>
