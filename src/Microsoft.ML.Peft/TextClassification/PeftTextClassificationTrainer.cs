@@ -52,8 +52,8 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         /// <summary>LoRA settings: rank 8, alpha 16, dropout 0.1 on query and value by default.</summary>
         public LoraOptions Adapter = new();
 
-        /// <summary>Peak learning rate of AdamW. Default 5e-4.</summary>
-        public float LearningRate = 5e-4f;
+        /// <summary>Peak learning rate of AdamW. Default 1e-3.</summary>
+        public float LearningRate = 1e-3f;
 
         /// <summary>AdamW's decoupled weight decay. Default 0.01.</summary>
         public float WeightDecay = 0.01f;
