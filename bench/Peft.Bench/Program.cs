@@ -1,0 +1,377 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.IO.Compression;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft;
+using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Runtime;
+
+namespace Peft.Bench;
+
+/// <summary>SST-2 quality benchmark: LoRA on MiniLM against ML.NET's classic text pipeline and frozen MiniLM embeddings.</summary>
+internal static class Program
+{
+    private const double LoraAccuracyTarget = 0.85;
+    private const int LoraBatchSize = 32;
+    private const int Seed = 1;
+
+    private static int Main(string[] args)
+    {
+        BenchArguments arguments;
+        try
+        {
+            arguments = BenchArguments.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine(BenchArguments.Usage);
+            return 2;
+        }
+
+        var root = FindRepositoryRoot();
+        var dataFolder = arguments.DataGiven
+            ? Path.GetFullPath(arguments.DataArgument)
+            : Path.GetFullPath(Path.Combine(root, BenchArguments.DefaultDataPath));
+        var trainFile = Path.Combine(dataFolder, "sst2", "train.tsv");
+        var devFile = Path.Combine(dataFolder, "sst2", "dev.tsv");
+        foreach (var file in new[] { trainFile, devFile })
+        {
+            if (File.Exists(file)) continue;
+            Console.Error.WriteLine($"The data file {file} does not exist; pass the data folder with --data.");
+            return 2;
+        }
+
+        var loadAtStart = LoadAverage();
+        var ml = new MLContext(seed: Seed);
+        ml.Log += (_, e) =>
+        {
+            if (e.Kind is ChannelMessageKind.Warning or ChannelMessageKind.Error ||
+                (e.Kind == ChannelMessageKind.Info && e.Source.StartsWith("PeftTextClassification", StringComparison.Ordinal)))
+                Log(e.Message); // ML.NET's message starts with [Source=..., Kind=...]
+        };
+
+        var train = ReadRows(ml, trainFile, arguments.TrainRows);
+        var dev = ReadRows(ml, devFile, arguments.EvalRows);
+        Log($"SST-2: {train.Count} training rows (first of {Path.GetFileName(trainFile)}), {dev.Count} evaluation rows ({Path.GetFileName(devFile)}); " +
+            $"max length {arguments.MaxLength}, {arguments.Epochs} epoch(s), {Environment.ProcessorCount} cores.");
+
+        long onnxBytes = MiniLMEmbedder.OnnxResourceBytes();
+        var results = new List<MethodResult>();
+        var lora = RunLora(ml, arguments, train, dev, onnxBytes, out long adapterBytes);
+        results.Add(lora);
+        results.Add(RunClassic(ml, train, dev));
+        results.Add(RunFrozenEmbeddings(ml, arguments, train, dev));
+
+        double adapterPercent = 100.0 * adapterBytes / onnxBytes;
+        var table = new StringBuilder();
+        table.AppendLine("| method | accuracy | macro-F1 | train s | trainable params | model bytes | note |");
+        table.AppendLine("|---|---:|---:|---:|---:|---:|---|");
+        foreach (var r in results)
+            table.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {r.Method} | {r.Accuracy:F4} | {r.MacroF1:F4} | {r.TrainSeconds:F1} | {r.TrainableParameters:N0} | {r.ModelBytes:N0} | {r.Note} |"));
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"SST-2, {train.Count} training rows, {dev.Count} evaluation rows, max length {arguments.MaxLength}, {arguments.Epochs} epoch(s)"));
+        Console.WriteLine();
+        Console.Write(table);
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"LoRA adapter file (Adapter.safetensors: LoRA matrices and head): {adapterBytes:N0} bytes = {adapterPercent:F2}% of the MiniLM ONNX file ({onnxBytes:N0} bytes)."));
+
+        var failures = new List<string>();
+        if (lora.Accuracy < LoraAccuracyTarget)
+            failures.Add(string.Create(CultureInfo.InvariantCulture, $"LoRA accuracy {lora.Accuracy:F4} is below the target {LoraAccuracyTarget:F2}"));
+        foreach (var baseline in results.Where(r => r != lora))
+            if (!(lora.Accuracy > baseline.Accuracy))
+                failures.Add(string.Create(CultureInfo.InvariantCulture, $"LoRA accuracy {lora.Accuracy:F4} does not beat {baseline.Method} ({baseline.Accuracy:F4})"));
+
+        var resultsFile = Path.Combine(root, "bench", "results", $"{arguments.Task}.json");
+        Directory.CreateDirectory(Path.GetDirectoryName(resultsFile)!);
+        var report = new
+        {
+            benchmark = arguments.Task,
+            date = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+            machine = new
+            {
+                processorCount = Environment.ProcessorCount,
+                os = RuntimeInformation.OSDescription,
+                architecture = RuntimeInformation.OSArchitecture.ToString(),
+                framework = RuntimeInformation.FrameworkDescription,
+                // Other work on the machine slows the timed runs; the 1-minute load average is kept to read them by.
+                loadAverageAtStart = loadAtStart,
+                loadAverageAtEnd = LoadAverage(),
+            },
+            arguments = new
+            {
+                trainRows = arguments.TrainRows,
+                evalRows = arguments.EvalRows,
+                maxLength = arguments.MaxLength,
+                epochs = arguments.Epochs,
+                learningRate = arguments.LearningRate,
+                batchSize = LoraBatchSize,
+                data = arguments.DataArgument,
+                commandLine = string.Join(' ', args),
+            },
+            data = new { trainRows = train.Count, evalRows = dev.Count, trainFile = "sst2/train.tsv", evalFile = "sst2/dev.tsv" },
+            methods = results.Select(r => new
+            {
+                method = r.Method,
+                accuracy = r.Accuracy,
+                macroF1 = r.MacroF1,
+                trainSeconds = Math.Round(r.TrainSeconds, 2),
+                evalSeconds = Math.Round(r.EvalSeconds, 2),
+                trainableParameters = r.TrainableParameters,
+                modelBytes = r.ModelBytes,
+                note = r.Note,
+            }),
+            loraAdapterBytes = adapterBytes,
+            miniLMOnnxBytes = onnxBytes,
+            loraAdapterPercentOfOnnx = Math.Round(adapterPercent, 4),
+            targets = new
+            {
+                loraAccuracyAtLeast = LoraAccuracyTarget,
+                loraBeatsBothBaselines = true,
+                passed = failures.Count == 0,
+                failures,
+            },
+        };
+        File.WriteAllText(resultsFile, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        Console.WriteLine($"Results written to {Path.GetRelativePath(root, resultsFile)}.");
+
+        if (failures.Count == 0)
+        {
+            Console.WriteLine("Targets met: LoRA accuracy >= 0.85 and above both baselines.");
+            return 0;
+        }
+        foreach (var failure in failures) Console.WriteLine($"TARGET FAILED: {failure}.");
+        return 1;
+    }
+
+    /// <summary>MapValueToKey, LoRA fine-tuning of MiniLM (rank 8 on query and value), MapKeyToValue.</summary>
+    private static MethodResult RunLora(MLContext ml, BenchArguments arguments, IReadOnlyList<SentimentRow> trainRows, IReadOnlyList<SentimentRow> devRows,
+        long onnxBytes, out long adapterBytes)
+    {
+        Log("LoRA: fine-tuning all-MiniLM-L6-v2 ...");
+        var train = ml.Data.LoadFromEnumerable(trainRows);
+        var dev = ml.Data.LoadFromEnumerable(devRows);
+        var options = new PeftTextClassificationTrainer.Options
+        {
+            Sentence1ColumnName = nameof(SentimentRow.Sentence),
+            MaxEpoch = arguments.Epochs,
+            MaxSequenceLength = arguments.MaxLength,
+            BatchSize = LoraBatchSize,
+        };
+        if (arguments.LearningRate is float rate) options.LearningRate = rate;
+        var pipeline = ml.Transforms.Conversion.MapValueToKey(nameof(SentimentRow.Label))
+            .Append(ml.MulticlassClassification.Trainers.PeftTextClassification(options))
+            .Append(ml.Transforms.Conversion.MapKeyToValue(nameof(MulticlassPrediction.PredictedLabel)));
+
+        var watch = Stopwatch.StartNew();
+        var model = pipeline.Fit(train);
+        watch.Stop();
+        var peft = model.OfType<PeftTextClassificationTransformer>().Single();
+        try
+        {
+            var (metrics, evalSeconds) = Evaluate(ml, model, dev);
+            var (modelBytes, adapter) = SaveAndMeasure(ml, model, train.Schema, "Adapter.safetensors");
+            adapterBytes = adapter;
+            var result = new MethodResult(
+                "LoRA (MiniLM, r=8 on query/value)", metrics, watch.Elapsed.TotalSeconds, evalSeconds, peft.TrainableParameterCount, modelBytes,
+                string.Create(CultureInfo.InvariantCulture,
+                    $"saved model = adapter, head, vocab; the MiniLM ONNX ({onnxBytes:N0} bytes) is referenced by SHA-256, needed at prediction, not counted"));
+            Log(Describe(result));
+            return result;
+        }
+        finally
+        {
+            peft.Dispose();
+        }
+    }
+
+    /// <summary>FeaturizeText (word 1-2-grams and character 3-grams), SDCA maximum entropy.</summary>
+    private static MethodResult RunClassic(MLContext ml, IReadOnlyList<SentimentRow> trainRows, IReadOnlyList<SentimentRow> devRows)
+    {
+        Log("ML.NET classic: FeaturizeText + SdcaMaximumEntropy ...");
+        var train = ml.Data.LoadFromEnumerable(trainRows);
+        var dev = ml.Data.LoadFromEnumerable(devRows);
+        var pipeline = ml.Transforms.Text.FeaturizeText("Features", nameof(SentimentRow.Sentence))
+            .Append(ml.Transforms.Conversion.MapValueToKey(nameof(SentimentRow.Label)))
+            .Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())
+            .Append(ml.Transforms.Conversion.MapKeyToValue(nameof(MulticlassPrediction.PredictedLabel)));
+        var watch = Stopwatch.StartNew();
+        var model = pipeline.Fit(train);
+        watch.Stop();
+
+        var schema = model.GetOutputSchema(train.Schema);
+        int features = schema["Features"].Type is VectorDataViewType vector && vector.Size > 0
+            ? vector.Size
+            : throw new InvalidOperationException("FeaturizeText produced no fixed-size feature vector.");
+        int classes = ClassCount(schema);
+        var (metrics, evalSeconds) = Evaluate(ml, model, dev);
+        var (modelBytes, _) = SaveAndMeasure(ml, model, train.Schema, null);
+        var result = new MethodResult("ML.NET FeaturizeText + SdcaMaximumEntropy", metrics, watch.Elapsed.TotalSeconds, evalSeconds,
+            (long)features * classes + classes, modelBytes,
+            string.Create(CultureInfo.InvariantCulture, $"{features:N0} n-gram features x {classes} classes + biases"));
+        Log(Describe(result));
+        return result;
+    }
+
+    /// <summary>Frozen mean-pooled MiniLM embeddings (ONNX Runtime), LBFGS maximum entropy.</summary>
+    private static MethodResult RunFrozenEmbeddings(MLContext ml, BenchArguments arguments, IReadOnlyList<SentimentRow> trainRows, IReadOnlyList<SentimentRow> devRows)
+    {
+        Log("Frozen MiniLM embeddings + LbfgsMaximumEntropy ...");
+        var watch = Stopwatch.StartNew();
+        using var embedder = new MiniLMEmbedder(arguments.MaxLength);
+        var train = ml.Data.LoadFromEnumerable(Embed(embedder, trainRows));
+        var pipeline = ml.Transforms.Conversion.MapValueToKey(nameof(EmbeddedRow.Label))
+            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())
+            .Append(ml.Transforms.Conversion.MapKeyToValue(nameof(MulticlassPrediction.PredictedLabel)));
+        var model = pipeline.Fit(train);
+        watch.Stop();
+
+        int classes = ClassCount(model.GetOutputSchema(train.Schema));
+        var evalWatch = Stopwatch.StartNew();
+        var dev = ml.Data.LoadFromEnumerable(Embed(embedder, devRows));
+        var (metrics, scoreSeconds) = Evaluate(ml, model, dev);
+        evalWatch.Stop();
+        var (modelBytes, _) = SaveAndMeasure(ml, model, train.Schema, null);
+        var result = new MethodResult("Frozen MiniLM embeddings + LbfgsMaximumEntropy", metrics, watch.Elapsed.TotalSeconds, evalWatch.Elapsed.TotalSeconds,
+            (long)MiniLMEmbedder.Dimensions * classes + classes, modelBytes + embedder.ModelBytes,
+            string.Create(CultureInfo.InvariantCulture,
+                $"model bytes = linear model ({modelBytes:N0}) + MiniLM ONNX ({embedder.ModelBytes:N0}), needed at prediction; train s includes embedding the training rows"));
+        Log(Describe(result));
+        return result;
+    }
+
+    private static List<EmbeddedRow> Embed(MiniLMEmbedder embedder, IReadOnlyList<SentimentRow> rows)
+    {
+        var vectors = embedder.Embed(rows.Select(r => r.Sentence).ToList());
+        return rows.Select((r, i) => new EmbeddedRow { Features = vectors[i], Label = r.Label }).ToList();
+    }
+
+    private static (MulticlassClassificationMetrics Metrics, double Seconds) Evaluate(MLContext ml, ITransformer model, IDataView dev)
+    {
+        var watch = Stopwatch.StartNew();
+        var predictions = model.Transform(dev);
+        var metrics = ml.MulticlassClassification.Evaluate(predictions, labelColumnName: nameof(SentimentRow.Label));
+        watch.Stop();
+        return (metrics, watch.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Saves the model to a temporary file; returns its size and the uncompressed size of the zip entries named <paramref name="entrySuffix"/>.</summary>
+    private static (long FileBytes, long EntryBytes) SaveAndMeasure(MLContext ml, ITransformer model, DataViewSchema inputSchema, string? entrySuffix)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"peft-bench-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(model, inputSchema, path);
+            long entryBytes = 0;
+            if (entrySuffix is not null)
+            {
+                using var zip = ZipFile.OpenRead(path);
+                var entries = zip.Entries.Where(e => e.FullName.EndsWith(entrySuffix, StringComparison.Ordinal)).ToList();
+                if (entries.Count == 0) throw new InvalidOperationException($"The saved model has no entry '{entrySuffix}'.");
+                entryBytes = entries.Sum(e => e.Length);
+            }
+            return (new FileInfo(path).Length, entryBytes);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    private static int ClassCount(DataViewSchema schema) =>
+        schema[nameof(SentimentRow.Label)].Type is KeyDataViewType key
+            ? checked((int)key.Count)
+            : throw new InvalidOperationException("The label column is not a key type.");
+
+    private static List<SentimentRow> ReadRows(MLContext ml, string file, int? rows)
+    {
+        IDataView view = ml.Data.LoadFromTextFile<SentimentRow>(file, separatorChar: '\t', hasHeader: true, allowQuoting: false, trimWhitespace: false);
+        if (rows is int n) view = ml.Data.TakeRows(view, n);
+        var list = ml.Data.CreateEnumerable<SentimentRow>(view, reuseRowObject: false).ToList();
+        if (list.Count == 0) throw new InvalidDataException($"{file} has no rows.");
+        return list;
+    }
+
+    /// <summary>The folder holding Microsoft.ML.Peft.sln, found by walking up from the application's folder.</summary>
+    private static string FindRepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Peft.sln"))) return dir.FullName;
+        throw new InvalidOperationException($"No Microsoft.ML.Peft.sln above {AppContext.BaseDirectory}; run the benchmark from the repository.");
+    }
+
+    /// <summary>The 1-minute load average on Linux; null elsewhere.</summary>
+    private static double? LoadAverage()
+    {
+        try
+        {
+            var text = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg") : null;
+            return text is not null && double.TryParse(text.Split(' ')[0], NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static string Describe(MethodResult r) => string.Create(CultureInfo.InvariantCulture,
+        $"{r.Method}: accuracy {r.Accuracy:F4}, macro-F1 {r.MacroF1:F4}, train {r.TrainSeconds:F1} s, evaluation {r.EvalSeconds:F1} s, " +
+        $"{r.TrainableParameters:N0} trainable parameters, model {r.ModelBytes:N0} bytes.");
+
+    private static void Log(string message) =>
+        Console.Error.WriteLine($"{DateTime.Now.ToString("HH:mm:ss", CultureInfo.InvariantCulture)} {message}");
+}
+
+/// <summary>A row of sst2/*.tsv; the label stays text ("0" / "1") so that MapValueToKey maps it.</summary>
+internal sealed class SentimentRow
+{
+    [LoadColumn(0)]
+    public string Sentence { get; set; } = "";
+
+    [LoadColumn(1)]
+    public string Label { get; set; } = "";
+}
+
+/// <summary>A sentence's frozen MiniLM embedding and its label.</summary>
+internal sealed class EmbeddedRow
+{
+    [VectorType(MiniLMEmbedder.Dimensions)]
+    public float[] Features { get; set; } = Array.Empty<float>();
+
+    public string Label { get; set; } = "";
+}
+
+/// <summary>Names of the columns a multiclass pipeline adds.</summary>
+internal static class MulticlassPrediction
+{
+    public const string PredictedLabel = "PredictedLabel";
+}
+
+/// <summary>One method's figures.</summary>
+internal sealed record MethodResult(string Method, double Accuracy, double MacroF1, double TrainSeconds, double EvalSeconds, long TrainableParameters, long ModelBytes, string Note)
+{
+    public MethodResult(string method, MulticlassClassificationMetrics metrics, double trainSeconds, double evalSeconds, long trainableParameters, long modelBytes, string note)
+        : this(method, metrics.MicroAccuracy, MacroF1Of(metrics.ConfusionMatrix), trainSeconds, evalSeconds, trainableParameters, modelBytes, note)
+    {
+    }
+
+    /// <summary>Mean over classes of 2PR/(P+R), from the confusion matrix's per-class precision and recall.</summary>
+    public static double MacroF1Of(ConfusionMatrix matrix)
+    {
+        double sum = 0;
+        for (int c = 0; c < matrix.NumberOfClasses; c++)
+        {
+            double p = matrix.PerClassPrecision[c], r = matrix.PerClassRecall[c];
+            sum += p + r > 0 ? 2 * p * r / (p + r) : 0;
+        }
+        return sum / matrix.NumberOfClasses;
+    }
+}
