@@ -216,6 +216,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
     /// <summary>AdamW over the adapter and head, linear warm-up and decay, clipping, validation and early stopping.</summary>
     private sealed class TrainingLoop
     {
+        private const int ProgressEverySteps = 25;
         private readonly Options options;
         private readonly TextClassificationModel model;
         private readonly IChannel ch;
@@ -255,7 +256,9 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
                     model.Module.train();
                     var watch = Stopwatch.StartNew();
                     double lossSum = 0;
-                    foreach (var rows in LengthBuckets(order, lengths, options.BatchSize, random))
+                    var batches = LengthBuckets(order, lengths, options.BatchSize, random);
+                    int step = 0, seen = 0;
+                    foreach (var rows in batches)
                     {
                         using var scope = NewDisposeScope();
                         var batch = model.Encoder.Pad(rows.Select(i => encoded[i]).ToList());
@@ -268,6 +271,9 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
                         optimizer.step();
                         schedule.step();
                         lossSum += loss.item<float>() * rows.Length;
+                        seen += rows.Length;
+                        if (++step % ProgressEverySteps == 0 && step < batches.Count)
+                            ch.Info($"Epoch {epoch}/{options.MaxEpoch}: step {step}/{batches.Count}, loss {lossSum / seen:F4}, {seen / watch.Elapsed.TotalSeconds:F1} rows/s");
                     }
                     watch.Stop();
                     var message = $"Epoch {epoch}/{options.MaxEpoch}: loss {lossSum / train.Count:F4}, {train.Count / watch.Elapsed.TotalSeconds:F1} rows/s";
