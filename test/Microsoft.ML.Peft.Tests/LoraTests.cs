@@ -109,6 +109,41 @@ public class LoraTests
         Assert.That(e.ParamName, Is.EqualTo("TargetModules"));
     }
 
+    [Test]
+    public void GradientCheckpointingGivesTheSameLossAndGradients()
+    {
+        // Dropout stays on: the recomputation must replay the same dropout masks.
+        Dictionary<string, float[]> Gradients(bool checkpointing, out float loss)
+        {
+            using var scope = NewDisposeScope();
+            manual_seed(21);
+            using var classifier = new TextClassification.SequenceClassifier(TinyBert.Config, classes: 2, headDropout: 0.1f);
+            LoraInjector.Inject(classifier.Bert, new LoraOptions { Rank = 4 });
+            // B starts at zero, which makes A's gradient zero; give B values so every gradient is informative.
+            foreach (var (_, layer) in classifier.Adapted()) using (no_grad()) layer.Lora!.B.normal_(0, 0.1);
+            classifier.FreezeBase();
+            classifier.Bert.GradientCheckpointing = checkpointing;
+            classifier.train();
+            var (ids, mask, types) = TinyBert.RandomBatch(4, 12);
+            manual_seed(5);
+            var value = nn.functional.cross_entropy(classifier.forward(ids, mask, types), tensor(new long[] { 0, 1, 1, 0 }));
+            value.backward();
+            loss = value.item<float>();
+            return classifier.named_parameters().Where(p => p.parameter.requires_grad)
+                .ToDictionary(p => p.name, p => p.parameter.grad!.data<float>().ToArray());
+        }
+        var plain = Gradients(false, out var plainLoss);
+        var checkpointed = Gradients(true, out var checkpointedLoss);
+        Assert.That(checkpointedLoss, Is.EqualTo(plainLoss).Within(1e-6f));
+        Assert.That(checkpointed.Keys, Is.EquivalentTo(plain.Keys));
+        Assert.That(plain.Keys.Count(k => k.Contains("encoder.layer.0.") && k.Contains("lora_A")), Is.EqualTo(2), "the first layer's adapters get gradients");
+        foreach (var (name, gradient) in plain)
+        {
+            Assert.That(gradient.Any(g => g != 0), $"{name} has no gradient");
+            Assert.That(checkpointed[name], Is.EqualTo(gradient).Within(1e-5f), name);
+        }
+    }
+
     [TestCase(0, 16f, 0.1f, "Rank")]
     [TestCase(-1, 16f, 0.1f, "Rank")]
     [TestCase(8, 0f, 0.1f, "Alpha")]

@@ -186,12 +186,16 @@ internal sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Recompute each layer's activations in the backward pass instead of keeping them (training only).</summary>
+    public bool GradientCheckpointing { get; set; }
+
     public override Tensor forward(Tensor hidden, Tensor additiveMask)
     {
         var current = hidden;
+        bool checkpoint = GradientCheckpointing && training && is_grad_enabled();
         foreach (var l in layer)
         {
-            var next = l.forward(current, additiveMask);
+            var next = checkpoint ? LayerCheckpoint.Run(l, current, additiveMask) : l.forward(current, additiveMask);
             if (!ReferenceEquals(current, hidden)) current.Dispose();
             current = next;
         }
@@ -220,10 +224,20 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     public BertConfig Config { get; }
 
+    /// <summary>Activation checkpointing of every layer while training.</summary>
+    public bool GradientCheckpointing
+    {
+        get => encoder.GradientCheckpointing;
+        set => encoder.GradientCheckpointing = value;
+    }
+
     public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds)
     {
         using var scope = NewDisposeScope();
         var embedded = embeddings.forward(inputIds, tokenTypeIds);
+        // With frozen embeddings nothing before the first layer needs a gradient, and a checkpointed layer whose input
+        // needs none would not be differentiated at all: ask for one, as Hugging Face's enable_input_require_grads does.
+        if (encoder.GradientCheckpointing && training && is_grad_enabled() && !embedded.requires_grad) embedded.requires_grad_(true);
         // [batch, 1, 1, length] additive mask in the hidden states' dtype.
         var additive = attentionMask.to(embedded.dtype).neg().add_(1).mul_(-1e9f).unsqueeze(1).unsqueeze(1);
         return encoder.forward(embedded, additive).MoveToOuterDisposeScope();

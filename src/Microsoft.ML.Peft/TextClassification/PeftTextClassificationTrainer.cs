@@ -80,6 +80,10 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         /// <summary>Dropout before the classification head during training. Default 0.1.</summary>
         public float HeadDropout = 0.1f;
 
+        /// <summary>Activation (gradient) checkpointing: keep only each layer's input during the forward pass and recompute
+        /// the layer in the backward pass. Less memory for activations, about one more forward pass of time. Default false.</summary>
+        public bool GradientCheckpointing;
+
         /// <summary>Store the base model's weights inside the saved model, making it self-contained (and as large as the base model).
         /// Default false: only a reference (name, size, SHA-256, path) is stored.</summary>
         public bool EmbedBaseModel;
@@ -199,6 +203,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         // Seeding happens before any parameter is created, so initialisation and dropout repeat with the seed.
         manual_seed(options.Seed);
         var model = new TextClassificationModel(metadata, baseModel, device);
+        model.Module.Bert.GradientCheckpointing = options.GradientCheckpointing;
         try
         {
             ch.Info($"LoRA r={options.Adapter.Rank}, alpha={options.Adapter.Alpha} on {metadata.AdaptedModules.Count} layers; " +

@@ -1,0 +1,53 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Models;
+
+/// <summary>
+/// Activation (gradient) checkpointing of one transformer layer: the forward pass keeps only the layer's input; the
+/// backward pass runs the layer again with gradients on, restoring the random-number state so dropout draws the same
+/// masks, and back-propagates through that recomputation. Memory for activations drops from all layers' to one
+/// layer's, at the cost of a second forward pass.
+/// </summary>
+internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheckpoint>
+{
+    public override string Name => nameof(LayerCheckpoint);
+
+    /// <summary>Runs <paramref name="layer"/> on <paramref name="hidden"/> under checkpointing.</summary>
+    public static Tensor Run(BertLayer layer, Tensor hidden, Tensor additiveMask) => apply(hidden, additiveMask, layer);
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var hidden = (Tensor)vars[0];
+        var mask = (Tensor)vars[1];
+        var layer = (BertLayer)vars[2];
+        ctx.save_for_backward(new List<Tensor> { hidden, mask });
+        ctx.save_data("layer", layer);
+        using (var state = get_rng_state()) ctx.save_data("rng", state.data<byte>().ToArray());
+        using (no_grad())
+        {
+            return layer.forward(hidden, mask);
+        }
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var saved = ctx.get_saved_variables();
+        var layer = (BertLayer)ctx.get_data("layer");
+        using var rng = tensor((byte[])ctx.get_data("rng"));
+        using var current = get_rng_state();
+        set_rng_state(rng);
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var grad = enable_grad();
+            var input = saved[0].detach().requires_grad_(true);
+            var output = layer.forward(input, saved[1]);
+            autograd.backward(new[] { output }, new[] { gradOutput });
+            return new List<Tensor> { input.grad!.MoveToOuterDisposeScope(), null!, null! };
+        }
+        finally
+        {
+            set_rng_state(current);
+        }
+    }
+}
