@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 [assembly: IgnoresAccessChecksTo("Microsoft.ML.Core")]
 [assembly: IgnoresAccessChecksTo("Microsoft.ML.Data")]
 [assembly: InternalsVisibleTo("Microsoft.ML.Peft.Tests")]
+[assembly: InternalsVisibleTo("Peft.Perf")]
 
 namespace System.Runtime.CompilerServices
 {

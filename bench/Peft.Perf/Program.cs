@@ -1,0 +1,291 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.IO.Compression;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Microsoft.ML.Peft;
+using Microsoft.ML.Peft.Models;
+using Microsoft.ML.Peft.Text;
+using Microsoft.ML.Peft.TextClassification;
+using Peft.Perf;
+using static TorchSharp.torch;
+
+// perf [--quick] [--out FILE]: the whole benchmark (children for each training-step figure).
+// step MODE BATCH SEQ STEPS WARMUP: one training-step measurement, as a JSON line (used by perf).
+var invariant = CultureInfo.InvariantCulture;
+if (args.Length >= 1 && args[0] == "step")
+{
+    var r = StepRunner.Run(args[1], int.Parse(args[2], invariant), int.Parse(args[3], invariant), int.Parse(args[4], invariant), int.Parse(args[5], invariant));
+    Console.WriteLine("RESULT " + StepRunner.ToJson(r));
+    return 0;
+}
+
+bool quick = args.Contains("--quick");
+var root = FindRoot();
+var outIndex = Array.IndexOf(args, "--out");
+var outPath = outIndex >= 0 && outIndex + 1 < args.Length ? Path.GetFullPath(args[outIndex + 1]) : Path.Combine(root, "bench", "results", "latest.json");
+int steps = quick ? 2 : 5, warmup = quick ? 1 : 2;
+var total = Stopwatch.StartNew();
+var json = new JsonObject
+{
+    ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", invariant),
+    ["command"] = "dotnet run -c Release --project bench/Peft.Perf" + (quick ? " -- --quick" : ""),
+    ["quick"] = quick,
+    ["machine"] = new JsonObject
+    {
+        ["cores"] = Environment.ProcessorCount,
+        ["os"] = RuntimeInformation.OSDescription,
+        ["cpu"] = CpuModel(),
+        ["dotnet"] = RuntimeInformation.FrameworkDescription,
+        ["torchSharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString(),
+        ["libtorchThreads"] = get_num_threads(),
+        ["onnxRuntime"] = typeof(InferenceSession).Assembly.GetName().Version?.ToString(),
+        ["loadAverageAtStart"] = LoadAverage(),
+    },
+    ["stepsTimed"] = steps,
+    ["warmupSteps"] = warmup,
+};
+void Log(string message) => Console.WriteLine($"{total.Elapsed:mm\\:ss} {message}");
+
+// 1. The machine's practical fp32 GEMM rate through TorchSharp.
+double gemm = GemmGflops(quick ? 2048 : 4096, quick ? 3 : 5);
+json["gemmGflops"] = Math.Round(gemm, 1);
+Log($"GEMM: {gemm:F1} GFLOP/s");
+
+// 2. Training steps, each in its own process (peak memory is the process's own).
+var self = typeof(StepRunner).Assembly.Location;
+StepResult? Child(string mode, int batch, int seq, int n, int w)
+{
+    var result = RunChild("dotnet", $"\"{self}\" step {mode} {batch} {seq} {n} {w}");
+    if (result is null) return null;
+    var step = JsonSerializer.Deserialize<StepResult>(result, Json.Options);
+    Log($"{mode,-12} batch {batch,2} seq {seq,3}: {step!.StepMsMedian,8:F0} ms/step, peak RSS {step.PeakRssBytes / 1e6:F0} MB (before steps {step.RssBeforeStepsBytes / 1e6:F0} MB)");
+    return step;
+}
+var lora = Child("lora", 32, 128, steps, warmup);
+var full = Child("full", 32, 128, steps, warmup);
+var checkpointed = Child("checkpointed", 32, 128, steps, warmup);
+
+// 3. PyTorch doing the same LoRA and full steps on the same ONNX weights.
+var onnxPath = Path.Combine(Path.GetTempPath(), "peft-perf-minilm.onnx");
+var (onnxBytes, vocab, _) = BaseModelSource.MiniLM().ReadFiles();
+File.WriteAllBytes(onnxPath, onnxBytes);
+var script = Path.Combine(root, "bench", "pytorch", "lora_step.py");
+JsonObject? Python(string mode)
+{
+    if (!File.Exists("/usr/bin/python3") || !File.Exists(script)) return null;
+    var line = RunChild("/usr/bin/python3", $"\"{script}\" --onnx \"{onnxPath}\" --mode {mode} --batch 32 --seq 128 --steps {steps} --warmup {warmup} --threads {get_num_threads()}", prefix: "");
+    if (line is null) return null;
+    var node = JsonNode.Parse(line)!.AsObject();
+    Log($"pytorch {mode,-4} batch 32 seq 128: {node["stepMsMedian"]!.GetValue<double>(),8:F0} ms/step, peak RSS {node["peakRssBytes"]!.GetValue<double>() / 1e6:F0} MB");
+    return node;
+}
+var pyLora = Python("lora");
+var pyFull = Python("full");
+
+double? Ratio(double? a, double? b) => a is null || b is null || b == 0 ? null : Math.Round(a.Value / b.Value, 3);
+json["loraStepMs"] = lora?.StepMsMedian;
+json["pytorchLoraStepMs"] = pyLora?["stepMsMedian"]?.GetValue<double>();
+json["loraStepVsPytorch"] = Ratio(lora?.StepMsMedian, pyLora?["stepMsMedian"]?.GetValue<double>());
+json["pytorchFullStepMs"] = pyFull?["stepMsMedian"]?.GetValue<double>();
+json["pytorch"] = pyLora?["torch"]?.GetValue<string>() ?? "not available (install python3-torch python3-onnx libopenblas0-pthread)";
+double loraFlops = Flops.LoraStep(32, 128);
+json["loraStepGflop"] = Math.Round(loraFlops / 1e9, 1);
+json["mfu"] = lora is null ? null : Math.Round(loraFlops / (lora.StepMsMedian / 1000) / (gemm * 1e9), 3);
+json["pytorchMfu"] = pyLora is null ? null : Math.Round(loraFlops / (pyLora["stepMsMedian"]!.GetValue<double>() / 1000) / (gemm * 1e9), 3);
+json["fullStepMs"] = full?.StepMsMedian;
+json["loraVsFullTime"] = Ratio(lora?.StepMsMedian, full?.StepMsMedian);
+json["loraPeakMemoryBytes"] = lora?.PeakRssBytes;
+json["fullPeakMemoryBytes"] = full?.PeakRssBytes;
+json["loraVsFullMemory"] = Ratio(lora?.PeakRssBytes, full?.PeakRssBytes);
+json["checkpointedStepMs"] = checkpointed?.StepMsMedian;
+json["checkpointedPeakMemoryBytes"] = checkpointed?.PeakRssBytes;
+json["checkpointingMemoryRatio"] = Ratio(checkpointed?.PeakRssBytes, lora?.PeakRssBytes);
+json["loraRssBeforeStepsBytes"] = lora?.RssBeforeStepsBytes;
+json["loraActivationBytes"] = lora is null ? null : lora.PeakRssBytes - lora.RssBeforeStepsBytes;
+json["checkpointedActivationBytes"] = checkpointed is null ? null : checkpointed.PeakRssBytes - checkpointed.RssBeforeStepsBytes;
+
+// 4. Inference: our batched Transform against ONNX Runtime on the same sentences, same batches, same threads.
+var ml = new MLContext(1);
+var sentences = File.ReadLines(Path.Combine(root, "..", "shared", "data", "sst2", "dev.tsv")).Skip(1)
+    .Select(l => l.Split('\t')[0]).Take(quick ? 512 : 2048).ToList();
+var trainRows = sentences.Take(32).Select((s, i) => new Row { Sentence = s, Label = i % 2 == 0 ? "a" : "b" }).ToList();
+var trainData = ml.Data.LoadFromEnumerable(trainRows);
+var model = ml.Transforms.Conversion.MapValueToKey("Label")
+    .Append(ml.MulticlassClassification.Trainers.PeftTextClassification(new PeftTextClassificationTrainer.Options { Sentence1ColumnName = "Sentence", MaxEpoch = 1, BatchSize = 32 }))
+    .Fit(trainData);
+var peft = ((IEnumerable<ITransformer>)model).OfType<PeftTextClassificationTransformer>().Single();
+var scoreData = ml.Data.LoadFromEnumerable(sentences.Select(s => new Row { Sentence = s, Label = "a" }));
+double ours = RowsPerSecond(() =>
+{
+    var scored = peft.Transform(scoreData);
+    using var cursor = scored.GetRowCursor(new[] { scored.Schema["Score"] });
+    var getter = cursor.GetGetter<Microsoft.ML.Data.VBuffer<float>>(scored.Schema["Score"]);
+    Microsoft.ML.Data.VBuffer<float> value = default;
+    while (cursor.MoveNext()) getter(ref value);
+}, sentences.Count);
+var encoder = new TextEncoder(vocab, lowerCase: true, maxLength: 128);
+using var session = new InferenceSession(onnxBytes, new SessionOptions { IntraOpNumThreads = get_num_threads(), InterOpNumThreads = 1 });
+double ort = RowsPerSecond(() =>
+{
+    // The same batching as the transformer: 256 rows read ahead, sorted by length, 32 at a time.
+    for (int start = 0; start < sentences.Count; start += 256)
+    {
+        var rows = encoder.Tokenize(sentences.Skip(start).Take(256).ToList()).OrderBy(r => r.Ids.Length).ToList();
+        for (int b = 0; b < rows.Count; b += 32)
+        {
+            var batch = encoder.Pad(rows.Skip(b).Take(32).ToList());
+            int[] dims = { batch.Rows, batch.Length };
+            using var results = session.Run(new[]
+            {
+                NamedOnnxValue.CreateFromTensor("input_ids", new DenseTensor<long>(batch.InputIds, dims)),
+                NamedOnnxValue.CreateFromTensor("attention_mask", new DenseTensor<long>(batch.AttentionMask, dims)),
+                NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(batch.TokenTypeIds, dims)),
+            });
+        }
+    }
+}, sentences.Count);
+json["inferenceRows"] = sentences.Count;
+json["inferenceRowsPerSec"] = Math.Round(ours, 1);
+json["ortRowsPerSec"] = Math.Round(ort, 1);
+json["inferenceVsOrt"] = Math.Round(ours / ort, 3);
+Log($"inference: ours {ours:F1} rows/s, ONNX Runtime {ort:F1} rows/s");
+
+// 5. Single-row latency through PredictionEngine.
+var engine = ml.Model.CreatePredictionEngine<Row, Prediction>(model);
+for (int i = 0; i < 5; i++) engine.Predict(new Row { Sentence = sentences[i] });
+var latencies = sentences.Take(quick ? 100 : 300).Select(s =>
+{
+    var watch = Stopwatch.StartNew();
+    engine.Predict(new Row { Sentence = s });
+    return watch.Elapsed.TotalMilliseconds;
+}).ToList();
+json["predictionEngineP50Ms"] = Math.Round(Stats.Percentile(latencies, 0.5), 2);
+json["predictionEngineP95Ms"] = Math.Round(Stats.Percentile(latencies, 0.95), 2);
+Log($"PredictionEngine: p50 {Stats.Percentile(latencies, 0.5):F2} ms, p95 {Stats.Percentile(latencies, 0.95):F2} ms");
+
+// 6. Sizes: the saved adapter entry against the base model file.
+var zip = Path.Combine(Path.GetTempPath(), "peft-perf-model.zip");
+ml.Model.Save(model, trainData.Schema, zip);
+long adapterBytes;
+using (var archive = ZipFile.OpenRead(zip)) adapterBytes = archive.Entries.Where(e => e.FullName.EndsWith("Adapter.safetensors", StringComparison.Ordinal)).Sum(e => e.Length);
+json["adapterBytes"] = adapterBytes;
+json["modelFileBytes"] = new FileInfo(zip).Length;
+json["baseModelBytes"] = onnxBytes.LongLength;
+json["adapterVsBase"] = Math.Round((double)adapterBytes / onnxBytes.LongLength, 4);
+
+// 7. Scaling of the LoRA step with sequence length and batch size.
+var scaling = new JsonArray();
+foreach (var (batch, seq) in new[] { (32, 64), (32, 128), (32, 256), (8, 128), (64, 128) })
+{
+    var r = batch == 32 && seq == 128 ? lora : Child("lora", batch, seq, quick ? 1 : 3, 1);
+    scaling.Add(new JsonObject { ["batch"] = batch, ["seq"] = seq, ["stepMs"] = r?.StepMsMedian, ["peakRssBytes"] = r?.PeakRssBytes, ["activationBytes"] = r is null ? null : r.PeakRssBytes - r.RssBeforeStepsBytes });
+}
+json["scaling"] = scaling;
+json["machine"]!["loadAverageAtEnd"] = LoadAverage();
+json["totalSeconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
+
+// Table and targets.
+var targets = new (string Key, string Op, double Bound)[]
+{
+    ("loraStepVsPytorch", "<=", 1.0), ("mfu", ">=", 0.4), ("loraVsFullMemory", "<=", 0.75),
+    ("checkpointingMemoryRatio", "<=", 0.5), ("inferenceVsOrt", ">=", 0.8), ("adapterVsBase", "<=", 0.02),
+};
+Console.WriteLine();
+Console.WriteLine("| figure | value | target |");
+Console.WriteLine("|---|---:|---|");
+foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "loraStepVsPytorch", "mfu", "pytorchMfu", "fullStepMs", "pytorchFullStepMs", "loraVsFullTime",
+    "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio",
+    "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase" })
+{
+    var target = targets.FirstOrDefault(t => t.Key == key);
+    var value = json[key];
+    string verdict = "";
+    if (target.Key is not null)
+    {
+        var v = value?.GetValue<double>();
+        bool met = v is not null && (target.Op == "<=" ? v <= target.Bound : v >= target.Bound);
+        verdict = $"{target.Op} {target.Bound.ToString(invariant)} {(v is null ? "not measured" : met ? "met" : "MISSED")}";
+    }
+    Console.WriteLine($"| {key} | {value?.ToJsonString() ?? "n/a"} | {verdict} |");
+}
+Console.WriteLine();
+Console.WriteLine("| batch | seq | LoRA step ms | peak RSS MB | activations MB |");
+Console.WriteLine("|---:|---:|---:|---:|---:|");
+foreach (var row in scaling)
+    Console.WriteLine($"| {row!["batch"]} | {row["seq"]} | {row["stepMs"]?.GetValue<double>():F0} | {row["peakRssBytes"]?.GetValue<long>() / 1e6:F0} | {row["activationBytes"]?.GetValue<long>() / 1e6:F0} |");
+Directory.CreateDirectory(Path.GetDirectoryName(outPath)!);
+File.WriteAllText(outPath, json.ToJsonString(Json.Indented));
+Console.WriteLine($"\nWritten {outPath} in {total.Elapsed.TotalSeconds:F0} s.");
+return 0;
+
+static double GemmGflops(int n, int repeats)
+{
+    using var scope = NewDisposeScope();
+    var a = randn(n, n);
+    var b = randn(n, n);
+    using (var warm = a.mm(b)) { }
+    double best = double.MaxValue;
+    for (int i = 0; i < repeats; i++)
+    {
+        var watch = Stopwatch.StartNew();
+        using var c = a.mm(b);
+        best = Math.Min(best, watch.Elapsed.TotalSeconds);
+    }
+    return 2.0 * n * n * n / best / 1e9;
+}
+
+static double RowsPerSecond(Action run, int rows)
+{
+    run(); // warm-up pass
+    var watch = Stopwatch.StartNew();
+    run();
+    return rows / watch.Elapsed.TotalSeconds;
+}
+
+static string? RunChild(string file, string arguments, string prefix = "RESULT ")
+{
+    var start = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+    using var process = Process.Start(start)!;
+    var stderr = process.StandardError.ReadToEndAsync();
+    string? result = null;
+    string? line;
+    while ((line = process.StandardOutput.ReadLine()) is not null)
+        if (line.StartsWith(prefix, StringComparison.Ordinal) && line.TrimStart().StartsWith(prefix + "{", StringComparison.Ordinal)) result = line[prefix.Length..];
+    process.WaitForExit();
+    if (process.ExitCode != 0 || result is null)
+    {
+        Console.Error.WriteLine($"child '{file} {arguments}' failed (exit {process.ExitCode}): {stderr.Result}");
+        return null;
+    }
+    return result;
+}
+
+static string FindRoot()
+{
+    var dir = new DirectoryInfo(AppContext.BaseDirectory);
+    while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Peft.sln"))) dir = dir.Parent;
+    return dir?.FullName ?? throw new InvalidOperationException("Microsoft.ML.Peft.sln not found above the program.");
+}
+
+static string? LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : null;
+
+static string? CpuModel() => File.Exists("/proc/cpuinfo")
+    ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+    : null;
+
+internal sealed class Row
+{
+    public string Sentence { get; set; } = "";
+    public string Label { get; set; } = "";
+}
+
+internal sealed class Prediction
+{
+    public float[] Score { get; set; } = Array.Empty<float>();
+}

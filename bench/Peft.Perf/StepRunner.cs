@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.ML.Peft.Adapters.Lora;
+using Microsoft.ML.Peft.Models;
+using Microsoft.ML.Peft.TextClassification;
+using static TorchSharp.torch;
+
+namespace Peft.Perf;
+
+/// <summary>What one training-step measurement reports (one JSON line on standard output of a child process).</summary>
+internal sealed record StepResult(string Mode, int Batch, int Seq, int Threads, double StepMsMedian, double[] StepMsAll,
+    long PeakRssBytes, long RssBeforeStepsBytes, long TrainableParameters, long TotalParameters, string Runtime);
+
+/// <summary>
+/// One training step of MiniLM with a 2-class head, measured in its own process so peak memory belongs to it alone:
+/// forward, cross-entropy, backward, gradient clipping, AdamW. Modes: <c>lora</c> (rank 8 on query/value),
+/// <c>full</c> (every parameter trainable), <c>checkpointed</c> (lora with activation checkpointing).
+/// </summary>
+internal static class StepRunner
+{
+    public static StepResult Run(string mode, int batch, int seq, int steps, int warmup)
+    {
+        var loaded = BaseModelSource.MiniLM().Load();
+        manual_seed(1);
+        var model = new SequenceClassifier(loaded.Config, classes: 2, headDropout: 0.1f);
+        BertWeights.Load(model.Bert, loaded.Weights, "MiniLM");
+        loaded = null;
+        if (mode is "lora" or "checkpointed")
+        {
+            LoraInjector.Inject(model.Bert, new LoraOptions());
+            model.FreezeBase();
+        }
+        else if (mode != "full")
+        {
+            throw new ArgumentException($"unknown mode '{mode}'");
+        }
+        model.Bert.GradientCheckpointing = mode == "checkpointed";
+        model.train();
+        var trainable = model.parameters().Where(p => p.requires_grad).ToList();
+        using var optimizer = optim.AdamW(trainable, 1e-3, weight_decay: 0.01);
+
+        var generator = new Generator(1);
+        using var ids = randint(1000, 30522, new long[] { batch, seq }, generator: generator);
+        using var mask = ones(batch, seq, ScalarType.Int64);
+        using var types = zeros(batch, seq, ScalarType.Int64);
+        using var labels = randint(0, 2, new long[] { batch }, generator: generator);
+
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            optimizer.zero_grad();
+            var loss = nn.functional.cross_entropy(model.forward(ids, mask, types), labels);
+            loss.backward();
+            nn.utils.clip_grad_norm_(trainable, 1.0);
+            optimizer.step();
+        }
+
+        for (int i = 0; i < warmup; i++) Step();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        long before = Memory.Rss();
+        Memory.ResetPeak();
+        var times = new double[steps];
+        for (int i = 0; i < steps; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            Step();
+            times[i] = watch.Elapsed.TotalMilliseconds;
+        }
+        long peak = Memory.PeakRss();
+        return new StepResult(mode, batch, seq, get_num_threads(), Stats.Median(times), times, peak, before,
+            trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version);
+    }
+
+    public static string ToJson(StepResult result) => JsonSerializer.Serialize(result, Json.Options);
+}
+
+/// <summary>Resident memory of this process from /proc (Linux).</summary>
+internal static class Memory
+{
+    public static long Rss() => Read("VmRSS:");
+
+    public static long PeakRss() => Read("VmHWM:");
+
+    /// <summary>Resets the peak (VmHWM) to the current RSS, so the peak that follows belongs to what runs next.</summary>
+    public static void ResetPeak()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Without it the peak includes start-up; the baseline RSS is reported beside it.
+        }
+    }
+
+    private static long Read(string key)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            if (!line.StartsWith(key, StringComparison.Ordinal)) continue;
+            var parts = line[key.Length..].Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        }
+        return -1;
+    }
+}
+
+internal static class Stats
+{
+    public static double Median(IReadOnlyList<double> values) => Percentile(values, 0.5);
+
+    public static double Percentile(IReadOnlyList<double> values, double q)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        if (sorted.Length == 0) return double.NaN;
+        double position = q * (sorted.Length - 1);
+        int low = (int)Math.Floor(position), high = (int)Math.Ceiling(position);
+        return sorted[low] + (sorted[high] - sorted[low]) * (position - low);
+    }
+}
+
+internal static class Json
+{
+    public static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
+    public static readonly JsonSerializerOptions Indented = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = true };
+}
