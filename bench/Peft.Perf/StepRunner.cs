@@ -55,11 +55,14 @@ internal static class StepRunner
             optimizer.step();
         }
 
-        for (int i = 0; i < warmup; i++) Step();
+        // The baseline is the loaded model before any step: what loading left behind is released first.
         GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        Memory.TrimNativeHeap();
         long before = Memory.Rss();
         Memory.ResetPeak();
+        for (int i = 0; i < warmup; i++) Step();
         var times = new double[steps];
         for (int i = 0; i < steps; i++)
         {
@@ -79,6 +82,22 @@ internal static class StepRunner
 internal static class Memory
 {
     public static long Rss() => Read("VmRSS:");
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+
+    /// <summary>Returns freed native heap pages to the system (glibc), so RSS shows what is in use.</summary>
+    public static void TrimNativeHeap()
+    {
+        try
+        {
+            MallocTrim(0);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Not glibc: RSS may include freed pages.
+        }
+    }
 
     public static long PeakRss() => Read("VmHWM:");
 

@@ -110,6 +110,22 @@ public class LoraTests
     }
 
     [Test]
+    public void FusedInferenceProjectionsGiveTheSameOutput()
+    {
+        using var scope = NewDisposeScope();
+        using var model = TinyBert.CreateModel();
+        var (ids, mask, types) = TinyBert.RandomBatch(3, 10);
+        var plain = model.forward(ids, mask, types);
+        model.FuseProjections();
+        var fused = model.forward(ids, mask, types);
+        Assert.That(fused.sub(plain).abs().max().item<float>(), Is.LessThanOrEqualTo(1e-5f));
+        model.train();
+        model.ClearFusedProjections();
+        model.eval();
+        Assert.That(model.forward(ids, mask, types).sub(plain).abs().max().item<float>(), Is.EqualTo(0f));
+    }
+
+    [Test]
     public void GradientCheckpointingGivesTheSameLossAndGradients()
     {
         // Dropout stays on: the recomputation must replay the same dropout masks.

@@ -49,13 +49,16 @@ internal sealed class SequenceClassifier : nn.Module<Tensor, Tensor, Tensor, Ten
         foreach (var parameter in classifier.parameters()) parameter.requires_grad = true;
     }
 
+    /// <summary>Folds the adapters into the base weights and fuses the attention projections, for inference.</summary>
     public void MergeAdapters()
     {
         foreach (var (_, layer) in Adapted()) layer.Merge();
+        bert.FuseProjections();
     }
 
     public void UnmergeAdapters()
     {
+        bert.ClearFusedProjections();
         foreach (var (_, layer) in Adapted()) layer.Unmerge();
     }
 }
