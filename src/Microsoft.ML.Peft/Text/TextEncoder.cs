@@ -13,8 +13,6 @@ internal sealed class EncodedBatch
     public required long[] TokenTypeIds { get; init; }
     public required int Rows { get; init; }
     public required int Length { get; init; }
-    /// <summary>Rows whose text had more tokens than the maximum sequence length and were cut.</summary>
-    public required int TruncatedRows { get; init; }
 }
 
 /// <summary>
@@ -90,7 +88,7 @@ internal sealed class TextEncoder
     public EncodedBatch Pad(IReadOnlyList<EncodedRow> encoded)
     {
         int rows = encoded.Count;
-        int longest = Math.Max(1, encoded.Count == 0 ? 1 : encoded.Max(r => r.Ids.Length));
+        int longest = encoded.Count == 0 ? 1 : encoded.Max(r => r.Ids.Length);
         var inputIds = new long[rows * longest];
         var mask = new long[rows * longest];
         var types = new long[rows * longest];
@@ -109,7 +107,6 @@ internal sealed class TextEncoder
         return new EncodedBatch
         {
             InputIds = inputIds, AttentionMask = mask, TokenTypeIds = types, Rows = rows, Length = longest,
-            TruncatedRows = encoded.Count(r => r.Truncated),
         };
     }
 
