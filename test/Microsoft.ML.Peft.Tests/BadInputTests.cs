@@ -1,6 +1,6 @@
 using System.IO.Compression;
 using Microsoft.ML.Data;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using NUnit.Framework;
 
 namespace Microsoft.ML.Peft.Tests;
@@ -126,7 +126,7 @@ public class BadInputTests
             case "LearningRate": options.LearningRate = (float)value; break;
             case "WeightDecay": options.WeightDecay = (float)value; break;
             case "MaxSequenceLength": options.MaxSequenceLength = (int)value; break;
-            case "Rank": options.Adapter.Rank = (int)value; break;
+            case "Rank": ((Microsoft.ML.Peft.Methods.Lora.LoraOptions)options.Method).Rank = (int)value; break;
         }
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.PeftTextClassification(options));
         Assert.That(e!.ParamName, Is.EqualTo(option));
@@ -145,7 +145,7 @@ public class BadInputTests
     public void MissingBaseModelFileIsNamed()
     {
         var options = TinyTraining.Options(tinyBert);
-        options.BaseModel = Models.BaseModelSource.FromOnnx("/nonexistent/model.onnx");
+        options.BaseModel = Microsoft.ML.Peft.Backbones.BaseModelSource.FromOnnx("/nonexistent/model.onnx");
         var e = Assert.Throws<FileNotFoundException>(() => FitKeyed(TinyTraining.Rows(8, 1), options));
         Assert.That(e!.Message, Does.Contain("/nonexistent/model.onnx"));
     }
@@ -159,7 +159,7 @@ public class BadInputTests
         try
         {
             var options = TinyTraining.Options(tinyBert);
-            options.BaseModel = Models.BaseModelSource.FromOnnx(fake, Path.ChangeExtension(fake, ".vocab"));
+            options.BaseModel = Microsoft.ML.Peft.Backbones.BaseModelSource.FromOnnx(fake, Path.ChangeExtension(fake, ".vocab"));
             var e = Assert.Throws<InvalidDataException>(() => FitKeyed(TinyTraining.Rows(8, 1), options));
             Assert.That(e!.Message, Does.Contain(Path.GetFileName(fake)));
         }
@@ -187,9 +187,9 @@ public class BadInputTests
         }
     }
 
-    [TestCase("Metadata.json", "not valid JSON")]
-    [TestCase("Adapter.safetensors", "adapter entry is damaged")]
-    [TestCase("Vocab", "vocabulary")]
+    [TestCase("Metadata.json", "'Metadata.json' entry is damaged")]
+    [TestCase("Adapter.safetensors", "'Adapter.safetensors' entry is damaged")]
+    [TestCase("Vocab", "'Vocab' entry is damaged")]
     public void CorruptedEntryOfTheModelZipIsReported(string entrySuffix, string expected)
     {
         var corrupted = Path.Combine(Path.GetTempPath(), $"peft-corrupted-{Guid.NewGuid():N}.zip");

@@ -1,4 +1,8 @@
-using Microsoft.ML.Peft.Adapters.Lora;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Heads;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Methods.Lora;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using NUnit.Framework;
 using static TorchSharp.torch;
 
@@ -15,7 +19,7 @@ public class LoraTests
         using var model = TinyBert.CreateModel();
         var (ids, mask, types) = TinyBert.RandomBatch(3, 10);
         var before = model.forward(ids, mask, types);
-        LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { LoraOptions.AllLinear } });
+        TinyBert.Adapt(model, new LoraOptions { TargetModules = new[] { LoraOptions.AllLinear } });
         model.eval();
         var after = model.forward(ids, mask, types);
         Assert.That(after.sub(before).abs().max().item<float>(), Is.EqualTo(0f));
@@ -41,7 +45,7 @@ public class LoraTests
         layer.eval();
         var x = randn(4, 6);
         var expected = x.matmul(layer.A.t()).matmul(layer.B.t()).mul(16f / 2);
-        Assert.That(layer.forward(x).sub(expected).abs().max().item<float>(), Is.LessThan(1e-5f));
+        Assert.That(layer.Delta(x).sub(expected).abs().max().item<float>(), Is.LessThan(1e-5f));
         Assert.That(layer.DeltaWeight().sub(layer.B.matmul(layer.A).mul(8f)).abs().max().item<float>(), Is.LessThan(1e-6f));
     }
 
@@ -50,11 +54,11 @@ public class LoraTests
     {
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
-        LoraInjector.Inject(model, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value", "dense" } });
+        TinyBert.Adapt(model, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value", "dense" } });
         var originals = new Dictionary<string, Tensor>();
         foreach (var (name, layer) in model.Linears())
         {
-            using (no_grad()) layer.Lora?.B.normal_(0, 0.5);
+            using (no_grad()) (layer.Adapter(AdaptedBackbone.DefaultAdapter) as LoraLayer)?.B.normal_(0, 0.5);
             originals[name] = layer.Weight.detach().clone();
         }
         model.eval();
@@ -77,26 +81,29 @@ public class LoraTests
     public void TrainableParametersAreRTimesInPlusOutPerAdaptedLinearPlusHead()
     {
         var config = TinyBert.Config;
-        using var classifier = new TextClassification.SequenceClassifier(config, classes: 3, headDropout: 0);
-        var adapted = LoraInjector.Inject(classifier.Bert, new LoraOptions { Rank = 8 });
-        classifier.FreezeBase();
+        using var model = TinyBert.CreateModel();
+        var adapter = TinyBert.Adapt(model, new LoraOptions { Rank = 8 });
+        using var head = new ClassificationHead(config.HiddenSize, 3, 0);
+        var adapted = adapter.AdaptedModules;
         Assert.That(adapted, Has.Count.EqualTo(2 * config.NumHiddenLayers));
         Assert.That(adapted, Has.All.Match(@"\.(query|value)$"));
         long expected = adapted.Count * 8L * (config.HiddenSize + config.HiddenSize) + (config.HiddenSize * 3 + 3);
-        long trainable = classifier.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+        long trainable = model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()) + head.parameters().Sum(p => p.numel());
         Assert.That(trainable, Is.EqualTo(expected));
-        Assert.That(classifier.Bert.named_parameters().Where(p => !p.name.Contains(".lora.")).All(p => !p.parameter.requires_grad), "base weights must be frozen");
+        Assert.That(adapter.Parameters().Sum(p => p.Parameter.numel()) + 3 * config.HiddenSize + 3, Is.EqualTo(expected));
+        Assert.That(adapter.Parameters().Select(p => p.Key), Has.All.Match(@"^bert\.encoder\.layer\.\d\.attention\.self\.(query|value)\.lora_[AB]\.weight$"));
+        Assert.That(model.named_parameters().Where(p => !p.name.Contains(".lora_")).All(p => !p.parameter.requires_grad), "base weights must be frozen");
     }
 
     [Test]
     public void AllLinearSelectsEveryLinearAndRegexesMatchWholeNames()
     {
         using var model = TinyBert.CreateModel();
-        var all = LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { "all-linear" } });
+        var all = TinyBert.Adapt(model, new LoraOptions { TargetModules = new[] { "all-linear" } }).AdaptedModules;
         Assert.That(all, Has.Count.EqualTo(6 * TinyBert.Config.NumHiddenLayers));
 
         using var other = TinyBert.CreateModel();
-        var firstLayer = LoraInjector.Inject(other, new LoraOptions { TargetModules = new[] { @"encoder\.layer\.0\.attention\.self\.(query|key)" } });
+        var firstLayer = TinyBert.Adapt(other, new LoraOptions { TargetModules = new[] { @"encoder\.layer\.0\.attention\.self\.(query|key)" } }).AdaptedModules;
         Assert.That(firstLayer, Is.EqualTo(new[] { "encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.key" }));
     }
 
@@ -104,7 +111,7 @@ public class LoraTests
     public void TargetPatternThatMatchesNothingListsTheModuleNames()
     {
         using var model = TinyBert.CreateModel();
-        var e = Assert.Throws<ArgumentException>(() => LoraInjector.Inject(model, new LoraOptions { TargetModules = new[] { "q_proj" } }));
+        var e = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(model, new LoraOptions { TargetModules = new[] { "q_proj" } }));
         Assert.That(e!.Message, Does.Contain("q_proj").And.Contain("query").And.Contain("value").And.Contain("dense"));
         Assert.That(e.ParamName, Is.EqualTo("TargetModules"));
     }
@@ -132,20 +139,22 @@ public class LoraTests
         Dictionary<string, float[]> Gradients(bool checkpointing, out float loss)
         {
             using var scope = NewDisposeScope();
-            manual_seed(21);
-            using var classifier = new TextClassification.SequenceClassifier(TinyBert.Config, classes: 2, headDropout: 0.1f);
-            LoraInjector.Inject(classifier.Bert, new LoraOptions { Rank = 4 });
+            using var random = new Microsoft.ML.Peft.Torch.RandomSource(21, CPU);
+            using var model = TinyBert.CreateModel();
+            var backbone = new BertBackbone(model);
+            var adapter = new AdaptedBackbone(backbone, new LoraOptions { Rank = 4 }, random.Init);
+            using var network = new TextClassificationNetwork(backbone, new ClassificationHead(TinyBert.Config.HiddenSize, 2, 0.1, random.Init));
             // B starts at zero, which makes A's gradient zero; give B values so every gradient is informative.
-            foreach (var (_, layer) in classifier.Adapted()) using (no_grad()) layer.Lora!.B.normal_(0, 0.1);
-            classifier.FreezeBase();
-            classifier.Bert.GradientCheckpointing = checkpointing;
-            classifier.train();
+            foreach (var p in adapter.Parameters().Where(p => p.Key.Contains("lora_B"))) using (no_grad()) p.Parameter.normal_(0, 0.1, random.Init);
+            backbone.GradientCheckpointing = checkpointing;
+            network.train();
+            // The run's generator draws every dropout mask; checkpointing must replay them from it.
+            Microsoft.ML.Peft.Torch.RunDropout.Attach(network, random);
             var (ids, mask, types) = TinyBert.RandomBatch(4, 12);
-            manual_seed(5);
-            var value = nn.functional.cross_entropy(classifier.forward(ids, mask, types), tensor(new long[] { 0, 1, 1, 0 }));
+            var value = nn.functional.cross_entropy(network.forward(ids, mask, types), tensor(new long[] { 0, 1, 1, 0 }));
             value.backward();
             loss = value.item<float>();
-            return classifier.named_parameters().Where(p => p.parameter.requires_grad)
+            return network.named_parameters().Where(p => p.parameter.requires_grad)
                 .ToDictionary(p => p.name, p => p.parameter.grad!.data<float>().ToArray());
         }
         var plain = Gradients(false, out var plainLoss);

@@ -1,7 +1,8 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using Microsoft.ML.Peft.Models;
-using Microsoft.ML.Peft.Text;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Inputs;
 using NUnit.Framework;
 using static TorchSharp.torch;
 

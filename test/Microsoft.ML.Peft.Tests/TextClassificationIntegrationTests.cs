@@ -1,5 +1,5 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using NUnit.Framework;
 
 namespace Microsoft.ML.Peft.Tests;
@@ -102,7 +102,7 @@ public class TextClassificationIntegrationTests
     [Test]
     public void SavedFileHoldsTheAdapterNotTheBaseModel()
     {
-        var baseBytes = Peft.Model.Metadata.BaseModel.Size;
+        var baseBytes = Peft.Model.BaseModel.Size;
         var fileBytes = new FileInfo(modelPath).Length;
         TestContext.Out.WriteLine($"model file {fileBytes:N0} bytes = {100.0 * fileBytes / baseBytes:F2}% of the base model ({baseBytes:N0} bytes)");
         Assert.That(fileBytes, Is.LessThanOrEqualTo(0.02 * baseBytes));

@@ -1,4 +1,6 @@
-using Microsoft.ML.Peft.Models;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Backbones.Bert;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
@@ -46,6 +48,10 @@ internal static class TinyBert
         model.eval();
         return model;
     }
+
+    /// <summary>Applies a method to a model under the default adapter name.</summary>
+    public static AdaptedBackbone Adapt(BertModel model, PeftMethodOptions options, Generator? generator = null) =>
+        new(new BertBackbone(model), options, generator);
 
     public static (Tensor Ids, Tensor Mask, Tensor Types) RandomBatch(int rows, int length, int seed = 5)
     {

@@ -1,5 +1,6 @@
-using Microsoft.ML.Peft.Models;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 
 namespace Microsoft.ML.Peft.Tests;
 

@@ -1,5 +1,5 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Peft.TextClassification;
+using Microsoft.ML.Peft.Tasks.TextClassification;
 using NUnit.Framework;
 
 namespace Microsoft.ML.Peft.Tests;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.ML.Runtime;
 using TorchSharp;
 
 namespace Microsoft.ML.Peft.Torch;
@@ -41,6 +42,22 @@ internal static class TorchBackend
         if (text.StartsWith("cuda", StringComparison.Ordinal) && !torch.cuda.is_available())
             throw new ArgumentException($"Device '{name}' was requested but CUDA is not available: reference a libtorch-cuda package and run on a machine with an NVIDIA GPU, or use 'cpu'.", "Device");
         return new torch.Device(text);
+    }
+
+    /// <summary>
+    /// The device a loaded model runs on: the load option's (default <c>cpu</c>); when it asks for CUDA and CUDA is not
+    /// available, the CPU, with a message on <paramref name="ch"/>.
+    /// </summary>
+    public static torch.Device LoadDevice(string? requested, IChannel ch)
+    {
+        var text = string.IsNullOrWhiteSpace(requested) ? "cpu" : requested.Trim().ToLowerInvariant();
+        EnsureAvailable();
+        if (text.StartsWith("cuda", StringComparison.Ordinal) && !torch.cuda.is_available())
+        {
+            ch.Warning($"Device '{requested}' was asked for, but CUDA is not available here: the model runs on the CPU.");
+            return torch.CPU;
+        }
+        return ParseDevice(text);
     }
 
     private static string Flatten(Exception e)

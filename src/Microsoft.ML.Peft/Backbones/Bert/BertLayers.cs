@@ -1,0 +1,236 @@
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Torch;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Backbones.Bert;
+
+// The parts of a BERT layer. Field names are Hugging Face's parameter names (encoder.layer.0.attention.self.query.weight).
+
+/// <summary>Multi-head self-attention projections (query, key, value) with scaled dot-product attention.</summary>
+internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly TunerLinear query;
+    private readonly TunerLinear key;
+    private readonly TunerLinear value;
+    private readonly RunDropout dropout;
+#pragma warning restore IDE1006
+    private readonly int heads;
+    private readonly int headSize;
+    private Tensor? fusedWeight;
+    private Tensor? fusedBias;
+
+    public BertSelfAttention(BertConfig config) : base("self")
+    {
+        heads = config.NumAttentionHeads;
+        headSize = config.HiddenSize / config.NumAttentionHeads;
+        query = new TunerLinear(config.HiddenSize, config.HiddenSize);
+        key = new TunerLinear(config.HiddenSize, config.HiddenSize);
+        value = new TunerLinear(config.HiddenSize, config.HiddenSize);
+        dropout = new RunDropout(config.AttentionProbsDropoutProb);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// For inference with fixed weights: one [3·hidden, hidden] projection instead of three, a larger matrix product
+    /// that uses the cores better. Must be redone (or cleared) whenever the weights change.
+    /// </summary>
+    public void FuseProjections()
+    {
+        ClearFusedProjections();
+        using (no_grad())
+        {
+            fusedWeight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0).detach().DetachFromDisposeScope();
+            fusedBias = cat(new[] { query.Bias!, key.Bias!, value.Bias! }, 0).detach().DetachFromDisposeScope();
+        }
+    }
+
+    public void ClearFusedProjections()
+    {
+        fusedWeight?.Dispose();
+        fusedBias?.Dispose();
+        fusedWeight = fusedBias = null;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) ClearFusedProjections();
+        base.Dispose(disposing);
+    }
+
+    /// <param name="hidden">[batch, length, hidden]</param>
+    /// <param name="additiveMask">[batch, 1, 1, length]: 0 where attended, a large negative number at padding.</param>
+    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    {
+        using var scope = NewDisposeScope();
+        long batch = hidden.shape[0], length = hidden.shape[1];
+        Tensor context;
+        if (!training && fusedWeight is not null)
+        {
+            var qkv = nn.functional.linear(hidden, fusedWeight, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
+            context = nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], additiveMask, 0.0);
+        }
+        else
+        {
+            Tensor Split(TunerLinear projection) => projection.forward(hidden).view(batch, length, heads, headSize).transpose(1, 2);
+            var (q, k, v) = (Split(query), Split(key), Split(value));
+            if (training && dropout.Probability > 0)
+            {
+                // Dropout on the attention probabilities, with masks from the run's generator.
+                var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
+                context = matmul(dropout.forward(nn.functional.softmax(scores, -1)), v);
+            }
+            else
+            {
+                context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, 0.0);
+            }
+        }
+        return context.transpose(1, 2).reshape(batch, length, heads * headSize).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>A dense projection, dropout, residual connection and layer normalisation.</summary>
+internal sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly TunerLinear dense;
+    private readonly LayerNorm LayerNorm;
+    private readonly RunDropout dropout;
+#pragma warning restore IDE1006
+
+    public BertResidualOutput(long inFeatures, BertConfig config) : base("output")
+    {
+        dense = new TunerLinear(inFeatures, config.HiddenSize);
+        LayerNorm = nn.LayerNorm(new long[] { config.HiddenSize }, config.LayerNormEps);
+        dropout = new RunDropout(config.HiddenDropoutProb);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        return LayerNorm.forward(dropout.forward(dense.forward(hidden)).add_(residual)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Self-attention followed by its output projection.</summary>
+internal sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly BertSelfAttention self;
+    private readonly BertResidualOutput output;
+#pragma warning restore IDE1006
+
+    public BertAttention(BertConfig config) : base("attention")
+    {
+        self = new BertSelfAttention(config);
+        output = new BertResidualOutput(config.HiddenSize, config);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    {
+        using var context = self.forward(hidden, additiveMask);
+        return output.forward(context, hidden);
+    }
+}
+
+/// <summary>The feed-forward expansion with its activation.</summary>
+internal sealed class BertIntermediate : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly TunerLinear dense;
+#pragma warning restore IDE1006
+    private readonly string activation;
+
+    public BertIntermediate(BertConfig config) : base("intermediate")
+    {
+        dense = new TunerLinear(config.HiddenSize, config.IntermediateSize);
+        activation = config.HiddenAct;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden)
+    {
+        using var projected = dense.forward(hidden);
+        return activation switch
+        {
+            "relu" => nn.functional.relu(projected),
+            "gelu_new" => nn.functional.gelu(projected, approximate: TorchSharp.Modules.GELU.Approximate.tanh),
+            _ => nn.functional.gelu(projected),
+        };
+    }
+}
+
+/// <summary>One transformer layer, with an insertion point after its output for modules a method adds (bottleneck adapters).</summary>
+internal sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly BertAttention attention;
+    private readonly BertIntermediate intermediate;
+    private readonly BertResidualOutput output;
+#pragma warning restore IDE1006
+    private readonly List<nn.Module<Tensor, Tensor>> inserted = new();
+
+    public BertLayer(BertConfig config) : base("layer")
+    {
+        attention = new BertAttention(config);
+        intermediate = new BertIntermediate(config);
+        output = new BertResidualOutput(config.IntermediateSize, config);
+        RegisterComponents();
+    }
+
+    /// <summary>Adds a module applied to the layer's output hidden states ([batch, length, hidden] to the same), in order.</summary>
+    public void InsertAfterOutput(string name, nn.Module<Tensor, Tensor> module)
+    {
+        register_module(name, module);
+        inserted.Add(module);
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    {
+        using var attended = attention.forward(hidden, additiveMask);
+        using var expanded = intermediate.forward(attended);
+        var result = output.forward(expanded, attended);
+        foreach (var module in inserted)
+        {
+            var next = module.forward(result);
+            result.Dispose();
+            result = next;
+        }
+        return result;
+    }
+}
+
+/// <summary>The stack of transformer layers, optionally with activation checkpointing.</summary>
+internal sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly ModuleList<BertLayer> layer;
+#pragma warning restore IDE1006
+
+    public BertEncoder(BertConfig config) : base("encoder")
+    {
+        layer = new ModuleList<BertLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config)).ToArray());
+        RegisterComponents();
+    }
+
+    public IReadOnlyList<BertLayer> Layers => layer.ToList();
+
+    /// <summary>Recompute each layer's activations in the backward pass instead of keeping them (training only).</summary>
+    public bool GradientCheckpointing { get; set; }
+
+    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    {
+        var current = hidden;
+        bool checkpoint = GradientCheckpointing && training && is_grad_enabled();
+        foreach (var l in layer)
+        {
+            var next = checkpoint ? LayerCheckpoint.Run(l, current, additiveMask) : l.forward(current, additiveMask);
+            if (!ReferenceEquals(current, hidden)) current.Dispose();
+            current = next;
+        }
+        return ReferenceEquals(current, hidden) ? hidden.alias() : current;
+    }
+}

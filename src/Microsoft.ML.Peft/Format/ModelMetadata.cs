@@ -1,0 +1,65 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.Bert;
+
+namespace Microsoft.ML.Peft.Format;
+
+/// <summary>
+/// Everything about a saved model except tensors, for every task: the task, the base model's identity and
+/// configuration, the method's options (Hugging Face PEFT field names), the adapted modules and the task's own
+/// settings (columns, labels, preprocessing). Saved as JSON; read back untrusted and checked.
+/// </summary>
+internal sealed class ModelMetadata
+{
+    [JsonPropertyName("task")] public string Task { get; set; } = "";
+    [JsonPropertyName("base_model")] public BaseModelReference BaseModel { get; set; } = new();
+    [JsonPropertyName("base_model_embedded")] public bool BaseModelEmbedded { get; set; }
+    [JsonPropertyName("backbone_config")] public BertConfig Config { get; set; } = new();
+    [JsonPropertyName("method")] public JsonObject Method { get; set; } = new();
+    [JsonPropertyName("adapter_name")] public string AdapterName { get; set; } = "default";
+    [JsonPropertyName("adapted_modules")] public List<string> AdaptedModules { get; set; } = new();
+    [JsonPropertyName("task_settings")] public JsonObject TaskSettings { get; set; } = new();
+
+    public byte[] ToUtf8() => JsonSerializer.SerializeToUtf8Bytes(this);
+
+    /// <summary>Parses and checks the parts every task relies on; the task checks its own settings.</summary>
+    public static ModelMetadata Parse(byte[] utf8, string source)
+    {
+        ModelMetadata? metadata;
+        try
+        {
+            metadata = JsonSerializer.Deserialize<ModelMetadata>(utf8, new JsonSerializerOptions { MaxDepth = 16 });
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{source}: the metadata is not valid JSON: {e.Message}", e);
+        }
+        if (metadata is null) throw new InvalidDataException($"{source}: the metadata is empty.");
+        metadata.Validate(source);
+        return metadata;
+    }
+
+    public void Validate(string source)
+    {
+        if (string.IsNullOrEmpty(Task)) throw new InvalidDataException($"{source}: the metadata names no task.");
+        BaseModel.Validate(source);
+        Config.Validate($"{source} (saved configuration)");
+        if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{source}: {AdaptedModules.Count} adapted modules is not valid.");
+        _ = Methods.MethodRegistry.FromJson(Method, source);
+    }
+
+    /// <summary>Reads the task's settings as <typeparamref name="T"/>.</summary>
+    public T Settings<T>(string source) where T : class
+    {
+        try
+        {
+            return TaskSettings.Deserialize<T>() ?? throw new InvalidDataException($"{source}: the task settings are empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{source}: the task settings cannot be read: {e.Message}", e);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Methods;
+
+/// <summary>
+/// What a method adds to one Linear layer (a LoRA branch, an IA3 vector...): it changes the layer's output, and, when
+/// mergeable, folds its update into the layer's weight and bias.
+/// </summary>
+internal abstract class LinearAdapter : nn.Module
+{
+    protected LinearAdapter(string name) : base(name) { }
+
+    /// <summary>The adapted output, given the layer's input and the base layer's output <c>x W^T + b</c>.</summary>
+    public abstract Tensor Adapt(Tensor input, Tensor baseOutput);
+
+    /// <summary>Adds the update into <paramref name="weight"/> (out x in) and <paramref name="bias"/> in place.</summary>
+    public abstract void MergeInto(Tensor weight, Tensor? bias);
+}

@@ -1,0 +1,66 @@
+using System.Text.Json.Serialization;
+using Microsoft.ML.Peft.Backbones;
+
+namespace Microsoft.ML.Peft.Methods;
+
+/// <summary>
+/// The options of one PEFT method (<see cref="Lora.LoraOptions"/>, <see cref="BitFit.BitFitOptions"/>,
+/// <see cref="Full.FullFineTuningOptions"/>, ...). Set a trainer's <c>Method</c> option to one of them. Each method's
+/// options serialise with Hugging Face PEFT's field names and are saved with the model.
+/// </summary>
+public abstract class PeftMethodOptions
+{
+    /// <summary>The method's identifier in saved models (Hugging Face PEFT's <c>peft_type</c>): <c>LORA</c>, <c>BITFIT</c>, <c>FULL</c>...</summary>
+    [JsonIgnore]
+    public abstract string PeftType { get; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> (or <see cref="ArgumentOutOfRangeException"/>) naming the option at fault.</summary>
+    public abstract void Validate();
+
+    /// <summary>Creates the method for one adapter.</summary>
+    internal abstract PeftMethod Create(string adapterName);
+}
+
+/// <summary>
+/// One PEFT method applied to one backbone under one adapter name. It decides which modules it adds, which parameters
+/// train (and are saved), the optimizer's parameter groups and how its update is merged for inference. The base model's
+/// own parameters stay frozen unless the method names them.
+/// </summary>
+internal abstract class PeftMethod
+{
+    protected PeftMethod(string adapterName)
+    {
+        if (string.IsNullOrEmpty(adapterName) || !adapterName.All(c => char.IsAsciiLetterOrDigit(c) || c == '_') || adapterName is "weight" or "bias")
+            throw new ArgumentException($"Adapter name '{adapterName}' must be letters, digits and underscores (and not 'weight' or 'bias').", nameof(adapterName));
+        AdapterName = adapterName;
+    }
+
+    public string AdapterName { get; }
+
+    public abstract PeftMethodOptions Options { get; }
+
+    /// <summary>Adds the method's modules to the backbone (new parameters drawn from <paramref name="generator"/>); returns the names of the modules it adapts.</summary>
+    public abstract IReadOnlyList<string> Attach(IBackbone backbone, TorchSharp.torch.Generator? generator);
+
+    /// <summary>
+    /// The parameters the method trains and saves, keyed by their name relative to the backbone in Hugging Face PEFT's
+    /// form (<c>encoder.layer.0.attention.self.query.lora_A.weight</c>; the adapter name is left out, as PEFT saves it).
+    /// </summary>
+    public abstract IReadOnlyList<NamedParameter> Parameters(IBackbone backbone);
+
+    /// <summary>The optimizer's parameter groups: by default one group at the trainer's learning rate.</summary>
+    public virtual IReadOnlyList<ParameterGroup> ParameterGroups(IReadOnlyList<NamedParameter> parameters) =>
+        new[] { new ParameterGroup(parameters.Select(p => p.Parameter).ToList(), 1.0) };
+
+    /// <summary>Folds the update into the base weights for inference (no-op for methods that train weights in place).</summary>
+    public virtual void Merge(IBackbone backbone) { }
+
+    /// <summary>Restores the exact base weights after <see cref="Merge"/>.</summary>
+    public virtual void Unmerge(IBackbone backbone) { }
+}
+
+/// <summary>A parameter and its key in the saved adapter state.</summary>
+internal sealed record NamedParameter(string Key, TorchSharp.Modules.Parameter Parameter);
+
+/// <summary>Parameters that share a learning rate: the trainer's rate times <paramref name="LearningRateScale"/>.</summary>
+internal sealed record ParameterGroup(IReadOnlyList<TorchSharp.Modules.Parameter> Parameters, double LearningRateScale);

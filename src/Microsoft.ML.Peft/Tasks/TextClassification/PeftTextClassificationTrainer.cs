@@ -1,0 +1,194 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Torch;
+using Microsoft.ML.Peft.Training;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Tasks.TextClassification;
+
+/// <summary>
+/// Fine-tunes a pretrained BERT-family encoder with a PEFT method (LoRA by default) plus a classification head to
+/// classify text, or pairs of texts. Create it with <c>mlContext.MulticlassClassification.Trainers.PeftTextClassification(...)</c>.
+/// The label must be a key type (<c>MapValueToKey</c>); outputs are <c>Score</c> (class probabilities) and
+/// <c>PredictedLabel</c> (the label's key type).
+/// </summary>
+public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassificationTransformer>
+{
+    private readonly IHost host;
+    private readonly Options options;
+
+    /// <summary>Options of <see cref="PeftTextClassificationTrainer"/>; names follow Microsoft.ML.TorchSharp's <c>TextClassification</c>.</summary>
+    public sealed class Options : PeftTrainerOptions
+    {
+        /// <summary>The text column. Default <c>Sentence1</c>, as in Microsoft.ML.TorchSharp.</summary>
+        public string Sentence1ColumnName = "Sentence1";
+
+        /// <summary>An optional second text column for sentence-pair tasks; null for single sentences.</summary>
+        public string? Sentence2ColumnName;
+
+        /// <summary>The output column of class probabilities. Default <c>Score</c>.</summary>
+        public string ScoreColumnName = "Score";
+
+        /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
+        public string PredictedLabelColumnName = "PredictedLabel";
+
+        /// <summary>Longest token sequence, special tokens included; longer texts are truncated and counted. Default 128.</summary>
+        public int MaxSequenceLength = 128;
+
+        /// <summary>Dropout before the classification head during training. Default 0.1.</summary>
+        public float HeadDropout = 0.1f;
+
+        internal override void Validate()
+        {
+            base.Validate();
+            if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
+            if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
+            foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
+                if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
+        }
+    }
+
+    internal PeftTextClassificationTrainer(IHostEnvironment env, Options options)
+    {
+        if (env is null) throw new ArgumentNullException(nameof(env));
+        this.options = options ?? throw new ArgumentNullException(nameof(options));
+        options.Validate();
+        host = env.Register(nameof(PeftTextClassificationTrainer));
+    }
+
+    /// <summary>Raised after every epoch with its loss and validation metric.</summary>
+    public event EventHandler<EpochMetrics>? EpochCompleted;
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        void RequireText(string? name, string option)
+        {
+            if (name is null) return;
+            if (!inputSchema.TryFindColumn(name, out var col))
+                throw new ArgumentOutOfRangeException(option, $"The input has no column '{name}' ({option}).");
+            if (col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType is not TextDataViewType)
+                throw new ArgumentException($"The column '{name}' ({option}) must be a text scalar, found {col.ItemType}.", option);
+        }
+        RequireText(options.Sentence1ColumnName, nameof(Options.Sentence1ColumnName));
+        RequireText(options.Sentence2ColumnName, nameof(Options.Sentence2ColumnName));
+        if (!inputSchema.TryFindColumn(options.LabelColumnName, out var label))
+            throw new ArgumentOutOfRangeException(nameof(Options.LabelColumnName), $"The input has no label column '{options.LabelColumnName}'.");
+        if (!label.IsKey)
+            throw new ArgumentException($"The label column '{options.LabelColumnName}' must be a key type; add mlContext.Transforms.Conversion.MapValueToKey(\"{options.LabelColumnName}\").", nameof(Options.LabelColumnName));
+
+        var result = inputSchema.ToDictionary(c => c.Name);
+        var scoreAnnotations = new List<SchemaShape.Column>
+        {
+            new(AnnotationUtils.Kinds.SlotNames, SchemaShape.Column.VectorKind.Vector, TextDataViewType.Instance, false),
+        };
+        result[options.ScoreColumnName] = new SchemaShape.Column(options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
+            NumberDataViewType.Single, false, new SchemaShape(scoreAnnotations));
+        result[options.PredictedLabelColumnName] = new SchemaShape.Column(options.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar,
+            NumberDataViewType.UInt32, true, label.Annotations);
+        return new SchemaShape(result.Values);
+    }
+
+    /// <inheritdoc/>
+    public PeftTextClassificationTransformer Fit(IDataView input)
+    {
+        if (input is null) throw new ArgumentNullException(nameof(input));
+        TorchBackend.EnsureAvailable();
+        var device = TorchBackend.ParseDevice(options.Device);
+        using var ch = host.Start("Training");
+
+        var train = TrainingData.Read(input, options, "training data", out var label);
+        if (train.Count == 0)
+            throw new ArgumentException($"The training data has no row with a label in column '{options.LabelColumnName}'" +
+                (train.MissingLabelRows > 0 ? $" ({train.MissingLabelRows} rows have a missing key)." : "."), nameof(input));
+        if (train.Labels.Distinct().Count() < 2)
+            throw new ArgumentException($"The training data's label column '{options.LabelColumnName}' holds a single class; at least two classes are needed to train a classifier.", nameof(input));
+        if (train.MissingLabelRows > 0) ch.Warning($"{train.MissingLabelRows} training rows with a missing label were skipped.");
+        if (train.EmptyTextRows > 0) ch.Warning($"{train.EmptyTextRows} training rows have empty text; they are encoded as [CLS] [SEP] and kept.");
+
+        TrainingData? validation = null;
+        if (options.ValidationSet is not null)
+        {
+            validation = TrainingData.Read(options.ValidationSet, options, "validation set", out var validationLabel);
+            label.CheckSameClasses(validationLabel, options.LabelColumnName);
+            if (validation.Count == 0) throw new ArgumentException("The validation set has no labelled row.", nameof(Options.ValidationSet));
+        }
+
+        var source = options.BaseModel ?? BaseModelSource.MiniLM();
+        ch.Info($"Loading base model {source}");
+        host.CheckAlive();
+        var baseModel = source.Load();
+        if (options.MaxSequenceLength > baseModel.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(Options.MaxSequenceLength), options.MaxSequenceLength,
+                $"MaxSequenceLength exceeds the base model's position table ({baseModel.Config.MaxPositionEmbeddings}).");
+
+        var settings = new TextClassificationSettings
+        {
+            Sentence1ColumnName = options.Sentence1ColumnName,
+            Sentence2ColumnName = options.Sentence2ColumnName,
+            ScoreColumnName = options.ScoreColumnName,
+            PredictedLabelColumnName = options.PredictedLabelColumnName,
+            MaxSequenceLength = options.MaxSequenceLength,
+            BatchSize = options.BatchSize,
+            ClassCount = label.ClassCount,
+            LabelValueKind = label.ValueKind,
+            LabelValues = label.Values?.ToList(),
+        };
+        using var random = new RandomSource(options.Seed, device);
+        var model = new TextClassificationModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        try
+        {
+            model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
+            ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
+                $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
+            var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
+                TrainingJob(model, train, validation, ch), random, m => EpochCompleted?.Invoke(this, m));
+            model.Adapted.Backbone.GradientCheckpointing = false;
+            return new PeftTextClassificationTransformer(host, model, history);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>What this task hands the training loop: tokenized rows, cross-entropy over the head's logits, validation accuracy.</summary>
+    private static TrainingJob TrainingJob(TextClassificationModel model, TrainingData train, TrainingData? validation, IChannel ch)
+    {
+        // Tokenized once; each step only pads its rows.
+        var encoded = model.Encoder.Tokenize(train.First, train.Second);
+        int truncated = encoded.Count(r => r.Truncated);
+        if (truncated > 0)
+            ch.Warning($"{truncated} of {train.Count} training rows were longer than MaxSequenceLength={model.Settings.MaxSequenceLength} tokens and were truncated.");
+        return new TrainingJob
+        {
+            RowCount = train.Count,
+            RowLengths = encoded.Select(r => r.Ids.Length).ToArray(),
+            Loss = rows =>
+            {
+                var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
+                return nn.functional.cross_entropy(model.Logits(rows.Select(i => encoded[i]).ToList()), labels);
+            },
+            Validate = validation is null ? null : () => Accuracy(model, validation),
+            MetricName = "accuracy",
+        };
+    }
+
+    internal static double Accuracy(TextClassificationModel model, TrainingData data)
+    {
+        var probabilities = model.Predict(data.First, data.Second, out _);
+        int correct = 0;
+        for (int i = 0; i < data.Count; i++)
+            if (ArgMax(probabilities[i]) == data.Labels[i]) correct++;
+        return (double)correct / data.Count;
+    }
+
+    internal static int ArgMax(float[] values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+}

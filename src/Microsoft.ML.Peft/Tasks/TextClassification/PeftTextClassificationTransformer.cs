@@ -1,0 +1,147 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Format;
+using Microsoft.ML.Peft.Tasks.TextClassification;
+using Microsoft.ML.Peft.Training;
+using Microsoft.ML.Runtime;
+
+[assembly: LoadableClass(typeof(PeftTextClassificationTransformer), null, typeof(SignatureLoadModel),
+    "PEFT text classification", PeftTextClassificationTransformer.LoaderSignature)]
+
+namespace Microsoft.ML.Peft.Tasks.TextClassification;
+
+/// <summary>
+/// A fitted PEFT text classifier. <see cref="Transform"/> adds <c>Score</c> (class probabilities) and
+/// <c>PredictedLabel</c> (a key of the training label's type) lazily, one forward pass per batch of rows; it works with
+/// <c>PredictionEngine</c> and saves with <c>mlContext.Model.Save</c> (adapter, head, configuration and a reference to the
+/// base model, or the base model itself with <c>EmbedBaseModel</c>).
+/// </summary>
+public sealed class PeftTextClassificationTransformer : ITransformer, IDisposable
+{
+    internal const string LoaderSignature = "PeftTextClassifier";
+
+    private readonly IHost host;
+    private readonly TextClassificationModel model;
+    private long truncatedRows;
+
+    internal PeftTextClassificationTransformer(IHostEnvironment env, TextClassificationModel model, IReadOnlyList<EpochMetrics> history)
+    {
+        host = env.Register(nameof(PeftTextClassificationTransformer));
+        this.model = model;
+        TrainingHistory = history;
+        model.Network.eval();
+        // The adapter is fixed from now on: fold it into the base weights so scoring costs no extra matmuls.
+        model.Adapted.Merge();
+    }
+
+    /// <summary>The PEFT method (<c>LORA</c>, <c>BITFIT</c>, <c>FULL</c>...).</summary>
+    public string Method => model.Adapted.Method.Options.PeftType;
+
+    /// <summary>The metrics of each training epoch (empty for a loaded model: training history is not saved).</summary>
+    public IReadOnlyList<EpochMetrics> TrainingHistory { get; }
+
+    /// <summary>Parameters that training updated (the method's and the head).</summary>
+    public long TrainableParameterCount => model.TrainableParameterCount;
+
+    /// <summary>All parameters of the model, base encoder included.</summary>
+    public long TotalParameterCount => model.TotalParameterCount;
+
+    /// <summary>Number of classes.</summary>
+    public int ClassCount => model.Settings.ClassCount;
+
+    /// <summary>The full names of the modules the method adapted (for LoRA, the Linear layers that carry an adapter).</summary>
+    public IReadOnlyList<string> AdaptedModules => model.Adapted.AdaptedModules;
+
+    /// <summary>The base model this classifier was trained on.</summary>
+    public string BaseModelDescription => model.BaseModel.ToString();
+
+    /// <summary>The text column read when scoring.</summary>
+    public string Sentence1ColumnName => model.Settings.Sentence1ColumnName;
+
+    /// <summary>The second text column of sentence-pair models, or null.</summary>
+    public string? Sentence2ColumnName => model.Settings.Sentence2ColumnName;
+
+    /// <summary>The output column of class probabilities.</summary>
+    public string ScoreColumnName => model.Settings.ScoreColumnName;
+
+    /// <summary>The output column of the predicted key.</summary>
+    public string PredictedLabelColumnName => model.Settings.PredictedLabelColumnName;
+
+    /// <summary>The class names in score order: the label's key values, or the key numbers 1..N without them.</summary>
+    public IReadOnlyList<string> ClassNames => model.Label.ClassNames;
+
+    /// <summary>Rows scored so far whose text was longer than the maximum sequence length and was truncated.</summary>
+    public long TruncatedRowCount => Interlocked.Read(ref truncatedRows);
+
+    internal int BatchSize => model.Settings.BatchSize;
+
+    internal TextClassificationModel Model => model;
+
+    /// <inheritdoc/>
+    public bool IsRowToRowMapper => true;
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => Bind(inputSchema).Schema;
+
+    /// <inheritdoc/>
+    public IDataView Transform(IDataView input) => new ScoringDataView(this, input ?? throw new ArgumentNullException(nameof(input)));
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new ScoringRowMapper(this, inputSchema);
+
+    internal float[][] Score(IReadOnlyList<string> first, IReadOnlyList<string>? second)
+    {
+        var result = model.Predict(first, second, out var truncated);
+        if (truncated > 0 && Interlocked.Add(ref truncatedRows, truncated) == truncated)
+        {
+            using var ch = host.Start("Scoring");
+            ch.Warning($"Some rows are longer than MaxSequenceLength={model.Settings.MaxSequenceLength} tokens and are truncated; TruncatedRowCount counts them.");
+        }
+        return result;
+    }
+
+    /// <summary>Checks the input's text columns and builds the output schema.</summary>
+    internal OutputColumns Bind(DataViewSchema input)
+    {
+        var meta = model.Settings;
+        var text = new List<DataViewSchema.Column> { ColumnChecks.FindText(input, meta.Sentence1ColumnName, "Sentence1ColumnName", "input") };
+        if (meta.Sentence2ColumnName is not null) text.Add(ColumnChecks.FindText(input, meta.Sentence2ColumnName, "Sentence2ColumnName", "input"));
+        var label = meta.Label;
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(input);
+        var score = new DataViewSchema.Annotations.Builder();
+        label.AddSlotNames(score);
+        score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance,
+            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
+        score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance,
+            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
+        builder.AddColumn(meta.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, label.ClassCount), score.ToAnnotations());
+        var predicted = new DataViewSchema.Annotations.Builder();
+        label.AddKeyValues(predicted);
+        builder.AddColumn(meta.PredictedLabelColumnName, label.KeyType, predicted.ToAnnotations());
+        return new OutputColumns(builder.ToSchema(), input.Count, text);
+    }
+
+    private static VersionInfo GetVersionInfo() => ModelFile.VersionInfo("PEFTTXTC", LoaderSignature, typeof(PeftTextClassificationTransformer));
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        ModelFile.Save(ctx, model.ToEntries());
+    }
+
+    /// <summary>Called by ML.NET's model loader.</summary>
+    internal static PeftTextClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ctx.CheckAtModel(GetVersionInfo());
+        var (version, entries) = ModelFile.Load(ctx, "The PEFT text classification model");
+        var host = env.Register(nameof(PeftTextClassificationTransformer));
+        using var ch = host.Start("Loading");
+        var model = TextClassificationLoader.Load(version, entries, PeftLoadOptions.Current.Value, ch);
+        return new PeftTextClassificationTransformer(env, model, Array.Empty<EpochMetrics>());
+    }
+
+    /// <summary>Releases the model's tensors.</summary>
+    public void Dispose() => model.Dispose();
+}

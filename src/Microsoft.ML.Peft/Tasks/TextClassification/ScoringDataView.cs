@@ -1,0 +1,166 @@
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Peft.Tasks.TextClassification;
+
+/// <summary>
+/// The lazy result of <see cref="PeftTextClassificationTransformer.Transform"/>: input columns pass through; Score and
+/// PredictedLabel come from one forward pass per batch of rows. A second cursor over the input's text columns reads a
+/// batch ahead of the row cursor (both see the rows in the same order), so pass-through columns are never copied.
+/// </summary>
+internal sealed class ScoringDataView : IDataView
+{
+    private readonly PeftTextClassificationTransformer parent;
+    private readonly IDataView input;
+    private readonly OutputColumns columns;
+
+    public ScoringDataView(PeftTextClassificationTransformer parent, IDataView input)
+    {
+        this.parent = parent;
+        this.input = input;
+        columns = parent.Bind(input.Schema);
+    }
+
+    public bool CanShuffle => false;
+
+    public DataViewSchema Schema => columns.Schema;
+
+    public long? GetRowCount() => input.GetRowCount();
+
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+    {
+        var needed = columnsNeeded.ToList();
+        bool scores = needed.Any(c => columns.IsOutput(c.Index));
+        var inputColumns = needed.Where(c => !columns.IsOutput(c.Index)).Select(c => input.Schema[c.Index]).ToList();
+        var rows = input.GetRowCursor(inputColumns);
+        var lookahead = scores ? input.GetRowCursor(columns.TextColumns) : null;
+        return new Cursor(this, rows, lookahead, needed.Select(c => c.Index).ToHashSet());
+    }
+
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
+        new[] { GetRowCursor(columnsNeeded, rand) };
+
+    private sealed class Cursor : DataViewRowCursor
+    {
+        private const int LookaheadBatches = 8;
+        private readonly ScoringDataView view;
+        private readonly DataViewRowCursor rows;
+        private readonly DataViewRowCursor? lookahead;
+        private readonly HashSet<int> active;
+        private readonly ValueGetter<ReadOnlyMemory<char>>? firstGetter;
+        private readonly ValueGetter<ReadOnlyMemory<char>>? secondGetter;
+        private float[][] batch = Array.Empty<float[]>();
+        private int batchIndex;
+
+        public Cursor(ScoringDataView view, DataViewRowCursor rows, DataViewRowCursor? lookahead, HashSet<int> active)
+        {
+            this.view = view;
+            this.rows = rows;
+            this.lookahead = lookahead;
+            this.active = active;
+            if (lookahead is not null)
+            {
+                firstGetter = lookahead.GetGetter<ReadOnlyMemory<char>>(view.columns.TextColumns[0]);
+                if (view.columns.TextColumns.Count > 1) secondGetter = lookahead.GetGetter<ReadOnlyMemory<char>>(view.columns.TextColumns[1]);
+            }
+        }
+
+        public override long Position => rows.Position;
+
+        public override long Batch => rows.Batch;
+
+        public override DataViewSchema Schema => view.Schema;
+
+        public override bool MoveNext()
+        {
+            if (!rows.MoveNext()) return false;
+            if (lookahead is not null)
+            {
+                batchIndex++;
+                if (batchIndex >= batch.Length) ReadBatch();
+            }
+            return true;
+        }
+
+        private void ReadBatch()
+        {
+            var first = new List<string>();
+            var second = secondGetter is null ? null : new List<string>();
+            ReadOnlyMemory<char> text = default;
+            // Several batches are read at once: scoring sorts them by length, so less goes to padding.
+            while (first.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext())
+            {
+                firstGetter!(ref text);
+                first.Add(text.ToString());
+                if (secondGetter is not null)
+                {
+                    secondGetter(ref text);
+                    second!.Add(text.ToString());
+                }
+            }
+            if (first.Count == 0) throw new InvalidOperationException("The input data view returned fewer rows to its second cursor than to its first.");
+            batch = view.parent.Score(first, second);
+            batchIndex = 0;
+        }
+
+        public override ValueGetter<DataViewRowId> GetIdGetter() => rows.GetIdGetter();
+
+        public override bool IsColumnActive(DataViewSchema.Column column) => active.Contains(column.Index);
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            if (!view.columns.IsOutput(column.Index)) return rows.GetGetter<TValue>(view.input.Schema[column.Index]);
+            if (!active.Contains(column.Index)) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
+            return view.columns.Getter<TValue>(column.Index, () => batch[batchIndex]);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                rows.Dispose();
+                lookahead?.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+}
+
+/// <summary>The output schema of the transformer over one input schema, and getters for its two new columns.</summary>
+internal sealed class OutputColumns
+{
+    public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> textColumns)
+    {
+        Schema = schema;
+        InputCount = inputCount;
+        TextColumns = textColumns;
+    }
+
+    public DataViewSchema Schema { get; }
+    public int InputCount { get; }
+    /// <summary>The input's Sentence1 (and Sentence2) columns.</summary>
+    public IReadOnlyList<DataViewSchema.Column> TextColumns { get; }
+    public int ScoreIndex => InputCount;
+    public int PredictedLabelIndex => InputCount + 1;
+
+    public bool IsOutput(int index) => index >= InputCount;
+
+    /// <summary>Getter for Score (copy of the probabilities) or PredictedLabel (1-based key of the largest).</summary>
+    public ValueGetter<TValue> Getter<TValue>(int index, Func<float[]> probabilities)
+    {
+        if (index == ScoreIndex)
+        {
+            if (typeof(TValue) != typeof(VBuffer<float>)) throw new InvalidOperationException($"Column '{Schema[index].Name}' is VBuffer<Single>, not {typeof(TValue).Name}.");
+            ValueGetter<VBuffer<float>> score = (ref VBuffer<float> dst) =>
+            {
+                var p = probabilities();
+                var editor = VBufferEditor.Create(ref dst, p.Length);
+                p.CopyTo(editor.Values);
+                dst = editor.Commit();
+            };
+            return (ValueGetter<TValue>)(Delegate)score;
+        }
+        if (typeof(TValue) != typeof(uint)) throw new InvalidOperationException($"Column '{Schema[index].Name}' is a key (UInt32), not {typeof(TValue).Name}.");
+        ValueGetter<uint> predicted = (ref uint dst) => dst = (uint)PeftTextClassificationTrainer.ArgMax(probabilities()) + 1;
+        return (ValueGetter<TValue>)(Delegate)predicted;
+    }
+}

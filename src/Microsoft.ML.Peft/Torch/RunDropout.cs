@@ -1,0 +1,36 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Torch;
+
+/// <summary>
+/// Inverted dropout whose masks come from the training run's own generator (<see cref="RandomSource.Dropout"/>), set on
+/// the module tree by the run with <see cref="Attach"/>. Without a run's generator (a module used outside training) it
+/// falls back to libtorch's dropout. Identity in evaluation mode.
+/// </summary>
+internal sealed class RunDropout : nn.Module<Tensor, Tensor>
+{
+    public RunDropout(double probability) : base("dropout")
+    {
+        if (!(probability >= 0 && probability < 1)) throw new ArgumentOutOfRangeException(nameof(probability), probability, "Dropout must be in [0, 1).");
+        Probability = probability;
+    }
+
+    public double Probability { get; }
+
+    /// <summary>The generator of the run that owns the module now, or null.</summary>
+    public RandomSource? Random { get; set; }
+
+    public override Tensor forward(Tensor input)
+    {
+        if (!training || Probability == 0) return input.alias();
+        if (Random is null) return nn.functional.dropout(input, Probability, training: true);
+        using var keep = empty_like(input).bernoulli_(1 - Probability, generator: Random.Dropout);
+        return input.mul(keep).div_(1 - Probability);
+    }
+
+    /// <summary>Gives every <see cref="RunDropout"/> under <paramref name="root"/> the run's generator (null detaches).</summary>
+    public static void Attach(nn.Module root, RandomSource? random)
+    {
+        foreach (var module in root.modules().OfType<RunDropout>()) module.Random = random;
+    }
+}
