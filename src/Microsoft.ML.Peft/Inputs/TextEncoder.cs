@@ -16,22 +16,43 @@ internal sealed class EncodedBatch
 }
 
 /// <summary>
-/// WordPiece tokenization (Microsoft.ML.Tokenizers' <see cref="BertTokenizer"/>) into <c>[CLS] a [SEP] (b [SEP])</c>,
-/// truncated to a maximum length (longest sequence first for pairs) and padded to the longest row of a batch.
-/// Empty or missing text becomes <c>[CLS] [SEP]</c>.
+/// BERT's reference tokenization into <c>[CLS] a [SEP] (b [SEP])</c>, truncated to a maximum length (longest sequence
+/// first for pairs) and padded to the longest row of a batch. Empty or missing text becomes <c>[CLS] [SEP]</c>.
 /// </summary>
+/// <remarks>
+/// Words come from <see cref="BertBasicTokenizer"/>; each goes through the WordPiece of Microsoft.ML.Tokenizers'
+/// <see cref="BertTokenizer"/> (greedy longest match first, <c>##</c> continuations, <c>[UNK]</c> for a word with no
+/// match), with its own normalization and pre-tokenization off: they differ from the reference (they drop symbols such
+/// as the backtick and leave accents under invariant globalization). A word longer than 100 characters (codepoints) is
+/// <c>[UNK]</c>, as in the reference.
+/// </remarks>
 internal sealed class TextEncoder
 {
+    /// <summary>The reference's <c>max_input_chars_per_word</c>.</summary>
+    internal const int MaxCharsPerWord = 100;
+
     private readonly BertTokenizer tokenizer;
+    private readonly bool lowerCase;
 
     public TextEncoder(byte[] vocab, bool lowerCase, int maxLength)
     {
         if (maxLength < 3) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "The maximum sequence length must be at least 3 ([CLS], one token, [SEP]).");
         MaxLength = maxLength;
+        this.lowerCase = lowerCase;
         using var stream = new MemoryStream(vocab, writable: false);
         try
         {
-            tokenizer = BertTokenizer.Create(stream, new BertOptions { LowerCaseBeforeTokenization = lowerCase });
+            // WordPiece only: words come normalized and split. Its own length limit counts UTF-16 units, so it is set
+            // above any word of 100 codepoints and the limit is applied here.
+            tokenizer = BertTokenizer.Create(stream, new BertOptions
+            {
+                LowerCaseBeforeTokenization = false,
+                ApplyBasicTokenization = false,
+                SplitOnSpecialTokens = false,
+                IndividuallyTokenizeCjk = false,
+                RemoveNonSpacingMarks = false,
+                MaxInputCharsPerWord = 2 * MaxCharsPerWord,
+            });
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException)
         {
@@ -110,6 +131,31 @@ internal sealed class TextEncoder
         };
     }
 
-    private List<int> Tokens(string? text) =>
-        string.IsNullOrEmpty(text) ? new List<int>() : tokenizer.EncodeToIds(text, addSpecialTokens: false).ToList();
+    /// <summary>The token ids of one text, without special tokens.</summary>
+    internal List<int> Tokens(string? text)
+    {
+        var ids = new List<int>();
+        foreach (var word in BertBasicTokenizer.Split(text, lowerCase))
+        {
+            if (CountCodepoints(word) > MaxCharsPerWord)
+            {
+                ids.Add(tokenizer.UnknownTokenId);
+            }
+            else
+            {
+                ids.AddRange(tokenizer.EncodeToIds(word, addSpecialTokens: false, considerPreTokenization: false, considerNormalization: false));
+            }
+        }
+        return ids;
+    }
+
+    private static int CountCodepoints(string word)
+    {
+        int count = word.Length;
+        for (int i = 0; i + 1 < word.Length; i++)
+        {
+            if (char.IsSurrogatePair(word[i], word[i + 1])) count--;
+        }
+        return count;
+    }
 }
