@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
-using Microsoft.ML.Peft.Models;
+using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Inputs;
 using NUnit.Framework;
 
