@@ -28,6 +28,7 @@ public class NoBackendTests
         TestContext.Out.WriteLine(output);
         Directory.Delete(empty, recursive: true);
         Assert.That(process.ExitCode, Is.EqualTo(3), output);
-        Assert.That(output, Does.Contain("libtorch-cpu-linux-x64").And.Contain("dotnet add package"));
+        // The package this platform needs, as the library names it (libtorch-cpu-linux-x64 here, another on Windows or macOS).
+        Assert.That(output, Does.Contain(Microsoft.ML.Peft.Torch.TorchBackend.CpuPackageName).And.Contain("dotnet add package"));
     }
 }

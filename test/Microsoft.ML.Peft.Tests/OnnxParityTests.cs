@@ -56,6 +56,6 @@ public class OnnxParityTests
             maxDiff = Math.Max(maxDiff, Math.Abs(ours[i] - reference[i]));
         }
         TestContext.Out.WriteLine($"max |ours - onnxruntime| over {batch.Rows} SST-2 sentences (length {batch.Length}): {maxDiff:E3}");
-        Assert.That(maxDiff, Is.LessThanOrEqualTo(1e-3));
+        Assert.That(maxDiff, Is.LessThanOrEqualTo(1e-4), "measured 2.3e-6 on these sentences; 1e-3 would hide a wrong LayerNorm epsilon");
     }
 }
