@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Format;
 using NUnit.Framework;
 using TorchSharp.PyBridge;
