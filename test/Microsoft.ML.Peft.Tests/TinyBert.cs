@@ -34,8 +34,7 @@ internal static class TinyBert
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "config.json"), Config.ToJson());
         File.WriteAllLines(Path.Combine(dir, "vocab.txt"), Vocabulary);
-        manual_seed(seed);
-        using var model = new BertModel(Config);
+        using var model = Randomized(new BertModel(Config), seed);
         var state = model.state_dict();
         Safetensors.SaveStateDict(Path.Combine(dir, "model.safetensors"), state);
         return dir;
@@ -43,9 +42,29 @@ internal static class TinyBert
 
     public static BertModel CreateModel(int seed = 3)
     {
-        manual_seed(seed);
-        var model = new BertModel(Config);
+        var model = Randomized(new BertModel(Config), seed);
         model.eval();
+        return model;
+    }
+
+    /// <summary>Random weights as PyTorch's default initialisation draws them (embeddings N(0, 1), Linear U(-1/sqrt(in), 1/sqrt(in)), LayerNorm 1 and 0), from a seeded generator.</summary>
+    public static BertModel Randomized(BertModel model, int seed)
+    {
+        using var generator = new Generator((ulong)seed);
+        using (no_grad())
+        {
+            foreach (var (name, parameter) in model.named_parameters())
+            {
+                if (name.EndsWith("LayerNorm.weight")) parameter.fill_(1);
+                else if (name.EndsWith("LayerNorm.bias")) parameter.zero_();
+                else if (name.StartsWith("embeddings.")) parameter.normal_(0, 1, generator);
+                else
+                {
+                    var bound = 1 / Math.Sqrt(parameter.shape.Length == 2 ? parameter.shape[1] : Config.HiddenSize);
+                    parameter.uniform_(-bound, bound, generator);
+                }
+            }
+        }
         return model;
     }
 

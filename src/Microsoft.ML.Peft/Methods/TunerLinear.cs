@@ -20,14 +20,9 @@ internal sealed class TunerLinear : nn.Module<Tensor, Tensor>
     {
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
-        weight = new Parameter(empty(outFeatures, inFeatures));
-        bias = hasBias ? new Parameter(empty(outFeatures)) : null;
-        using (no_grad())
-        {
-            var bound = 1 / Math.Sqrt(inFeatures);
-            weight.uniform_(-bound, bound);
-            bias?.uniform_(-bound, bound);
-        }
+        // Zeros: the base weights are loaded from the pretrained model (no random draw at construction).
+        weight = new Parameter(zeros(outFeatures, inFeatures));
+        bias = hasBias ? new Parameter(zeros(outFeatures)) : null;
         RegisterComponents();
     }
 

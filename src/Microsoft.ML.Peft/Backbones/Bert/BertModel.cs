@@ -9,18 +9,18 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 internal sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // Hugging Face parameter names
-    private readonly Embedding word_embeddings;
-    private readonly Embedding position_embeddings;
-    private readonly Embedding token_type_embeddings;
+    private readonly EmbeddingTable word_embeddings;
+    private readonly EmbeddingTable position_embeddings;
+    private readonly EmbeddingTable token_type_embeddings;
     private readonly LayerNorm LayerNorm;
     private readonly RunDropout dropout;
 #pragma warning restore IDE1006
 
     public BertEmbeddings(BertConfig config) : base("embeddings")
     {
-        word_embeddings = nn.Embedding(config.VocabSize, config.HiddenSize);
-        position_embeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
-        token_type_embeddings = nn.Embedding(config.TypeVocabSize, config.HiddenSize);
+        word_embeddings = new EmbeddingTable(config.VocabSize, config.HiddenSize);
+        position_embeddings = new EmbeddingTable(config.MaxPositionEmbeddings, config.HiddenSize);
+        token_type_embeddings = new EmbeddingTable(config.TypeVocabSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(new long[] { config.HiddenSize }, config.LayerNormEps);
         dropout = new RunDropout(config.HiddenDropoutProb);
         RegisterComponents();

@@ -13,8 +13,8 @@ namespace Microsoft.ML.Peft.Methods.Lora;
 internal sealed class LoraLayer : LinearAdapter
 {
 #pragma warning disable IDE1006 // Hugging Face names
-    private readonly Linear lora_A;
-    private readonly Linear lora_B;
+    private readonly WeightOnlyLinear lora_A;
+    private readonly WeightOnlyLinear lora_B;
     private readonly RunDropout lora_dropout;
 #pragma warning restore IDE1006
 
@@ -22,14 +22,13 @@ internal sealed class LoraLayer : LinearAdapter
     {
         Rank = rank;
         Scaling = scaling;
-        lora_A = nn.Linear(inFeatures, rank, hasBias: false);
-        lora_B = nn.Linear(rank, outFeatures, hasBias: false);
+        lora_A = new WeightOnlyLinear(inFeatures, rank);
+        lora_B = new WeightOnlyLinear(rank, outFeatures);
         lora_dropout = new RunDropout(dropout);
         using (no_grad())
         {
             var bound = 1 / Math.Sqrt(inFeatures);
-            lora_A.weight!.uniform_(-bound, bound, generator);
-            lora_B.weight!.zero_();
+            lora_A.Weight.uniform_(-bound, bound, generator);
         }
         RegisterComponents();
     }
@@ -38,9 +37,9 @@ internal sealed class LoraLayer : LinearAdapter
 
     public float Scaling { get; }
 
-    public Parameter A => lora_A.weight!;
+    public Parameter A => lora_A.Weight;
 
-    public Parameter B => lora_B.weight!;
+    public Parameter B => lora_B.Weight;
 
     /// <summary>The low-rank branch alone: <c>scaling * B(A(dropout(x)))</c>.</summary>
     public Tensor Delta(Tensor input)

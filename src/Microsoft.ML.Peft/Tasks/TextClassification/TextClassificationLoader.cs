@@ -28,7 +28,9 @@ internal static class TextClassificationLoader
         var baseModel = BaseModelLocator.Resolve(metadata, entries.VocabBytes, metadata.BaseModelEmbedded ? entries.BaseModelBytes : null,
             options?.BaseModelPath, Source);
         var device = TorchBackend.LoadDevice(options?.Device, ch);
-        var model = new TextClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator: null);
+        // New parameters are overwritten by the saved ones; a local generator keeps libtorch's global one untouched.
+        using var generator = new TorchSharp.torch.Generator(0);
+        var model = new TextClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
         try
         {
             if (metadata.AdaptedModules.Count > 0 && !model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
