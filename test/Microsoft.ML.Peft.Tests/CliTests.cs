@@ -99,6 +99,77 @@ public class CliTests
         Assert.That(File.Exists(Path.Combine(workDir, "model.zip")), Is.False);
     }
 
+    [TestCase("--no-such-option", "x", "--no-such-option")]
+    [TestCase("--method", "nope", "nope")]
+    [TestCase("--rank", "0", "--rank")]
+    public void CommandLineMistakesExitWithTwo(string option, string value, string named)
+    {
+        var data = WriteTinyData();
+        var result = RunCli("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0",
+            "--output", Path.Combine(workDir, "model.zip"), option, value);
+        Assert.That(result.ExitCode, Is.EqualTo(2), result.ToString());
+        Assert.That(result.StdErr, Does.Contain(named));
+    }
+
+    [Test]
+    public void OutputBelowARegularFileIsRefusedBeforeTraining()
+    {
+        var data = WriteTinyData();
+        var blocker = Path.Combine(workDir, "blocker");
+        File.WriteAllText(blocker, "a regular file");
+        var result = RunCli("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0",
+            "--output", Path.Combine(blocker, "model.zip"));
+        Assert.That(result.ExitCode, Is.EqualTo(2), result.ToString());
+        Assert.That(result.StdErr, Does.Contain("--output").And.Contain("cannot be written"));
+        Assert.That(result.StdOut, Does.Not.Contain("Training"), "refused before training started");
+    }
+
+    [Test]
+    public void SigtermDuringTrainingExitsWith130AndWritesNothing()
+    {
+        if (OperatingSystem.IsWindows()) Assert.Ignore("SIGTERM is a POSIX signal");
+        var tiny = TinyBert.WriteDirectory();
+        try
+        {
+            var data = WriteTinyData(rows: 400);
+            var model = Path.Combine(workDir, "out", "model.zip");
+            var start = StartInfo("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0", "--model", tiny,
+                "--epochs", "200", "--max-length", "16", "--output", model, "--metrics-json", Path.Combine(workDir, "out", "metrics.json"));
+            // As a shell user would: start the run, let it get well into training (200 epochs take minutes), send SIGTERM,
+            // report the run's exit code. The shell starts the CLI with default signal handling.
+            var shell = new ProcessStartInfo("/bin/bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workDir };
+            shell.ArgumentList.Add("-c");
+            shell.ArgumentList.Add("\"$@\" > cli.out 2> cli.err & pid=$!; sleep 20; kill -TERM $pid; wait $pid; echo \"exit=$?\"");
+            shell.ArgumentList.Add("cli");
+            shell.ArgumentList.Add(start.FileName);
+            foreach (var argument in start.ArgumentList) shell.ArgumentList.Add(argument);
+            using var process = Process.Start(shell)!;
+            var output = process.StandardOutput.ReadToEnd();
+            Assert.That(process.WaitForExit(TimeSpan.FromMinutes(3)), Is.True, "the CLI did not stop after SIGTERM");
+            var exit = System.Text.RegularExpressions.Regex.Match(output, @"exit=(\d+)");
+            Assert.That(exit.Success, Is.True, output);
+            var result = new CliResult(int.Parse(exit.Groups[1].Value, CultureInfo.InvariantCulture),
+                File.ReadAllText(Path.Combine(workDir, "cli.out")), File.ReadAllText(Path.Combine(workDir, "cli.err")));
+            Assert.That(result.StdOut, Does.Contain("Epoch 1/200"), "cancelled during training, not before");
+            Assert.That(result.ExitCode, Is.EqualTo(130), result.ToString());
+            Assert.That(result.StdErr, Does.Contain("Cancelled"));
+            var left = Directory.Exists(Path.Combine(workDir, "out")) ? Directory.GetFiles(Path.Combine(workDir, "out")) : Array.Empty<string>();
+            Assert.That(left, Is.Empty, "nothing half-written");
+        }
+        finally
+        {
+            Directory.Delete(tiny, recursive: true);
+        }
+    }
+
+    /// <summary>Synthetic sentiment rows over the tiny vocabulary as a headerless TSV (text, label).</summary>
+    private string WriteTinyData(int rows = 40)
+    {
+        var path = Path.Combine(workDir, "tiny.tsv");
+        File.WriteAllLines(path, TinyTraining.Rows(rows, 1).Select(r => $"{r.Sentence}\t{r.Label}"));
+        return path;
+    }
+
     /// <summary>The built <c>mlnet-peft.dll</c>; the test project's build records its path (see the project file).</summary>
     private static string CliPath
     {
@@ -117,7 +188,7 @@ public class CliTests
         public override string ToString() => $"exit code {ExitCode}\n--- stdout ---\n{StdOut}\n--- stderr ---\n{StdErr}";
     }
 
-    private CliResult RunCli(params string[] arguments)
+    private ProcessStartInfo StartInfo(params string[] arguments)
     {
         // The dotnet host that runs the tests also runs the CLI.
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
@@ -129,7 +200,12 @@ public class CliTests
         };
         start.ArgumentList.Add(CliPath);
         foreach (var argument in arguments) start.ArgumentList.Add(argument);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("The CLI process did not start.");
+        return start;
+    }
+
+    private CliResult RunCli(params string[] arguments)
+    {
+        using var process = Process.Start(StartInfo(arguments)) ?? throw new InvalidOperationException("The CLI process did not start.");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(ProcessTimeout))
