@@ -24,7 +24,7 @@ internal static class StepRunner
         var loaded = BaseModelSource.MiniLM().Load();
         Microsoft.ML.Peft.Methods.PeftMethodOptions method = mode switch
         {
-            "lora" or "checkpointed" => new LoraOptions(),
+            "lora" or "checkpointed" => new LoraOptions { TargetModules = new[] { "query", "value" } }, // as bench/pytorch/lora_step.py
             "full" => new Microsoft.ML.Peft.Methods.Full.FullFineTuningOptions(),
             _ => throw new ArgumentException($"unknown mode '{mode}'"),
         };

@@ -24,11 +24,10 @@ var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
         MaxEpoch = 3,
         BatchSize = 16,
         MaxSequenceLength = 64,
-        LearningRate = 1e-3f,
     }))
     .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
 
-Console.WriteLine("Fine-tuning all-MiniLM-L6-v2 with LoRA (rank 8 on query and value) on 320 reviews...");
+Console.WriteLine("Fine-tuning all-MiniLM-L6-v2 with LoRA (rank 8 on every Linear layer) on 320 reviews...");
 var watch = Stopwatch.StartNew();
 var model = pipeline.Fit(train);
 Console.WriteLine($"Trained in {watch.Elapsed.TotalSeconds:F0} s.");

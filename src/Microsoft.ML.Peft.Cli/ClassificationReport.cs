@@ -12,7 +12,9 @@ internal sealed record ClassificationReport(
     double TrainSeconds,
     long TrainableParameters,
     long TotalParameters,
-    long ModelBytes)
+    long ModelBytes,
+    string Method,
+    IReadOnlyList<Microsoft.ML.Peft.Training.EpochMetrics> Epochs)
 {
     private static readonly JsonSerializerOptions JsonOptions = new()
     {

@@ -180,7 +180,9 @@ internal static class TextClassificationCommand
                 TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
                 TrainableParameters: peft.TrainableParameterCount,
                 TotalParameters: peft.TotalParameterCount,
-                ModelBytes: new FileInfo(outputPath).Length);
+                ModelBytes: new FileInfo(outputPath).Length,
+                Method: peft.Method,
+                Epochs: peft.TrainingHistory);
 
             console.Write(ReportTable(report, (baseModel ?? BaseModelSource.MiniLM()).ToString()));
             console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");

@@ -58,6 +58,11 @@ public class CliTests
             var trainable = root.GetProperty("trainableParameters").GetInt64();
             var total = root.GetProperty("totalParameters").GetInt64();
             Assert.That(trainable, Is.GreaterThan(0).And.LessThan(total));
+            Assert.That(root.GetProperty("method").GetString(), Is.EqualTo("LORA"));
+            var epochs = root.GetProperty("epochs");
+            Assert.That(epochs.GetArrayLength(), Is.EqualTo(1), "one entry per epoch");
+            Assert.That(epochs[0].GetProperty("epoch").GetInt32(), Is.EqualTo(1));
+            Assert.That(epochs[0].GetProperty("trainingLoss").GetDouble(), Is.GreaterThan(0.0));
             var modelBytes = root.GetProperty("modelBytes").GetInt64();
             Assert.That(modelBytes, Is.GreaterThan(0).And.EqualTo(new FileInfo(model).Length));
         }

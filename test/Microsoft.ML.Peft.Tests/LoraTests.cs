@@ -82,7 +82,7 @@ public class LoraTests
     {
         var config = TinyBert.Config;
         using var model = TinyBert.CreateModel();
-        var adapter = TinyBert.Adapt(model, new LoraOptions { Rank = 8 });
+        var adapter = TinyBert.Adapt(model, new LoraOptions { Rank = 8, TargetModules = new[] { "query", "value" } });
         using var head = new ClassificationHead(config.HiddenSize, 3, 0);
         var adapted = adapter.AdaptedModules;
         Assert.That(adapted, Has.Count.EqualTo(2 * config.NumHiddenLayers));
@@ -142,7 +142,7 @@ public class LoraTests
             using var random = new Microsoft.ML.Peft.Torch.RandomSource(21, CPU);
             using var model = TinyBert.CreateModel();
             var backbone = new BertBackbone(model);
-            var adapter = new AdaptedBackbone(backbone, new LoraOptions { Rank = 4 }, random.Init);
+            var adapter = new AdaptedBackbone(backbone, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value" } }, random.Init);
             using var network = new TextClassificationNetwork(backbone, new ClassificationHead(TinyBert.Config.HiddenSize, 2, 0.1, random.Init));
             // B starts at zero, which makes A's gradient zero; give B values so every gradient is informative.
             foreach (var p in adapter.Parameters().Where(p => p.Key.Contains("lora_B"))) using (no_grad()) p.Parameter.normal_(0, 0.1, random.Init);
