@@ -64,31 +64,6 @@ public class TrainerBehaviourTests
     }
 
     [Test]
-    public void EarlyStoppingRestoresTheBestEpoch()
-    {
-        var ml = new MLContext(1);
-        var messages = new List<string>();
-        ml.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
-        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(TinyTraining.Rows(40, 4)));
-        var options = TinyTraining.Options(tinyBert);
-        options.MaxEpoch = 8;
-        options.EarlyStoppingPatience = 2;
-        options.ValidationSet = keyMap.Transform(ml.Data.LoadFromEnumerable(TinyTraining.Rows(30, 5)));
-        var trainer = ml.MulticlassClassification.Trainers.PeftTextClassification(options);
-        using var fitted = trainer.Fit(keyMap.Transform(ml.Data.LoadFromEnumerable(TinyTraining.Rows(40, 4))));
-        string[] log;
-        lock (messages) log = messages.ToArray();
-        Assert.That(log, Has.Some.Contains("validation accuracy"));
-        var restored = log.Single(m => m.Contains("Restored the weights of epoch"));
-        var epochs = log.Count(m => m.Contains("Epoch ") && m.Contains("/8: loss"));
-        TestContext.Out.WriteLine(restored + $" after {epochs} epochs");
-        // The restored accuracy is the best one reported.
-        var best = log.Select(m => System.Text.RegularExpressions.Regex.Match(m, @"Epoch \d+/8: .*validation accuracy (\d\.\d+)$"))
-            .Where(m => m.Success).Select(m => double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Max();
-        Assert.That(restored, Does.Contain($"validation accuracy {best:F4}"));
-    }
-
-    [Test]
     public void LongTextIsTruncatedAndCounted()
     {
         var ml = new MLContext(1);
