@@ -20,6 +20,7 @@ internal sealed class BenchArguments
     public const float DefaultWarmup = 0.06f;
     public const float DefaultWeightDecay = 0.01f;
     public const float DefaultHeadDropout = 0.1f;
+    public const int DefaultSeed = 1;
 
     public string Task { get; private set; } = "sst2";
     /// <summary>First N rows of train.tsv; null means all of them (<c>--train-rows all</c>).</summary>
@@ -41,6 +42,8 @@ internal sealed class BenchArguments
     public float Warmup { get; private set; } = DefaultWarmup;
     public float WeightDecay { get; private set; } = DefaultWeightDecay;
     public float HeadDropout { get; private set; } = DefaultHeadDropout;
+    /// <summary>Seed of the MLContext and the LoRA trainer (initialisation, dropout, shuffling).</summary>
+    public int Seed { get; private set; } = DefaultSeed;
     /// <summary>Skip the two baselines (for exploring recipes); the targets then only check the LoRA accuracy.</summary>
     public bool LoraOnly { get; private set; }
     /// <summary>The results file as given; null: bench/results/sst2.json, sst2-full.json (all training rows) or sst2-lora-only.json.</summary>
@@ -67,6 +70,7 @@ internal sealed class BenchArguments
         $"  --warmup X           share of the steps spent warming the learning rate up (default {DefaultWarmup:G})\n" +
         $"  --weight-decay X     AdamW weight decay (default {DefaultWeightDecay:G})\n" +
         $"  --head-dropout X     dropout before the classification head (default {DefaultHeadDropout:G})\n" +
+        $"  --seed N             seed of the MLContext and of the LoRA trainer (default {DefaultSeed})\n" +
         $"  --lora-only          skip the two baselines (for trying recipes)\n" +
         $"  --output FILE        results file (default: bench/results/sst2.json; sst2-full.json with all training rows; sst2-lora-only.json with --lora-only)\n" +
         $"  --data DIR           data folder; a relative path is taken from the current directory (default: ../shared/data beside the repository root)");
@@ -120,6 +124,7 @@ internal sealed class BenchArguments
                 case "--warmup": result.Warmup = Fraction(arg, Value()); break;
                 case "--weight-decay": result.WeightDecay = Number(arg, Value(), positive: false); break;
                 case "--head-dropout": result.HeadDropout = Fraction(arg, Value()); break;
+                case "--seed": result.Seed = NonNegativeInt(arg, Value()); break;
                 case "--lora-only": result.LoraOnly = true; break;
                 case "--output": result.Output = Value(); break;
                 case "--data":

@@ -20,7 +20,6 @@ internal static class Program
     private const double LoraAccuracyTarget = 0.86;
     /// <summary>LoRA accuracy target on test-sentences.tsv when training on all of train.tsv.</summary>
     private const double LoraAccuracyTargetFullSet = 0.88;
-    private const int Seed = 1;
 
     private static int Main(string[] args)
     {
@@ -52,7 +51,7 @@ internal static class Program
         }
 
         var loadAtStart = LoadAverage();
-        var ml = new MLContext(seed: Seed);
+        var ml = new MLContext(seed: arguments.Seed);
         ml.Log += (_, e) =>
         {
             if (e.Kind is ChannelMessageKind.Warning or ChannelMessageKind.Error ||
@@ -146,7 +145,7 @@ internal static class Program
                 headDropout = arguments.HeadDropout,
                 earlyStoppingPatience = arguments.Patience,
                 maxGradientNorm = new PeftTextClassificationTrainer.Options().MaxGradientNorm,
-                seed = Seed,
+                seed = arguments.Seed,
             },
             data = new
             {
@@ -215,6 +214,7 @@ internal static class Program
             WeightDecay = arguments.WeightDecay,
             HeadDropout = arguments.HeadDropout,
             EarlyStoppingPatience = arguments.Patience,
+            Seed = arguments.Seed,
             Adapter = new LoraOptions
             {
                 Rank = arguments.Rank,
@@ -367,7 +367,7 @@ internal static class Program
 
     private static string Recipe(BenchArguments a) => string.Create(CultureInfo.InvariantCulture,
         $"r={a.Rank} alpha={a.Alpha:G} on {string.Join(',', a.Targets)}, LoRA dropout {a.LoraDropout:G}, lr {a.LearningRate:G}, warm-up {a.Warmup:G}, " +
-        $"weight decay {a.WeightDecay:G}, batch {a.BatchSize}, head dropout {a.HeadDropout:G}, max length {a.MaxLength}, {a.Epochs} epoch(s){(a.Patience > 0 ? $", patience {a.Patience}" : "")}");
+        $"weight decay {a.WeightDecay:G}, batch {a.BatchSize}, head dropout {a.HeadDropout:G}, max length {a.MaxLength}, {a.Epochs} epoch(s), seed {a.Seed}{(a.Patience > 0 ? $", patience {a.Patience}" : "")}");
 
     /// <summary>The folder holding Microsoft.ML.Peft.sln, found by walking up from the application's folder.</summary>
     private static string FindRepositoryRoot()
