@@ -11,10 +11,10 @@ internal sealed class BenchArguments
     public const int DefaultTrainRows = 8000;
     public const int DefaultMaxLength = 128;
     public const int DefaultEpochs = 1;
-    public const float DefaultLearningRate = 1e-3f;
+    public const float DefaultLearningRate = 2e-3f;
     public const int DefaultRank = 8;
     public const float DefaultAlpha = 16;
-    public const string DefaultTargets = "query,value";
+    public const string DefaultTargets = "all-linear";
     public const float DefaultLoraDropout = 0.1f;
     public const int DefaultBatchSize = 32;
     public const float DefaultWarmup = 0.06f;
