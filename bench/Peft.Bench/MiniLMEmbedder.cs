@@ -107,6 +107,15 @@ internal sealed class MiniLMEmbedder : IDisposable
         return result;
     }
 
+    /// <summary>Token count of each text with [CLS] and [SEP], before truncation (the package's vocabulary, uncased WordPiece).</summary>
+    public static int[] TokenCounts(IReadOnlyList<string> texts)
+    {
+        using var vocab = Assembly.Load(PackageAssembly).GetManifestResourceStream(VocabResource)
+            ?? throw new InvalidOperationException($"The assembly {PackageAssembly} has no resource {VocabResource}.");
+        var tokenizer = BertTokenizer.Create(vocab, new BertOptions { LowerCaseBeforeTokenization = true });
+        return texts.Select(t => 2 + (string.IsNullOrEmpty(t) ? 0 : tokenizer.EncodeToIds(t, addSpecialTokens: false).Count)).ToArray();
+    }
+
     /// <summary>Size of the package's ONNX model, read from the assembly resource.</summary>
     public static long OnnxResourceBytes()
     {
