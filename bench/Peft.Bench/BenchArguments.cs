@@ -46,6 +46,10 @@ internal sealed class BenchArguments
     public int Seed { get; private set; } = DefaultSeed;
     /// <summary>Skip the two baselines (for exploring recipes); the targets then only check the LoRA accuracy.</summary>
     public bool LoraOnly { get; private set; }
+    /// <summary>Also run BitFit and full fine-tuning on the same rows (the method seam's other methods, full fine-tuning as the reference).</summary>
+    public bool ReferenceMethods { get; private set; }
+    /// <summary>Peak learning rate of the full fine-tuning row.</summary>
+    public float FullLearningRate { get; private set; } = 5e-5f;
     /// <summary>The results file as given; null: bench/results/sst2.json, sst2-full.json (all training rows) or sst2-lora-only.json.</summary>
     public string? Output { get; private set; }
     /// <summary>The data folder as given (or the default), relative paths kept relative.</summary>
@@ -64,6 +68,8 @@ internal sealed class BenchArguments
         $"  --learning-rate X    LoRA peak learning rate (default {DefaultLearningRate:G})\n" +
         $"  --rank N             LoRA rank (default {DefaultRank})\n" +
         $"  --alpha X            LoRA alpha; the update is scaled by alpha/rank (default {DefaultAlpha:G})\n" +
+        "  --reference-methods  also train BitFit (LoRA's learning rate) and full fine-tuning on the same rows\n" +
+        "  --full-learning-rate X  peak learning rate of full fine-tuning (default 5e-5)\n" +
         $"  --targets A,B,...    LoRA target modules: names, full names, regular expressions, or all-linear (default {DefaultTargets})\n" +
         $"  --lora-dropout X     dropout on the LoRA branch's input (default {DefaultLoraDropout:G})\n" +
         $"  --batch-size N       rows per training step (default {DefaultBatchSize})\n" +
@@ -126,6 +132,8 @@ internal sealed class BenchArguments
                 case "--head-dropout": result.HeadDropout = Fraction(arg, Value()); break;
                 case "--seed": result.Seed = NonNegativeInt(arg, Value()); break;
                 case "--lora-only": result.LoraOnly = true; break;
+                case "--reference-methods": result.ReferenceMethods = true; break;
+                case "--full-learning-rate": result.FullLearningRate = Number(arg, Value(), positive: true); break;
                 case "--output": result.Output = Value(); break;
                 case "--data":
                     result.DataArgument = Value();

@@ -7,6 +7,9 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Methods.BitFit;
+using Microsoft.ML.Peft.Methods.Full;
 using Microsoft.ML.Peft.Methods.Lora;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 using Microsoft.ML.Runtime;
@@ -72,8 +75,15 @@ internal static class Program
 
         long onnxBytes = MiniLMEmbedder.OnnxResourceBytes();
         var results = new List<MethodResult>();
-        var lora = RunLora(ml, arguments, train, test, validation, onnxBytes, out long adapterBytes);
+        var lora = RunPeft(ml, arguments, LoraOf(arguments), LoraMethodName(arguments), arguments.LearningRate, train, test, validation, onnxBytes, out long adapterBytes);
         results.Add(lora);
+        if (arguments.ReferenceMethods)
+        {
+            // The other methods on the same rows: BitFit at the LoRA learning rate, full fine-tuning at its own (smaller) one.
+            results.Add(RunPeft(ml, arguments, new BitFitOptions(), "BitFit (MiniLM, bias terms)", arguments.LearningRate, train, test, validation, onnxBytes, out _));
+            results.Add(RunPeft(ml, arguments, new FullFineTuningOptions(), string.Create(CultureInfo.InvariantCulture, $"Full fine-tuning (MiniLM, lr {arguments.FullLearningRate:G})"),
+                arguments.FullLearningRate, train, test, validation, onnxBytes, out _));
+        }
         if (!arguments.LoraOnly)
         {
             results.Add(RunClassic(ml, train, test));
@@ -193,11 +203,19 @@ internal static class Program
         return 1;
     }
 
-    /// <summary>MapValueToKey, LoRA fine-tuning of MiniLM with the arguments' recipe, MapKeyToValue.</summary>
-    private static MethodResult RunLora(MLContext ml, BenchArguments arguments, IReadOnlyList<SentimentRow> trainRows, IReadOnlyList<SentimentRow> testRows,
-        IReadOnlyList<SentimentRow>? validationRows, long onnxBytes, out long adapterBytes)
+    private static LoraOptions LoraOf(BenchArguments arguments) => new()
     {
-        Log($"LoRA: fine-tuning all-MiniLM-L6-v2, {Recipe(arguments)} ...");
+        Rank = arguments.Rank,
+        Alpha = arguments.Alpha,
+        Dropout = arguments.LoraDropout,
+        TargetModules = arguments.Targets,
+    };
+
+    /// <summary>MapValueToKey, fine-tuning of MiniLM with a method and the arguments' recipe, MapKeyToValue.</summary>
+    private static MethodResult RunPeft(MLContext ml, BenchArguments arguments, PeftMethodOptions method, string name, float learningRate,
+        IReadOnlyList<SentimentRow> trainRows, IReadOnlyList<SentimentRow> testRows, IReadOnlyList<SentimentRow>? validationRows, long onnxBytes, out long adapterBytes)
+    {
+        Log($"{name}: fine-tuning all-MiniLM-L6-v2, {Recipe(arguments)}, lr {learningRate.ToString("G", CultureInfo.InvariantCulture)} ...");
         var train = ml.Data.LoadFromEnumerable(trainRows);
         var test = ml.Data.LoadFromEnumerable(testRows);
         // The label's key values come from the training rows, so the validation set gets the same mapping.
@@ -209,19 +227,13 @@ internal static class Program
             MaxEpoch = arguments.Epochs,
             MaxSequenceLength = arguments.MaxLength,
             BatchSize = arguments.BatchSize,
-            LearningRate = arguments.LearningRate,
+            LearningRate = learningRate,
             WarmupRatio = arguments.Warmup,
             WeightDecay = arguments.WeightDecay,
             HeadDropout = arguments.HeadDropout,
             EarlyStoppingPatience = arguments.Patience,
             Seed = arguments.Seed,
-            Method = new LoraOptions
-            {
-                Rank = arguments.Rank,
-                Alpha = arguments.Alpha,
-                Dropout = arguments.LoraDropout,
-                TargetModules = arguments.Targets,
-            },
+            Method = method,
         };
         if (validationRows is not null)
         {
@@ -242,7 +254,7 @@ internal static class Program
             var (modelBytes, adapter) = SaveAndMeasure(ml, model, train.Schema, "Adapter.safetensors");
             adapterBytes = adapter;
             var result = new MethodResult(
-                LoraMethodName(arguments), metrics, watch.Elapsed.TotalSeconds, evalSeconds, peft.TrainableParameterCount, modelBytes,
+                name, metrics, watch.Elapsed.TotalSeconds, evalSeconds, peft.TrainableParameterCount, modelBytes,
                 string.Create(CultureInfo.InvariantCulture,
                     $"saved model = adapter, head, vocab; the MiniLM ONNX ({onnxBytes:N0} bytes) is referenced by SHA-256, needed at prediction, not counted"));
             Log(Describe(result));
