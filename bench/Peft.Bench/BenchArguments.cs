@@ -68,8 +68,8 @@ internal sealed class BenchArguments
         $"  --learning-rate X    LoRA peak learning rate (default {DefaultLearningRate:G})\n" +
         $"  --rank N             LoRA rank (default {DefaultRank})\n" +
         $"  --alpha X            LoRA alpha; the update is scaled by alpha/rank (default {DefaultAlpha:G})\n" +
-        "  --reference-methods  also train BitFit (LoRA's learning rate) and full fine-tuning on the same rows\n" +
-        "  --full-learning-rate X  peak learning rate of full fine-tuning (default 5e-5)\n" +
+        $"  --reference-methods  also train BitFit (LoRA's learning rate) and full fine-tuning on the same rows\n" +
+        $"  --full-learning-rate X  peak learning rate of full fine-tuning (default 5e-5)\n" +
         $"  --targets A,B,...    LoRA target modules: names, full names, regular expressions, or all-linear (default {DefaultTargets})\n" +
         $"  --lora-dropout X     dropout on the LoRA branch's input (default {DefaultLoraDropout:G})\n" +
         $"  --batch-size N       rows per training step (default {DefaultBatchSize})\n" +
