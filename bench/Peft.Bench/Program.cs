@@ -256,7 +256,7 @@ internal static class Program
             var result = new MethodResult(
                 name, metrics, watch.Elapsed.TotalSeconds, evalSeconds, peft.TrainableParameterCount, modelBytes,
                 string.Create(CultureInfo.InvariantCulture,
-                    $"saved model = adapter, head, vocab; the MiniLM ONNX ({onnxBytes:N0} bytes) is referenced by SHA-256, needed at prediction, not counted"));
+                    $"saved model = the trained tensors (the method's: all encoder weights for full fine-tuning; and the head), vocab; the MiniLM ONNX ({onnxBytes:N0} bytes) is referenced by SHA-256, needed at prediction, not counted"));
             Log(Describe(result));
             return result;
         }
