@@ -219,7 +219,6 @@ public class BertTokenizationTests
 
     private static string? FindPython()
     {
-        if (File.Exists("/usr/bin/python3")) return "/usr/bin/python3";
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator))
         {
             foreach (var name in new[] { "python3", "python3.exe" })
