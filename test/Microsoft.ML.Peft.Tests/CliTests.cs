@@ -139,12 +139,14 @@ public class CliTests
             var data = WriteTinyData(rows: 400);
             var model = Path.Combine(workDir, "out", "model.zip");
             var start = StartInfo("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0", "--model", tiny,
-                "--epochs", "200", "--max-length", "16", "--output", model, "--metrics-json", Path.Combine(workDir, "out", "metrics.json"));
-            // As a shell user would: start the run, let it get well into training (200 epochs take minutes), send SIGTERM,
-            // report the run's exit code. The shell starts the CLI with default signal handling.
+                "--epochs", "100000", "--max-length", "16", "--output", model, "--metrics-json", Path.Combine(workDir, "out", "metrics.json"));
+            // As a shell user would: start a run that cannot finish (100,000 epochs), wait until it reports a finished epoch,
+            // send SIGTERM, report the run's exit code. The shell starts the CLI with default signal handling.
             var shell = new ProcessStartInfo("/bin/bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workDir };
             shell.ArgumentList.Add("-c");
-            shell.ArgumentList.Add("\"$@\" > cli.out 2> cli.err & pid=$!; sleep 20; kill -TERM $pid; wait $pid; echo \"exit=$?\"");
+            shell.ArgumentList.Add("\"$@\" > cli.out 2> cli.err & pid=$!; " +
+                "for i in $(seq 600); do grep -q 'Epoch 1/' cli.out && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done; " +
+                "kill -TERM $pid; wait $pid; echo \"exit=$?\"");
             shell.ArgumentList.Add("cli");
             shell.ArgumentList.Add(start.FileName);
             foreach (var argument in start.ArgumentList) shell.ArgumentList.Add(argument);
@@ -155,7 +157,7 @@ public class CliTests
             Assert.That(exit.Success, Is.True, output);
             var result = new CliResult(int.Parse(exit.Groups[1].Value, CultureInfo.InvariantCulture),
                 File.ReadAllText(Path.Combine(workDir, "cli.out")), File.ReadAllText(Path.Combine(workDir, "cli.err")));
-            Assert.That(result.StdOut, Does.Contain("Epoch 1/200"), "cancelled during training, not before");
+            Assert.That(result.StdOut, Does.Contain("Epoch 1/100000"), "cancelled during training, not before");
             Assert.That(result.ExitCode, Is.EqualTo(130), result.ToString());
             Assert.That(result.StdErr, Does.Contain("Cancelled"));
             var left = Directory.Exists(Path.Combine(workDir, "out")) ? Directory.GetFiles(Path.Combine(workDir, "out")) : Array.Empty<string>();
