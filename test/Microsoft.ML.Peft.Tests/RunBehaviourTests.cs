@@ -25,8 +25,7 @@ public class RunBehaviourTests
         return (keyMap, keyMap.Transform(data));
     }
 
-    private static float[][] Scores(ITransformer model, IDataView data) =>
-        data.Schema.GetColumnOrNull("Score") is null ? model.Transform(data).GetColumn<float[]>("Score").ToArray() : data.GetColumn<float[]>("Score").ToArray();
+    private static float[][] Scores(ITransformer model, IDataView data) => model.Transform(data).GetColumn<float[]>("Score").ToArray();
 
     [Test]
     public void EarlyStoppingKeepsWeightsWhoseValidationAccuracyIsTheBestReported()

@@ -18,7 +18,6 @@ internal sealed class ClassificationHead : nn.Module<Tensor, Tensor>
     public ClassificationHead(long features, int classes, double dropoutProbability, Generator? generator = null) : base("classifier")
     {
         if (classes < 2) throw new ArgumentOutOfRangeException(nameof(classes), classes, "A classifier needs at least two classes.");
-        Classes = classes;
         weight = new Parameter(empty(classes, features));
         bias = new Parameter(empty(classes));
         dropout = new RunDropout(dropoutProbability);
@@ -31,12 +30,6 @@ internal sealed class ClassificationHead : nn.Module<Tensor, Tensor>
         }
         RegisterComponents();
     }
-
-    public int Classes { get; }
-
-    public Parameter Weight => weight;
-
-    public Parameter Bias => bias;
 
     /// <param name="features">[batch, features]</param>
     public override Tensor forward(Tensor features)

@@ -36,9 +36,6 @@ internal sealed class TunerLinear : nn.Module<Tensor, Tensor>
 
     public bool Merged => unmergedWeight is not null;
 
-    /// <summary>The adapter names in the order they were added.</summary>
-    public IReadOnlyCollection<string> AdapterNames => adapters.Keys;
-
     /// <summary>The adapter used by <see cref="forward"/>, or null for the plain layer.</summary>
     public string? ActiveAdapter
     {

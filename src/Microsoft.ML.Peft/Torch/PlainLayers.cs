@@ -33,7 +33,5 @@ internal sealed class EmbeddingTable : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public Parameter Weight => weight;
-
     public override Tensor forward(Tensor ids) => weight.index_select(0, ids.flatten()).view(ids.shape.Append(weight.shape[1]).ToArray());
 }
