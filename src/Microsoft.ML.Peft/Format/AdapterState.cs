@@ -14,9 +14,13 @@ internal static class AdapterState
 {
     public const string PeftPrefix = "base_model.model.";
 
-    public static byte[] Save(IReadOnlyList<NamedParameter> parameters)
+    /// <summary>The key a tensor is saved under.</summary>
+    public static string FullKey(string key, bool topLevel) => topLevel ? key : PeftPrefix + key;
+
+    /// <summary>Serialises <paramref name="tensors"/> (which stay the caller's).</summary>
+    public static byte[] Save(IReadOnlyList<NamedTensor> tensors)
     {
-        var state = parameters.ToDictionary(p => PeftPrefix + p.Key, p => p.Parameter.detach().cpu());
+        var state = tensors.ToDictionary(p => FullKey(p.Key, p.TopLevel), p => p.Value.detach().cpu().contiguous());
         try
         {
             using var stream = new MemoryStream();
@@ -31,7 +35,7 @@ internal static class AdapterState
 
     public static void Load(byte[] bytes, IReadOnlyList<NamedParameter> parameters, string source)
     {
-        var expected = parameters.ToDictionary(p => PeftPrefix + p.Key, p => p.Parameter);
+        var expected = parameters.ToDictionary(p => FullKey(p.Key, p.TopLevel), p => p.Parameter);
         CheckHeader(bytes, expected, source);
         Dictionary<string, Tensor> state;
         try

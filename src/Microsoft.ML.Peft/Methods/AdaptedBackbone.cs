@@ -31,7 +31,11 @@ internal sealed class AdaptedBackbone
 
     /// <summary>The method's trainable parameters, keyed by their name in the task network (<c>bert.encoder...lora_A.weight</c>).</summary>
     public IReadOnlyList<NamedParameter> Parameters() =>
-        Method.Parameters(Backbone).Select(p => p with { Key = Backbone.Name + "." + p.Key }).ToList();
+        Method.Parameters(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
+
+    /// <summary>The tensors to save (the caller disposes them), keyed as <see cref="Parameters"/> are.</summary>
+    public IReadOnlyList<NamedTensor> SavedState() =>
+        Method.SavedState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
 
     /// <summary>Folds the adapter into the weights and prepares the backbone for inference.</summary>
     public void Merge()

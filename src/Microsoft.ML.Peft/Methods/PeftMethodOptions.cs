@@ -52,6 +52,20 @@ internal abstract class PeftMethod
     public virtual IReadOnlyList<ParameterGroup> ParameterGroups(IReadOnlyList<NamedParameter> parameters) =>
         new[] { new ParameterGroup(parameters.Select(p => p.Parameter).ToList(), 1.0) };
 
+    /// <summary>
+    /// The options a saved model is rebuilt with. Usually <see cref="Options"/>; a method whose trained form differs from
+    /// the form it is saved in (PiSSA, saved as the equivalent LoRA on the original weights; prefix tuning's
+    /// reparameterisation, saved as the prefixes it computes) returns the options of the saved form.
+    /// </summary>
+    public virtual PeftMethodOptions SavedOptions => Options;
+
+    /// <summary>
+    /// The tensors saved for this adapter (new tensors the caller disposes), keyed as <see cref="Parameters"/> keys the
+    /// parameters of a method built from <see cref="SavedOptions"/>. Default: the trained parameters' values.
+    /// </summary>
+    public virtual IReadOnlyList<NamedTensor> SavedState(IBackbone backbone) =>
+        Parameters(backbone).Select(p => new NamedTensor(p.Key, p.Parameter.detach()) { TopLevel = p.TopLevel }).ToList();
+
     /// <summary>Folds the update into the base weights for inference (no-op for methods that train weights in place).</summary>
     public virtual void Merge(IBackbone backbone) { }
 
@@ -60,7 +74,21 @@ internal abstract class PeftMethod
 }
 
 /// <summary>A parameter and its key in the saved adapter state.</summary>
-internal sealed record NamedParameter(string Key, TorchSharp.Modules.Parameter Parameter);
+internal sealed record NamedParameter(string Key, TorchSharp.Modules.Parameter Parameter)
+{
+    /// <summary>
+    /// The key is a whole key of the saved state, not a name under the backbone: the tensors Hugging Face PEFT keeps
+    /// outside the model tree (<c>prompt_embeddings</c>, VeRA's shared <c>base_model.vera_A</c>).
+    /// </summary>
+    public bool TopLevel { get; init; }
+}
+
+/// <summary>A tensor to save under a key (see <see cref="NamedParameter.TopLevel"/>).</summary>
+internal sealed record NamedTensor(string Key, TorchSharp.torch.Tensor Value)
+{
+    /// <inheritdoc cref="NamedParameter.TopLevel"/>
+    public bool TopLevel { get; init; }
+}
 
 /// <summary>Parameters that share a learning rate: the trainer's rate times <paramref name="LearningRateScale"/>.</summary>
 internal sealed record ParameterGroup(IReadOnlyList<TorchSharp.Modules.Parameter> Parameters, double LearningRateScale);

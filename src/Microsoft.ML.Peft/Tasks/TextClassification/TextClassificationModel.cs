@@ -77,7 +77,14 @@ internal sealed class TextClassificationModel : IDisposable
 
     /// <summary>The method's parameters and the head's, under their saved keys.</summary>
     public IReadOnlyList<NamedParameter> TrainableParameters() =>
-        Adapted.Parameters().Concat(Network.Head.named_parameters().Select(p => new NamedParameter("classifier." + p.name, p.parameter))).ToList();
+        Adapted.Parameters().Concat(HeadParameters()).ToList();
+
+    private IEnumerable<NamedParameter> HeadParameters() =>
+        Network.Head.named_parameters().Select(p => new NamedParameter("classifier." + p.name, p.parameter));
+
+    /// <summary>The tensors saved for the model (the caller disposes them): the method's saved state and the head.</summary>
+    public IReadOnlyList<NamedTensor> SavedState() =>
+        Adapted.SavedState().Concat(HeadParameters().Select(p => new NamedTensor(p.Key, p.Parameter.detach()))).ToList();
 
     public long TrainableParameterCount => TrainableParameters().Sum(p => p.Parameter.numel());
 
@@ -125,7 +132,20 @@ internal sealed class TextClassificationModel : IDisposable
     }
 
     /// <summary>The model's entries for saving.</summary>
-    public ModelEntries ToEntries() => new()
+    public ModelEntries ToEntries()
+    {
+        var state = SavedState();
+        try
+        {
+            return ToEntries(state);
+        }
+        finally
+        {
+            foreach (var t in state) t.Value.Dispose();
+        }
+    }
+
+    private ModelEntries ToEntries(IReadOnlyList<NamedTensor> state) => new()
     {
         MetadataBytes = new ModelMetadata
         {
@@ -133,13 +153,13 @@ internal sealed class TextClassificationModel : IDisposable
             BaseModel = BaseModel,
             BaseModelEmbedded = BaseModelFile is not null,
             Config = Config,
-            Method = MethodRegistry.ToJson(Adapted.Method.Options),
+            Method = MethodRegistry.ToJson(Adapted.Method.SavedOptions),
             AdapterName = Adapted.Method.AdapterName,
             AdaptedModules = Adapted.AdaptedModules.ToList(),
             TaskSettings = Settings.ToJson(),
         }.ToUtf8(),
         VocabBytes = Vocab,
-        AdapterBytes = AdapterState.Save(TrainableParameters()),
+        AdapterBytes = AdapterState.Save(state),
         BaseModelBytes = BaseModelFile,
     };
 
