@@ -26,6 +26,19 @@ internal static class Program
 
     private static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "methods")
+        {
+            try
+            {
+                return MethodComparison.Run(args, FindRepositoryRoot());
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                Console.Error.WriteLine(MethodComparison.Usage);
+                return 2;
+            }
+        }
         BenchArguments arguments;
         try
         {
@@ -384,9 +397,10 @@ internal static class Program
     /// <summary>The folder holding Microsoft.ML.Peft.sln, found by walking up from the application's folder.</summary>
     private static string FindRepositoryRoot()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Peft.sln"))) return dir.FullName;
-        throw new InvalidOperationException($"No Microsoft.ML.Peft.sln above {AppContext.BaseDirectory}; run the benchmark from the repository.");
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "Microsoft.ML.Peft.sln"))) return dir.FullName;
+        throw new InvalidOperationException($"No Microsoft.ML.Peft.sln above {AppContext.BaseDirectory} or the current directory; run the benchmark from the repository.");
     }
 
     /// <summary>The 1-minute load average on Linux; null elsewhere.</summary>
@@ -407,7 +421,7 @@ internal static class Program
         $"{r.Method}: accuracy {r.Accuracy:F4}, macro-F1 {r.MacroF1:F4}, train {r.TrainSeconds:F1} s, evaluation {r.EvalSeconds:F1} s, " +
         $"{r.TrainableParameters:N0} trainable parameters, model {r.ModelBytes:N0} bytes.");
 
-    private static void Log(string message) =>
+    internal static void Log(string message) =>
         Console.Error.WriteLine($"{DateTime.Now.ToString("HH:mm:ss", CultureInfo.InvariantCulture)} {message}");
 }
 
