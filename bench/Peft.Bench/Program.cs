@@ -26,6 +26,7 @@ internal static class Program
 
     private static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] is "shared-memory" or "shared-memory-child") return SharedBaseMemory.Run(args, FindRepositoryRoot());
         if (args.Length > 0 && args[0] == "methods")
         {
             try

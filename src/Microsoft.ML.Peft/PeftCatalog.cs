@@ -77,6 +77,7 @@ public static class PeftModelOperations
         {
             BaseModelPath = options.BaseModelPath is null ? null : Path.GetFullPath(options.BaseModelPath),
             Device = options.Device,
+            ShareBaseModel = options.ShareBaseModel,
         };
         var previous = PeftLoadOptions.Current.Value;
         PeftLoadOptions.Current.Value = resolved;

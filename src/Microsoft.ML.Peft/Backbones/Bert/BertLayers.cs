@@ -39,6 +39,8 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     public void FuseProjections()
     {
         ClearFusedProjections();
+        // An unmerged adapter on a projection changes its output: the fused product of the base weights would skip it.
+        if (new[] { query, key, value }.Any(p => p.ActiveAdapter is not null && !p.Merged)) return;
         using (no_grad())
         {
             fusedWeight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0).detach().DetachFromDisposeScope();

@@ -30,12 +30,20 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
         this.model = model;
         TrainingHistory = history;
         model.Network.eval();
-        // The adapter is fixed from now on: fold it into the base weights so scoring costs no extra matmuls.
-        model.Adapted.Merge();
+        // The adapter is fixed from now on: fold it into the base weights so scoring costs no extra matmuls, unless the
+        // base weights are shared with other loaded models (then they must not change).
+        if (model.SharedBase is null) model.Adapted.Merge();
+        else model.Adapted.Backbone.PrepareInference();
     }
 
     /// <summary>The PEFT method (<c>LORA</c>, <c>BITFIT</c>, <c>FULL</c>...).</summary>
     public string Method => model.Adapted.Method.Options.PeftType;
+
+    /// <summary>
+    /// Whether this model shares its base model's frozen weights with the other models loaded from the same base file
+    /// (<see cref="Format.PeftLoadOptions.ShareBaseModel"/>); a shared model scores with its adapter unmerged.
+    /// </summary>
+    public bool SharesBaseModel => model.SharedBase is not null;
 
     /// <summary>The metrics of each training epoch (empty for a loaded model: training history is not saved).</summary>
     public IReadOnlyList<EpochMetrics> TrainingHistory { get; }

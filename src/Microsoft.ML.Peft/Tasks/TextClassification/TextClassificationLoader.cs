@@ -37,6 +37,7 @@ internal static class TextClassificationLoader
                 throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
                     $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
             AdapterState.Load(entries.AdapterBytes, model.TrainableParameters(), Source);
+            if (options?.ShareBaseModel ?? true) model.ShareBaseWeights(baseModel.Sha256);
             return model;
         }
         catch

@@ -163,5 +163,11 @@ internal sealed class TextClassificationModel : IDisposable
         BaseModelBytes = BaseModelFile,
     };
 
+    /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
+    public SharedBaseWeights? SharedBase { get; private set; }
+
+    /// <summary>Shares the frozen base weights with other loaded models of the same base (see <see cref="SharedBaseWeights"/>).</summary>
+    public void ShareBaseWeights(string sha256) => SharedBase = SharedBaseWeights.Share(Adapted, sha256, Device);
+
     public void Dispose() => Network.Dispose();
 }
