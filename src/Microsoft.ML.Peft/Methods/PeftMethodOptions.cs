@@ -66,6 +66,13 @@ internal abstract class PeftMethod
     public virtual IReadOnlyList<NamedTensor> SavedState(IBackbone backbone) =>
         Parameters(backbone).Select(p => new NamedTensor(p.Key, p.Parameter.detach()) { TopLevel = p.TopLevel }).ToList();
 
+    /// <summary>
+    /// Whether adapters of this method can live beside others on one frozen base (each Linear layer keeping them by
+    /// name): true for the methods that add a branch to Linear layers; false for those that change the base's own
+    /// parameters or the model's inputs.
+    /// </summary>
+    public virtual bool SupportsSeveralAdapters => false;
+
     /// <summary>Folds the update into the base weights for inference (no-op for methods that train weights in place).</summary>
     public virtual void Merge(IBackbone backbone) { }
 

@@ -15,6 +15,8 @@ internal sealed class LoraMethod : PeftMethod
 
     public override PeftMethodOptions Options => options;
 
+    public override bool SupportsSeveralAdapters => true;
+
     public override IReadOnlyList<string> Attach(IBackbone backbone, TorchSharp.torch.Generator? generator)
     {
         var selected = ModuleMatcher.Select(backbone.Linears(), options.TargetModules, "LoRA", nameof(LoraOptions.TargetModules));
