@@ -3,9 +3,6 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Methods;
-using Microsoft.ML.Peft.Methods.BitFit;
-using Microsoft.ML.Peft.Methods.Full;
-using Microsoft.ML.Peft.Methods.Lora;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
 using Microsoft.ML.Peft.Tasks.TextClassification;
@@ -29,7 +26,6 @@ internal static class TextClassificationCommand
     public static Command Create()
     {
         var defaults = new PeftTextClassificationTrainer.Options();
-        var defaultAdapter = new LoraOptions();
 
         var dataset = CommandOptions.Dataset("The training data: a delimited text file.");
         var labelCol = new Option<string>("--label-col") { Description = "The label column: a header name (with --has-header) or a 0-based index.", Required = true };
@@ -43,12 +39,10 @@ internal static class TextClassificationCommand
         var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
         var method = new Option<string>("--method")
         {
-            Description = "The PEFT method: lora (default), bitfit (bias terms only) or full (full fine-tuning, the reference).",
+            Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Select(m => $"{m.Name} ({m.Description})")) + ".",
             DefaultValueFactory = _ => "lora",
         };
-        method.AcceptOnlyFromAmong("lora", "bitfit", "full");
-        var rank = new Option<int>("--rank") { Description = "LoRA rank.", DefaultValueFactory = _ => defaultAdapter.Rank }.AtLeast(1);
-        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (the update is scaled by alpha / rank).", DefaultValueFactory = _ => defaultAdapter.Alpha }.Positive();
+        var methodOptions = MethodChoices.CreateOptions();
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
         var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
@@ -63,11 +57,12 @@ internal static class TextClassificationCommand
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
 
-        var command = new Command("text-classification", "Fine-tune a text classifier with LoRA, evaluate it and save it as an ML.NET model.")
+        var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
             dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
-            method, rank, alpha, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
+            method, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
         };
+        foreach (var option in methodOptions) command.Options.Add(option.Option);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             LabelColumn: parse.GetValue(labelCol)!,
@@ -78,9 +73,7 @@ internal static class TextClassificationCommand
             TestDataset: parse.GetValue(test),
             Model: parse.GetValue(model),
             Vocab: parse.GetValue(vocab),
-            Method: parse.GetValue(method)!,
-            Rank: parse.GetValue(rank),
-            Alpha: parse.GetValue(alpha),
+            Method: MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions),
             Epochs: parse.GetValue(epochs),
             BatchSize: parse.GetValue(batchSize),
             LearningRate: parse.GetValue(learningRate),
@@ -96,17 +89,8 @@ internal static class TextClassificationCommand
     private sealed record Settings(
         string Dataset, string LabelColumn, string TextColumn, string? Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
-        string Method, int Rank, float Alpha, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson)
-    {
-        /// <summary>The method's options from --method (with --rank and --alpha for LoRA).</summary>
-        public PeftMethodOptions CreateMethod() => Method switch
-        {
-            "bitfit" => new BitFitOptions(),
-            "full" => new FullFineTuningOptions(),
-            _ => new LoraOptions { Rank = Rank, Alpha = Alpha },
-        };
-    }
+        PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
+        bool EmbedBaseModel, string Output, string? MetricsJson);
 
     private static int Run(Settings s)
     {
@@ -150,7 +134,7 @@ internal static class TextClassificationCommand
             PredictedLabelColumnName = PredictedLabelColumn,
             ValidationSet = validation is null ? null : labelToKey.Transform(validation),
             BaseModel = baseModel,
-            Method = s.CreateMethod(),
+            Method = s.Method,
             MaxEpoch = s.Epochs,
             BatchSize = s.BatchSize,
             LearningRate = s.LearningRate,

@@ -116,6 +116,36 @@ public class CliTests
         Assert.That(result.StdErr, Does.Contain(named));
     }
 
+    [TestCase("bitfit", "--rank", "4")]
+    [TestCase("lora", "--num-virtual-tokens", "5")]
+    [TestCase("full", "--target-modules", "query")]
+    public void MethodOptionThatDoesNotApplyIsAUsageErrorNamingBoth(string method, string option, string value)
+    {
+        var data = WriteTinyData();
+        var result = RunCli("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0",
+            "--output", Path.Combine(workDir, "model.zip"), "--method", method, option, value);
+        Assert.That(result.ExitCode, Is.EqualTo(2), result.ToString());
+        Assert.That(result.StdErr, Does.Contain(option).And.Contain("--method " + method));
+    }
+
+    [Test]
+    public void TargetModulesThatMatchNothingListTheModulesThereAre()
+    {
+        var tiny = TinyBert.WriteDirectory();
+        try
+        {
+            var data = WriteTinyData();
+            var result = RunCli("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0", "--model", tiny,
+                "--max-length", "16", "--output", Path.Combine(workDir, "model.zip"), "--method", "lora", "--target-modules", "q_proj,v_proj");
+            Assert.That(result.ExitCode, Is.EqualTo(1), result.ToString());
+            Assert.That(result.StdErr, Does.Contain("q_proj").And.Contain("query, key, value, dense").And.Contain("encoder.layer.0.attention.self.query"));
+        }
+        finally
+        {
+            Directory.Delete(tiny, recursive: true);
+        }
+    }
+
     [Test]
     public void OutputBelowARegularFileIsRefusedBeforeTraining()
     {

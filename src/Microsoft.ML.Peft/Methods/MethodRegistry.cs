@@ -28,7 +28,8 @@ internal static class MethodRegistry
     /// <summary>Reads saved method options; unknown types and invalid values are <see cref="InvalidDataException"/>s.</summary>
     public static PeftMethodOptions FromJson(JsonObject json, string source)
     {
-        var type = json["peft_type"]?.GetValue<string>() ?? throw new InvalidDataException($"{source}: the method has no peft_type.");
+        if (json["peft_type"] is not JsonValue value || !value.TryGetValue<string>(out var type))
+            throw new InvalidDataException($"{source}: the method has no peft_type string.");
         if (!Types.Value.TryGetValue(type, out var optionsType))
             throw new InvalidDataException($"{source}: method '{type}' is not known to this library (known: {string.Join(", ", PeftTypes)}). Upgrade Microsoft.ML.Peft.");
         var copy = json.DeepClone().AsObject();

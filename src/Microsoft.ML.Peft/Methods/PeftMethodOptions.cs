@@ -19,6 +19,33 @@ public abstract class PeftMethodOptions
 
     /// <summary>Creates the method for one adapter.</summary>
     internal abstract PeftMethod Create(string adapterName);
+
+    /// <summary>The <c>peft_type</c> of every method this library offers (<c>LORA</c>, <c>IA3</c>, <c>PROMPT_TUNING</c>...).</summary>
+    public static IReadOnlyCollection<string> PeftTypes => MethodRegistry.PeftTypes;
+
+    /// <summary>The options as JSON with Hugging Face PEFT's field names and <c>peft_type</c>.</summary>
+    public string ToJson() => MethodRegistry.ToJson(this).ToJsonString();
+
+    /// <summary>
+    /// Reads method options from JSON with Hugging Face PEFT's field names and a <c>peft_type</c> (fields left out keep
+    /// their defaults). Throws <see cref="InvalidDataException"/> naming the field at fault, or the known methods for an
+    /// unknown <c>peft_type</c>.
+    /// </summary>
+    public static PeftMethodOptions FromJson(string json)
+    {
+        if (json is null) throw new ArgumentNullException(nameof(json));
+        System.Text.Json.Nodes.JsonNode? node;
+        try
+        {
+            node = System.Text.Json.Nodes.JsonNode.Parse(json);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException($"The method options are not valid JSON: {e.Message}", e);
+        }
+        if (node is not System.Text.Json.Nodes.JsonObject obj) throw new InvalidDataException("The method options must be a JSON object.");
+        return MethodRegistry.FromJson(obj, "The method options");
+    }
 }
 
 /// <summary>
