@@ -19,7 +19,7 @@ internal static class MethodTraining
     public static Result TrainSaveAndLoad(string tinyBert, PeftMethodOptions method, float learningRate = 2e-2f, int epochs = 4, Action<PeftTextClassificationTrainer.Options>? configure = null)
     {
         var ml = new MLContext(1);
-        var data = ml.Data.LoadFromEnumerable(TinyTraining.Rows(48, 2));
+        var data = ml.Data.LoadFromEnumerable(TinyTraining.Rows(32, 2));
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
         var keyed = keyMap.Transform(data);
         var options = TinyTraining.Options(tinyBert);
