@@ -48,7 +48,8 @@ internal sealed class PromptTuningMethod : PeftMethod
         {
             if (options.PromptTuningInit == PromptTuningOptions.RandomDiscrete)
             {
-                using var ids = randint(0, backbone.VocabularySize, new long[] { options.NumVirtualTokens }, dtype: ScalarType.Int64, generator: generator);
+                using var drawn = randint(0, backbone.VocabularySize, new long[] { options.NumVirtualTokens }, dtype: ScalarType.Int64, generator: generator);
+                using var ids = drawn.to(backbone.Module.parameters().First().device);
                 using var rows = backbone.EmbedWords(ids);
                 module.Embedding.copy_(rows);
             }
