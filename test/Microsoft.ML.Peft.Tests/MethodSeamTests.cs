@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Methods.BitFit;
@@ -89,25 +90,57 @@ public class MethodSeamTests
     }
 
     [Test]
-    public void ModulesInsertedAfterALayerAndAPromptChangeTheOutputAndTrain()
+    public void AdaptersAtBothSitesAndAPromptChangeTheOutputAndTrain()
     {
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
         var backbone = new BertBackbone(model);
         var (ids, mask, types) = TinyBert.RandomBatch(2, 7);
         var plain = model.forward(ids, mask, types);
-        var shift = new Shift(TinyBert.Config.HiddenSize);
-        backbone.InsertAfterLayer(1, "adapter", shift);
+        var attentionShift = new Shift(TinyBert.Config.HiddenSize);
+        var feedForwardShift = new Shift(TinyBert.Config.HiddenSize);
+        backbone.InsertAdapter(1, AdapterSite.AttentionOutput, "adapter", attentionShift);
+        backbone.InsertAdapter(1, AdapterSite.FeedForwardOutput, "adapter", feedForwardShift);
         Assert.That(model.forward(ids, mask, types).sub(plain).abs().max().item<float>(), Is.EqualTo(0f), "a zero shift changes nothing");
-        using (no_grad()) shift.Delta.fill_(0.25f);
-        Assert.That(model.forward(ids, mask, types).sub(plain).abs().max().item<float>(), Is.GreaterThan(0.1f));
-        backbone.SetPrompt("prompt", new Prompt(3, TinyBert.Config.HiddenSize));
+        using (no_grad()) attentionShift.Delta.copy_(linspace(-1, 1, TinyBert.Config.HiddenSize));
+        var shifted = model.forward(ids, mask, types);
+        Assert.That(shifted.sub(plain).abs().max().item<float>(), Is.GreaterThan(0.1f));
+        backbone.SetPrompt("prompt", 3, new Prompt(3, TinyBert.Config.HiddenSize));
         var prompted = model.forward(ids, mask, types);
         Assert.That(prompted.shape, Is.EqualTo(plain.shape), "virtual tokens are dropped from the output");
-        prompted.sum().backward();
-        Assert.That(model.named_parameters().Single(p => p.name == "prompt.vectors").parameter.grad, Is.Not.Null);
-        Assert.That(model.named_parameters().Single(p => p.name == "encoder.layer.1.adapter.delta").parameter.grad, Is.Not.Null);
-        Assert.Throws<ArgumentOutOfRangeException>(() => backbone.InsertAfterLayer(TinyBert.Config.NumHiddenLayers, "x", new Shift(4)));
+        Assert.That(prompted.sub(shifted).abs().max().item<float>(), Is.GreaterThan(0.1f));
+        prompted.mul(randn_like(prompted)).sum().backward();
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var name in new[] { "prompt.vectors", "encoder.layer.1.attention.output.adapter.delta", "encoder.layer.1.output.adapter.delta" })
+            Assert.That(parameters[name].grad?.abs().max().item<float>(), Is.GreaterThan(0f), name);
+        Assert.Throws<ArgumentOutOfRangeException>(() => backbone.InsertAdapter(TinyBert.Config.NumHiddenLayers, AdapterSite.FeedForwardOutput, "x", new Shift(4)));
+        Assert.Throws<InvalidOperationException>(() => backbone.InsertAdapter(1, AdapterSite.FeedForwardOutput, "other", new Shift(4)), "one adapter per site");
+        Assert.Throws<InvalidOperationException>(() => backbone.SetPrefix("prefix", 2, new Prompt(2, 4)), "one prompt or prefix");
+    }
+
+    [Test]
+    public void AdapterSitesAreBeforeTheResidualLayerNorm()
+    {
+        // LayerNorm removes a constant added to every feature: a constant shift at either site changes nothing, which it
+        // would if the site were after the LayerNorm.
+        using var scope = NewDisposeScope();
+        using var model = TinyBert.CreateModel();
+        var backbone = new BertBackbone(model);
+        var (ids, mask, types) = TinyBert.RandomBatch(2, 7);
+        var plain = model.forward(ids, mask, types);
+        var last = TinyBert.Config.NumHiddenLayers - 1;
+        var attention = new Shift(TinyBert.Config.HiddenSize);
+        var feedForward = new Shift(TinyBert.Config.HiddenSize);
+        backbone.InsertAdapter(last, AdapterSite.AttentionOutput, "adapter", attention);
+        backbone.InsertAdapter(last, AdapterSite.FeedForwardOutput, "adapter", feedForward);
+        using (no_grad())
+        {
+            attention.Delta.fill_(3f);
+            feedForward.Delta.fill_(-2f);
+        }
+        Assert.That(model.forward(ids, mask, types).sub(plain).abs().max().item<float>(), Is.LessThan(1e-4f));
+        using (no_grad()) feedForward.Delta[0] = 5f;
+        Assert.That(model.forward(ids, mask, types).sub(plain).abs().max().item<float>(), Is.GreaterThan(0.1f));
     }
 
     [Test]
@@ -152,6 +185,6 @@ public class MethodSeamTests
             RegisterComponents();
         }
 
-        public override Tensor forward(Tensor embedded) => vectors.unsqueeze(0).expand(embedded.shape[0], -1, -1);
+        public override Tensor forward(Tensor words) => vectors.alias();
     }
 }

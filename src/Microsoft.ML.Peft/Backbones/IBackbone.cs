@@ -21,8 +21,20 @@ internal interface IBackbone
     /// <summary>Width of the features the backbone gives a head.</summary>
     long FeatureSize { get; }
 
-    /// <summary>Number of layers (blocks) with an insertion point after them.</summary>
+    /// <summary>Number of layers (blocks).</summary>
     int LayerCount { get; }
+
+    /// <summary>Number of attention heads per layer.</summary>
+    int AttentionHeadCount { get; }
+
+    /// <summary>Length of the position table: virtual tokens and real tokens together may not exceed it.</summary>
+    int MaxPositions { get; }
+
+    /// <summary>The longest input in real tokens: <see cref="MaxPositions"/> less the virtual tokens of a prompt or prefix.</summary>
+    int MaxInputLength { get; }
+
+    /// <summary>Number of rows of the word-embedding table.</summary>
+    long VocabularySize { get; }
 
     /// <summary>Parameter name to (tensor name in the imported file, whether stored transposed); needed again to export.</summary>
     IReadOnlyDictionary<string, (string Name, bool Transposed)> SourceNames { get; }
@@ -33,17 +45,45 @@ internal interface IBackbone
     /// <summary>Every Linear layer a method may adapt, with its full name.</summary>
     IEnumerable<(string Name, TunerLinear Module)> Linears();
 
-    /// <summary>Adds a module applied to the output of layer <paramref name="layer"/>.</summary>
-    void InsertAfterLayer(int layer, string name, nn.Module<Tensor, Tensor> module);
+    /// <summary>The word-embedding vectors [..., hidden] of token ids (a new tensor; for initialising prompts from the vocabulary).</summary>
+    Tensor EmbedWords(Tensor ids);
 
-    /// <summary>Sets the module whose output vectors are prepended to the embedded inputs.</summary>
-    void SetPrompt(string name, nn.Module<Tensor, Tensor> module);
+    /// <summary>
+    /// Sets the bottleneck adapter of one site of layer <paramref name="layer"/>: a module from the sub-layer's projected
+    /// output (after its dense projection and dropout) to the same shape, applied before the residual addition and
+    /// LayerNorm. The module is registered as <paramref name="name"/> under the sub-layer's output module.
+    /// </summary>
+    void InsertAdapter(int layer, AdapterSite site, string name, nn.Module<Tensor, Tensor> module);
+
+    /// <summary>
+    /// Sets the prompt module (prompt tuning): it maps the batch's word vectors [batch, length, hidden] (which only give
+    /// device and dtype) to <paramref name="count"/> virtual-token vectors [count, hidden] in word-embedding space,
+    /// prepended to the word embeddings before positions and token types are added. The features keep only the real tokens.
+    /// </summary>
+    void SetPrompt(string name, int count, nn.Module<Tensor, Tensor> module);
+
+    /// <summary>
+    /// Sets the prefix module (prefix tuning): it maps the batch's word vectors (which only give device and dtype) to
+    /// the table [count, layers·2·hidden] of key and value prefixes, laid out as Hugging Face PEFT's
+    /// <c>past_key_values</c> (viewed as [count, layers·2, heads, head size]; layer i's keys are block 2i, its values 2i+1).
+    /// </summary>
+    void SetPrefix(string name, int count, nn.Module<Tensor, Tensor> module);
 
     /// <summary>Called once the weights are final, before scoring (fuses projections).</summary>
     void PrepareInference();
 
     /// <summary>Undoes <see cref="PrepareInference"/> before the weights change.</summary>
     void EndInference();
+}
+
+/// <summary>Where in a transformer layer a bottleneck adapter sits (Houlsby et al. 2019, figure 2).</summary>
+internal enum AdapterSite
+{
+    /// <summary>On the attention block's projected output, before its residual addition and LayerNorm.</summary>
+    AttentionOutput,
+
+    /// <summary>On the feed-forward block's projected output, before its residual addition and LayerNorm.</summary>
+    FeedForwardOutput,
 }
 
 /// <summary>A backbone over token ids (BERT family): features are the last hidden states.</summary>

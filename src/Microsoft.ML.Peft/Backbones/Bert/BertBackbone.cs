@@ -32,6 +32,14 @@ internal sealed class BertBackbone : ITextBackbone
 
     public int LayerCount => Model.Config.NumHiddenLayers;
 
+    public int AttentionHeadCount => Model.Config.NumAttentionHeads;
+
+    public int MaxPositions => Model.Config.MaxPositionEmbeddings;
+
+    public int MaxInputLength => Model.MaxInputLength;
+
+    public long VocabularySize => Model.Config.VocabSize;
+
     public IReadOnlyDictionary<string, (string Name, bool Transposed)> SourceNames { get; }
 
     public bool GradientCheckpointing
@@ -42,13 +50,17 @@ internal sealed class BertBackbone : ITextBackbone
 
     public IEnumerable<(string Name, TunerLinear Module)> Linears() => Model.Linears();
 
-    public void InsertAfterLayer(int layer, string name, nn.Module<Tensor, Tensor> module)
+    public Tensor EmbedWords(Tensor ids) => Model.EmbedWords(ids);
+
+    public void InsertAdapter(int layer, AdapterSite site, string name, nn.Module<Tensor, Tensor> module)
     {
         if (layer < 0 || layer >= LayerCount) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The encoder has layers 0 to {LayerCount - 1}.");
-        Model.Layers[layer].InsertAfterOutput(name, module);
+        Model.Layers[layer].InsertAdapter(site, name, module);
     }
 
-    public void SetPrompt(string name, nn.Module<Tensor, Tensor> module) => Model.SetPrompt(name, module);
+    public void SetPrompt(string name, int count, nn.Module<Tensor, Tensor> module) => Model.SetPrompt(name, count, module);
+
+    public void SetPrefix(string name, int count, nn.Module<Tensor, Tensor> module) => Model.SetPrefix(name, count, module);
 
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) => Model.forward(inputIds, attentionMask, tokenTypeIds);
 

@@ -7,7 +7,11 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 
 // The parts of a BERT layer. Field names are Hugging Face's parameter names (encoder.layer.0.attention.self.query.weight).
 
-/// <summary>Multi-head self-attention projections (query, key, value) with scaled dot-product attention.</summary>
+/// <summary>
+/// Multi-head self-attention projections (query, key, value) with scaled dot-product attention. Prefix tuning's
+/// per-layer key and value prefixes are concatenated before the projected keys and values, in every path (plain,
+/// dropout on the attention probabilities while training, fused projections at inference).
+/// </summary>
 internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -63,36 +67,51 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 
     /// <param name="hidden">[batch, length, hidden]</param>
     /// <param name="additiveMask">[batch, 1, 1, length]: 0 where attended, a large negative number at padding.</param>
-    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    public override Tensor forward(Tensor hidden, Tensor additiveMask) => Forward(hidden, additiveMask, null);
+
+    /// <param name="hidden">[batch, length, hidden]</param>
+    /// <param name="additiveMask">[batch, 1, 1, keys]: 0 where attended, a large negative number at padding; keys = n + length with a prefix.</param>
+    /// <param name="prefix">Null, or [2, batch, heads, n, head size]: the key (0) and value (1) prefixes of prefix tuning.</param>
+    public Tensor Forward(Tensor hidden, Tensor additiveMask, Tensor? prefix)
     {
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0], length = hidden.shape[1];
-        Tensor context;
-        if (!training && fusedWeight is not null)
+        Tensor q, k, v;
+        bool fused = !training && fusedWeight is not null;
+        if (fused)
         {
-            var qkv = nn.functional.linear(hidden, fusedWeight, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
-            context = nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], additiveMask, 0.0);
+            var qkv = nn.functional.linear(hidden, fusedWeight!, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
+            (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
         {
             Tensor Split(TunerLinear projection) => projection.forward(hidden).view(batch, length, heads, headSize).transpose(1, 2);
-            var (q, k, v) = (Split(query), Split(key), Split(value));
-            if (training && dropout.Probability > 0)
-            {
-                // Dropout on the attention probabilities, with masks from the run's generator.
-                var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
-                context = matmul(dropout.forward(nn.functional.softmax(scores, -1)), v);
-            }
-            else
-            {
-                context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, 0.0);
-            }
+            (q, k, v) = (Split(query), Split(key), Split(value));
+        }
+        if (prefix is not null)
+        {
+            k = cat(new[] { prefix[0], k }, 2);
+            v = cat(new[] { prefix[1], v }, 2);
+        }
+        Tensor context;
+        if (!fused && training && dropout.Probability > 0)
+        {
+            // Dropout on the attention probabilities, with masks from the run's generator.
+            var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
+            context = matmul(dropout.forward(nn.functional.softmax(scores, -1)), v);
+        }
+        else
+        {
+            context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, 0.0);
         }
         return context.transpose(1, 2).reshape(batch, length, heads * headSize).MoveToOuterDisposeScope();
     }
 }
 
-/// <summary>A dense projection, dropout, residual connection and layer normalisation.</summary>
+/// <summary>
+/// A dense projection, dropout, residual connection and layer normalisation, with an insertion point for a bottleneck
+/// adapter between the dropout and the residual addition (Houlsby et al. 2019, figure 2).
+/// </summary>
 internal sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -100,6 +119,7 @@ internal sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
     private readonly LayerNorm LayerNorm;
     private readonly RunDropout dropout;
 #pragma warning restore IDE1006
+    private nn.Module<Tensor, Tensor>? adapter;
 
     public BertResidualOutput(long inFeatures, BertConfig config) : base("output")
     {
@@ -109,10 +129,23 @@ internal sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>
+    /// Sets the module applied to the projected output (after the dense projection and its dropout, [batch, length,
+    /// hidden] to the same) before the residual is added and the result normalised. One per site.
+    /// </summary>
+    public void InsertAdapter(string name, nn.Module<Tensor, Tensor> module)
+    {
+        if (adapter is not null) throw new InvalidOperationException("This sub-layer already has an adapter.");
+        register_module(name, module);
+        adapter = module;
+    }
+
     public override Tensor forward(Tensor hidden, Tensor residual)
     {
         using var scope = NewDisposeScope();
-        return LayerNorm.forward(dropout.forward(dense.forward(hidden)).add_(residual)).MoveToOuterDisposeScope();
+        var projected = dropout.forward(dense.forward(hidden));
+        if (adapter is not null) projected = adapter.forward(projected);
+        return LayerNorm.forward(projected.add_(residual)).MoveToOuterDisposeScope();
     }
 }
 
@@ -131,9 +164,15 @@ internal sealed class BertAttention : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    /// <summary>The attention's output sub-layer (projection, adapter site, residual, LayerNorm).</summary>
+    public BertResidualOutput Output => output;
+
+    public override Tensor forward(Tensor hidden, Tensor additiveMask) => Forward(hidden, additiveMask, null);
+
+    /// <inheritdoc cref="BertSelfAttention.Forward"/>
+    public Tensor Forward(Tensor hidden, Tensor additiveMask, Tensor? prefix)
     {
-        using var context = self.forward(hidden, additiveMask);
+        using var context = self.Forward(hidden, additiveMask, prefix);
         return output.forward(context, hidden);
     }
 }
@@ -165,7 +204,7 @@ internal sealed class BertIntermediate : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>One transformer layer, with an insertion point after its output for modules a method adds (bottleneck adapters).</summary>
+/// <summary>One transformer layer, with adapter sites in its attention output and feed-forward output.</summary>
 internal sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -173,7 +212,6 @@ internal sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
     private readonly BertIntermediate intermediate;
     private readonly BertResidualOutput output;
 #pragma warning restore IDE1006
-    private readonly List<nn.Module<Tensor, Tensor>> inserted = new();
 
     public BertLayer(BertConfig config) : base("layer")
     {
@@ -183,25 +221,25 @@ internal sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>Adds a module applied to the layer's output hidden states ([batch, length, hidden] to the same), in order.</summary>
-    public void InsertAfterOutput(string name, nn.Module<Tensor, Tensor> module)
+    /// <summary>Sets the bottleneck adapter of one of the layer's two sites.</summary>
+    public void InsertAdapter(AdapterSite site, string name, nn.Module<Tensor, Tensor> module)
     {
-        register_module(name, module);
-        inserted.Add(module);
+        switch (site)
+        {
+            case AdapterSite.AttentionOutput: attention.Output.InsertAdapter(name, module); break;
+            case AdapterSite.FeedForwardOutput: output.InsertAdapter(name, module); break;
+            default: throw new ArgumentOutOfRangeException(nameof(site), site, "Unknown adapter site.");
+        }
     }
 
-    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    public override Tensor forward(Tensor hidden, Tensor additiveMask) => Forward(hidden, additiveMask, null);
+
+    /// <inheritdoc cref="BertSelfAttention.Forward"/>
+    public Tensor Forward(Tensor hidden, Tensor additiveMask, Tensor? prefix)
     {
-        using var attended = attention.forward(hidden, additiveMask);
+        using var attended = attention.Forward(hidden, additiveMask, prefix);
         using var expanded = intermediate.forward(attended);
-        var result = output.forward(expanded, attended);
-        foreach (var module in inserted)
-        {
-            var next = module.forward(result);
-            result.Dispose();
-            result = next;
-        }
-        return result;
+        return output.forward(expanded, attended);
     }
 }
 
@@ -223,13 +261,20 @@ internal sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>Recompute each layer's activations in the backward pass instead of keeping them (training only).</summary>
     public bool GradientCheckpointing { get; set; }
 
-    public override Tensor forward(Tensor hidden, Tensor additiveMask)
+    public override Tensor forward(Tensor hidden, Tensor additiveMask) => Forward(hidden, additiveMask, null);
+
+    /// <param name="hidden">[batch, length, hidden]</param>
+    /// <param name="additiveMask">[batch, 1, 1, keys]</param>
+    /// <param name="prefixes">Null, or one [2, batch, heads, n, head size] key/value prefix per layer (prefix tuning).</param>
+    public Tensor Forward(Tensor hidden, Tensor additiveMask, IReadOnlyList<Tensor>? prefixes)
     {
         var current = hidden;
         bool checkpoint = GradientCheckpointing && training && is_grad_enabled();
+        int index = 0;
         foreach (var l in layer)
         {
-            var next = checkpoint ? LayerCheckpoint.Run(l, current, additiveMask) : l.forward(current, additiveMask);
+            var prefix = prefixes?[index++];
+            var next = checkpoint ? LayerCheckpoint.Run(l, current, additiveMask, prefix) : l.Forward(current, additiveMask, prefix);
             if (!ReferenceEquals(current, hidden)) current.Dispose();
             current = next;
         }

@@ -29,18 +29,32 @@ internal sealed class BertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     public override Tensor forward(Tensor inputIds, Tensor tokenTypeIds)
     {
         using var scope = NewDisposeScope();
-        var length = inputIds.shape[1];
-        var positions = arange(length, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0);
-        var sum = word_embeddings.forward(inputIds).add_(position_embeddings.forward(positions)).add_(token_type_embeddings.forward(tokenTypeIds));
+        return FromWordVectors(word_embeddings.forward(inputIds), tokenTypeIds, 0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The word-embedding vectors of token ids ([..., hidden]); Hugging Face's <c>inputs_embeds</c>.</summary>
+    public Tensor Words(Tensor inputIds) => word_embeddings.forward(inputIds);
+
+    /// <summary>
+    /// Hugging Face's embedding layer on <c>inputs_embeds</c> [batch, length, hidden]: adds the position embeddings of
+    /// positions <paramref name="firstPosition"/> onwards and the token-type embeddings, then normalises and applies dropout.
+    /// </summary>
+    public Tensor FromWordVectors(Tensor words, Tensor tokenTypeIds, long firstPosition)
+    {
+        using var scope = NewDisposeScope();
+        var length = words.shape[1];
+        var positions = arange(firstPosition, firstPosition + length, dtype: ScalarType.Int64, device: words.device).unsqueeze(0);
+        var sum = words.add(position_embeddings.forward(positions)).add_(token_type_embeddings.forward(tokenTypeIds));
         return dropout.forward(LayerNorm.forward(sum)).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>
 /// BERT encoder: <c>forward(input_ids, attention_mask, token_type_ids)</c> returns <c>last_hidden_state</c>
-/// [batch, length, hidden], as the ONNX exports of sentence-transformers models do. Insertion points for methods:
-/// a prompt module whose vectors are prepended to the embedded tokens (<see cref="SetPrompt"/>), and modules after any
-/// layer's output (<see cref="BertLayer.InsertAfterOutput"/>).
+/// [batch, length, hidden], as the ONNX exports of sentence-transformers models do. Insertion points for methods,
+/// placed as Hugging Face PEFT places them on a BERT model: prompt vectors prepended to the word embeddings
+/// (<see cref="SetPrompt"/>), key/value prefixes in every self-attention (<see cref="SetPrefix"/>), and bottleneck
+/// adapters in each layer's attention output and feed-forward output (<see cref="BertLayer.InsertAdapter"/>).
 /// </summary>
 internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
@@ -49,6 +63,7 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     private readonly BertEncoder encoder;
 #pragma warning restore IDE1006
     private nn.Module<Tensor, Tensor>? prompt;
+    private nn.Module<Tensor, Tensor>? prefix;
 
     public BertModel(BertConfig config) : base("bert")
     {
@@ -62,6 +77,12 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 
     public IReadOnlyList<BertLayer> Layers => encoder.Layers;
 
+    /// <summary>Number of virtual tokens of the prompt or prefix (0 without one): they take the first positions.</summary>
+    public int VirtualTokens { get; private set; }
+
+    /// <summary>The longest input in tokens: the position table less the virtual tokens.</summary>
+    public int MaxInputLength => Config.MaxPositionEmbeddings - VirtualTokens;
+
     /// <summary>Activation checkpointing of every layer while training.</summary>
     public bool GradientCheckpointing
     {
@@ -69,37 +90,96 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
         set => encoder.GradientCheckpointing = value;
     }
 
+    /// <summary>The word-embedding vectors of token ids ([..., hidden]).</summary>
+    public Tensor EmbedWords(Tensor inputIds) => embeddings.Words(inputIds);
+
     /// <summary>
-    /// Sets the module that maps the embedded tokens [batch, length, hidden] to virtual-token vectors [batch, n, hidden]
-    /// prepended to them (prompt tuning). The virtual tokens are attended to; the output keeps only the real tokens.
+    /// Sets the module that gives <paramref name="count"/> virtual-token vectors [count, hidden] in word-embedding space
+    /// (its input, the batch's word vectors [batch, length, hidden], only gives device and dtype). As PEFT does on BERT
+    /// (prompt tuning), they are prepended to the word embeddings before the embedding layer: virtual tokens take
+    /// positions 0..count-1 with token type 0, real tokens positions count onwards; the attention mask is extended with
+    /// ones. The output keeps only the real tokens.
     /// </summary>
-    public void SetPrompt(string name, nn.Module<Tensor, Tensor> module)
+    public void SetPrompt(string name, int count, nn.Module<Tensor, Tensor> module)
     {
-        if (prompt is not null) throw new InvalidOperationException("The encoder already has a prompt module.");
+        CheckVirtualTokens(count);
         register_module(name, module);
         prompt = module;
+        VirtualTokens = count;
+    }
+
+    /// <summary>
+    /// Sets the module that gives the prefix table [count, layers·2·hidden] of prefix tuning (its input, the batch's word
+    /// vectors, only gives device and dtype). As PEFT's <c>get_prompt</c> does, the table is viewed as [count, layers·2,
+    /// heads, head size]; layer i takes row block 2i as its keys and 2i+1 as its values, prepended to the projected keys
+    /// and values of every self-attention, attended by every token. Real tokens take positions count onwards, as Hugging
+    /// Face's BERT offsets positions by the length of <c>past_key_values</c>.
+    /// </summary>
+    public void SetPrefix(string name, int count, nn.Module<Tensor, Tensor> module)
+    {
+        CheckVirtualTokens(count);
+        register_module(name, module);
+        prefix = module;
+        VirtualTokens = count;
+    }
+
+    private void CheckVirtualTokens(int count)
+    {
+        if (prompt is not null || prefix is not null) throw new InvalidOperationException("The encoder already has a prompt or prefix module.");
+        if (count < 1 || count > Config.MaxPositionEmbeddings - 2)
+            throw new ArgumentOutOfRangeException(nameof(count), count,
+                $"The number of virtual tokens must be from 1 to {Config.MaxPositionEmbeddings - 2} (the base model's {Config.MaxPositionEmbeddings} positions less two for [CLS] and [SEP]).");
     }
 
     public override Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds)
     {
         using var scope = NewDisposeScope();
-        var embedded = embeddings.forward(inputIds, tokenTypeIds);
-        long virtualTokens = 0;
+        long batch = inputIds.shape[0], length = inputIds.shape[1], n = VirtualTokens;
+        if (n > 0 && n + length > Config.MaxPositionEmbeddings)
+            throw new ArgumentException(
+                $"{n} virtual tokens and {length} input tokens exceed the base model's {Config.MaxPositionEmbeddings} positions: " +
+                $"lower MaxSequenceLength to at most {Config.MaxPositionEmbeddings - n} or num_virtual_tokens.", nameof(inputIds));
+        Tensor embedded;
+        List<Tensor>? prefixes = null;
         if (prompt is not null)
         {
-            var prefix = prompt.forward(embedded);
-            virtualTokens = prefix.shape[1];
-            embedded = cat(new[] { prefix, embedded }, 1);
-            attentionMask = cat(new[] { ones(attentionMask.shape[0], virtualTokens, dtype: attentionMask.dtype, device: attentionMask.device), attentionMask }, 1);
+            var words = embeddings.Words(inputIds);
+            var vectors = prompt.forward(words);
+            CheckShape(vectors, n, Config.HiddenSize, "prompt");
+            words = cat(new[] { vectors.to(words.dtype).unsqueeze(0).expand(batch, -1, -1), words }, 1);
+            var types = cat(new[] { zeros(batch, n, dtype: tokenTypeIds.dtype, device: tokenTypeIds.device), tokenTypeIds }, 1);
+            embedded = embeddings.FromWordVectors(words, types, 0);
         }
+        else if (prefix is not null)
+        {
+            var words = embeddings.Words(inputIds);
+            int layers = Config.NumHiddenLayers, heads = Config.NumAttentionHeads, headSize = Config.HiddenSize / heads;
+            var table = prefix.forward(words);
+            CheckShape(table, n, (long)layers * 2 * Config.HiddenSize, "prefix");
+            // [n, layers·2·hidden] -> [layers·2, batch, heads, n, head size]; layer i: [2i, 2i+1].
+            var perLayer = table.to(words.dtype).view(n, layers * 2, heads, headSize).permute(1, 2, 0, 3).unsqueeze(1).expand(-1, batch, -1, -1, -1);
+            prefixes = Enumerable.Range(0, layers).Select(i => perLayer[TensorIndex.Slice(2 * i, 2 * i + 2)]).ToList();
+            embedded = embeddings.FromWordVectors(words, tokenTypeIds, n);
+        }
+        else
+        {
+            embedded = embeddings.forward(inputIds, tokenTypeIds);
+        }
+        if (n > 0) attentionMask = cat(new[] { ones(batch, n, dtype: attentionMask.dtype, device: attentionMask.device), attentionMask }, 1);
         // With frozen embeddings nothing before the first layer needs a gradient, and a checkpointed layer whose input
         // needs none would not be differentiated at all: ask for one, as Hugging Face's enable_input_require_grads does.
         if (encoder.GradientCheckpointing && training && is_grad_enabled() && !embedded.requires_grad) embedded.requires_grad_(true);
-        // [batch, 1, 1, length] additive mask in the hidden states' dtype.
+        // [batch, 1, 1, keys] additive mask in the hidden states' dtype.
         var additive = attentionMask.to(embedded.dtype).neg().add_(1).mul_(-1e9f).unsqueeze(1).unsqueeze(1);
-        var hidden = encoder.forward(embedded, additive);
-        if (virtualTokens > 0) hidden = hidden[.., (int)virtualTokens.., ..];
+        var hidden = encoder.Forward(embedded, additive, prefixes);
+        if (prompt is not null) hidden = hidden[.., (int)n.., ..];
         return hidden.MoveToOuterDisposeScope();
+    }
+
+    private static void CheckShape(Tensor output, long rows, long width, string what)
+    {
+        if (output.dim() != 2 || output.shape[0] != rows || output.shape[1] != width)
+            throw new InvalidOperationException($"The {what} module returned [{string.Join(", ", output.shape)}], expected [{rows}, {width}].");
     }
 
     /// <summary>Fuses each layer's query/key/value projections for inference (weights must not change afterwards).</summary>

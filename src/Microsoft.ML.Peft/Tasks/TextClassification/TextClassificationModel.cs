@@ -54,6 +54,10 @@ internal sealed class TextClassificationModel : IDisposable
         try
         {
             Adapted = new AdaptedBackbone(backbone, method, generator);
+            if (settings.MaxSequenceLength > backbone.MaxInputLength)
+                throw new ArgumentOutOfRangeException(nameof(settings.MaxSequenceLength), settings.MaxSequenceLength,
+                    $"MaxSequenceLength and the method's {backbone.MaxPositions - backbone.MaxInputLength} virtual tokens exceed the base model's " +
+                    $"{backbone.MaxPositions} positions: lower MaxSequenceLength to at most {backbone.MaxInputLength}, or num_virtual_tokens.");
             Network = new TextClassificationNetwork(backbone, new ClassificationHead(backbone.FeatureSize, settings.ClassCount, headDropout, generator));
             Network.to(device);
         }
