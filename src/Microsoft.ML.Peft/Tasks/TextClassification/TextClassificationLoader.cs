@@ -30,7 +30,16 @@ internal static class TextClassificationLoader
         var device = TorchBackend.LoadDevice(options?.Device, ch);
         // New parameters are overwritten by the saved ones; a local generator keeps libtorch's global one untouched.
         using var generator = new TorchSharp.torch.Generator(0);
-        var model = new TextClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
+        TextClassificationModel model;
+        try
+        {
+            model = new TextClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
+        }
+        catch (ArgumentException e)
+        {
+            // Saved settings that do not fit this base model (virtual tokens beyond its positions, targets it lacks).
+            throw new InvalidDataException($"{Source}: the saved method and settings do not fit the base model: {e.Message}", e);
+        }
         try
         {
             if (metadata.AdaptedModules.Count > 0 && !model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
