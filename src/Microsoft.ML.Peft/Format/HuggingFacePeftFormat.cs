@@ -35,6 +35,7 @@ internal static class HuggingFacePeftFormat
     private const string ClassifierWeight = AdapterState.PeftPrefix + "classifier.weight";
     private const long MaxConfigBytes = 1 << 20;
     private const int DefaultMaxSequenceLength = 128;
+    private const int DefaultBatchSize = 32;
 
     /// <summary>PeftConfig's fields shared by every method that say nothing about the adapter's arithmetic (or that are checked on their own).</summary>
     private static readonly HashSet<string> CommonKeys = new(StringComparer.Ordinal)
@@ -168,6 +169,7 @@ internal static class HuggingFacePeftFormat
             LabelValueKind = label.ValueKind,
             TextPair = model.Settings.Sentence2ColumnName is not null,
             MaxSequenceLength = model.Settings.MaxSequenceLength,
+            BatchSize = model.Settings.BatchSize,
             LowerCase = reference.LowerCase,
             BaseModel = new ExtraBaseModel
             {
@@ -479,7 +481,7 @@ internal static class HuggingFacePeftFormat
             ScoreColumnName = options.ScoreColumnName,
             PredictedLabelColumnName = options.PredictedLabelColumnName,
             MaxSequenceLength = maxLength,
-            BatchSize = options.BatchSize,
+            BatchSize = options.BatchSize ?? adapter.Extra?.BatchSize ?? DefaultBatchSize,
             ClassCount = adapter.ClassCount,
             LabelValueKind = kind,
             LabelValues = values,
@@ -594,6 +596,7 @@ internal static class HuggingFacePeftFormat
         [JsonPropertyName("label_value_kind")] public string? LabelValueKind { get; set; }
         [JsonPropertyName("text_pair")] public bool TextPair { get; set; }
         [JsonPropertyName("max_sequence_length")] public int MaxSequenceLength { get; set; }
+        [JsonPropertyName("batch_size")] public int? BatchSize { get; set; }
         [JsonPropertyName("lower_case")] public bool LowerCase { get; set; } = true;
         [JsonPropertyName("base_model")] public ExtraBaseModel BaseModel { get; set; } = new();
         [JsonPropertyName("backbone_config")] public BertConfig? BackboneConfig { get; set; }
@@ -608,6 +611,7 @@ internal static class HuggingFacePeftFormat
             if (ClassNames.Count is < 2 or > 100_000 || ClassNames.Any(c => c is null || c.Length > 1024))
                 throw new InvalidDataException($"{where} has {ClassNames.Count} class names; 2 to 100000 names are expected.");
             if (MaxSequenceLength is < 3 or > 65_536) throw new InvalidDataException($"{where} has max_sequence_length {MaxSequenceLength}.");
+            if (BatchSize is <= 0 or > 65_536) throw new InvalidDataException($"{where} has batch_size {BatchSize}.");
             if (BaseModel.Sha256.Length != 64 || !BaseModel.Sha256.All(Uri.IsHexDigit)) throw new InvalidDataException($"{where} has no valid base-model SHA-256.");
             if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{where} lists {AdaptedModules.Count} adapted modules.");
             try

@@ -28,8 +28,9 @@ public sealed class PeftAdapterImportOptions
     /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
     public string PredictedLabelColumnName { get; set; } = "PredictedLabel";
 
-    /// <summary>Rows per forward pass when scoring. Default 32.</summary>
-    public int BatchSize { get; set; } = 32;
+    /// <summary>Rows per forward pass when scoring. Default (null): the one the adapter records, else 32. (Rows are padded
+    /// to the longest of their batch; the batch size changes scores only by rounding.)</summary>
+    public int? BatchSize { get; set; }
 
     /// <summary>Longest token sequence, special tokens included. Default (null): the one the adapter records, else 128
     /// (or the base model's position table when shorter).</summary>
@@ -54,7 +55,7 @@ public sealed class PeftAdapterImportOptions
                      (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)),
                  })
             if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
-        if (BatchSize <= 0 || BatchSize > 65_536) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 65536.");
+        if (BatchSize is <= 0 or > 65_536) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 65536.");
         if (MaxSequenceLength is < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
         if (string.IsNullOrWhiteSpace(Device)) throw new ArgumentException("Device is empty.", nameof(Device));
     }
