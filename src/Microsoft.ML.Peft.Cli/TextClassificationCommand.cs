@@ -62,11 +62,13 @@ internal static class TextClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+        var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): its method options replace --method, --rank and --alpha; its head must have as many classes as the label." };
 
         var command = new Command("text-classification", "Fine-tune a text classifier with LoRA, evaluate it and save it as an ML.NET model.")
         {
             dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
             method, rank, alpha, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
+            initAdapter,
         };
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
@@ -89,7 +91,8 @@ internal static class TextClassificationCommand
             Seed: parse.GetValue(seed),
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
-            MetricsJson: parse.GetValue(metricsJson))));
+            MetricsJson: parse.GetValue(metricsJson),
+            InitAdapter: parse.GetValue(initAdapter))));
         return command;
     }
 
@@ -97,7 +100,8 @@ internal static class TextClassificationCommand
         string Dataset, string LabelColumn, string TextColumn, string? Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         string Method, int Rank, float Alpha, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson)
+        bool EmbedBaseModel, string Output, string? MetricsJson,
+        string? InitAdapter = null)
     {
         /// <summary>The method's options from --method (with --rank and --alpha for LoRA).</summary>
         public PeftMethodOptions CreateMethod() => Method switch
@@ -157,6 +161,7 @@ internal static class TextClassificationCommand
             MaxSequenceLength = s.MaxLength,
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
+            InitialAdapterPath = s.InitAdapter,
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
