@@ -114,6 +114,7 @@ public class HuggingFacePeftTests
         Assert.That(config["base_model_name_or_path"]!.GetValue<string>(), Is.EqualTo(Path.GetFullPath(tiny)));
         Assert.That(config["inference_mode"]!.GetValue<bool>(), Is.True);
         Assert.That(config.ContainsKey("revision") && config["revision"] is null, Is.True, "revision: null");
+        Assert.That(config.Select(p => p.Key).Where(k => k.Any(char.IsUpper)), Is.Empty, "PEFT's snake_case fields only");
         Assert.That(config.Select(p => p.Key), Is.Ordered.Using((IComparer<string>)StringComparer.Ordinal), "keys sorted, as PEFT writes them");
 
         var extra = config["microsoft_ml_peft"]!.AsObject();

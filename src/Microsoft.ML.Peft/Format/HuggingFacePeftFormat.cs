@@ -137,6 +137,8 @@ internal static class HuggingFacePeftFormat
         if (PeftDefaults.TryGetValue(type, out var defaults))
             foreach (var (key, value) in JsonNode.Parse(defaults)!.AsObject()) fields[key] = value?.DeepClone();
         foreach (var (key, value) in MethodRegistry.ToJson(saved)) fields[key] = value?.DeepClone();
+        // The options' own .NET property (an override the serializer does not skip) is no PEFT field: peft_type says it.
+        fields.Remove(nameof(PeftMethodOptions.PeftType));
 
         // PEFT reads a list of target modules as names or name suffixes (and "all-linear" only as a plain string, which on
         // BertForSequenceClassification would also select the pooler this task does not use): write the adapted modules
