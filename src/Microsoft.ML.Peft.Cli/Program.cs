@@ -14,6 +14,8 @@ var root = new RootCommand("Fine-tune pretrained text encoders with PEFT methods
 root.Options.Add(verbose);
 root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(PredictCommand.Create());
+root.Subcommands.Add(ExportAdapterCommand.Create());
+root.Subcommands.Add(ImportAdapterCommand.Create());
 
 var parseResult = root.Parse(args);
 if (parseResult.Errors.Count > 0 && !parseResult.Tokens.Any(t => t.Value is "--help" or "-h" or "-?"))

@@ -56,11 +56,13 @@ internal static class TextClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+        var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): its method options replace --method, --rank and --alpha; its head must have as many classes as the label." };
 
         var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
             dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
             method, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
+            initAdapter,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
         command.SetAction(parse => Run(new Settings(
@@ -82,7 +84,8 @@ internal static class TextClassificationCommand
             Seed: parse.GetValue(seed),
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
-            MetricsJson: parse.GetValue(metricsJson))));
+            MetricsJson: parse.GetValue(metricsJson),
+            InitAdapter: parse.GetValue(initAdapter))));
         return command;
     }
 
@@ -90,7 +93,8 @@ internal static class TextClassificationCommand
         string Dataset, string LabelColumn, string TextColumn, string? Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        bool EmbedBaseModel, string Output, string? MetricsJson,
+        string? InitAdapter = null);
 
     private static int Run(Settings s)
     {
@@ -141,6 +145,7 @@ internal static class TextClassificationCommand
             MaxSequenceLength = s.MaxLength,
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
+            InitialAdapterPath = s.InitAdapter,
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));

@@ -99,6 +99,58 @@ public static class PeftModelOperations
     }
 }
 
+/// <summary>Exchanging adapters with Hugging Face PEFT's file format.</summary>
+public static class PeftAdapterInterop
+{
+    /// <summary>
+    /// Writes a fitted PEFT text classifier as a Hugging Face PEFT adapter directory: <c>adapter_config.json</c>
+    /// (<c>peft_type</c>, <c>task_type</c> <c>SEQ_CLS</c>, the method's fields under PEFT's names, <c>modules_to_save</c>
+    /// <c>["classifier"]</c>, <c>base_model_name_or_path</c>, and a <c>microsoft_ml_peft</c> block with what PEFT has no field
+    /// for: mean pooling, class names, sequence length, lower-casing, the base model's SHA-256), <c>adapter_model.safetensors</c>
+    /// (the adapter in its saved form and the head, under PEFT's keys) and a <c>README.md</c> saying how to score it in Python.
+    /// </summary>
+    /// <param name="catalog">The model operations catalog.</param>
+    /// <param name="model">A <see cref="PeftTextClassificationTransformer"/>, or a chain holding exactly one.</param>
+    /// <param name="directory">The directory to write (created when missing; PEFT's files in it are replaced).</param>
+    public static void ExportPeftAdapter(this ModelOperationsCatalog catalog, ITransformer model, string directory)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        if (model is null) throw new ArgumentNullException(nameof(model));
+        var found = Flatten(model).OfType<PeftTextClassificationTransformer>().ToList();
+        if (found.Count != 1)
+            throw new ArgumentException(found.Count == 0
+                ? "The model holds no PEFT text classifier to export."
+                : $"The model holds {found.Count} PEFT text classifiers; pass the one to export.", nameof(model));
+        HuggingFacePeftFormat.Export(found[0].Model, directory);
+    }
+
+    /// <summary>
+    /// Reads a Hugging Face PEFT adapter directory (written by <see cref="ExportPeftAdapter"/> or by Python PEFT for
+    /// sequence classification) and returns a text classifier that scores with it and saves with <c>mlContext.Model.Save</c>.
+    /// The base model must be the one the adapter was trained on (checked by SHA-256 when the adapter records it, else by
+    /// name); the method comes from <c>peft_type</c>; every tensor is checked against the model (names, shapes, values); the
+    /// class count is the classifier's row count, the class names those recorded (else "0", "1", ...). Scoring pools the
+    /// encoder's last hidden states by their mean over the attention mask. Bad or unsupported files throw
+    /// <see cref="InvalidDataException"/> (or <see cref="FileNotFoundException"/>) naming the field or tensor at fault.
+    /// </summary>
+    /// <param name="catalog">The model operations catalog.</param>
+    /// <param name="directory">The directory holding <c>adapter_config.json</c> and <c>adapter_model.safetensors</c>.</param>
+    /// <param name="options">Base model, columns and device; default: MiniLM and the default column names.</param>
+    public static PeftTextClassificationTransformer ImportPeftAdapter(this ModelOperationsCatalog catalog, string directory, PeftAdapterImportOptions? options = null)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        Torch.TorchBackend.EnsureAvailable();
+        var env = CatalogUtils.GetEnvironment(catalog);
+        var host = env.Register(nameof(ImportPeftAdapter));
+        using var ch = host.Start("Importing a PEFT adapter");
+        var model = HuggingFacePeftFormat.Import(directory, options ?? new PeftAdapterImportOptions(), ch);
+        return new PeftTextClassificationTransformer(env, model, Array.Empty<Training.EpochMetrics>());
+    }
+
+    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
+        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
+}
+
 /// <summary>Cancelling work in progress.</summary>
 public static class PeftCancellation
 {

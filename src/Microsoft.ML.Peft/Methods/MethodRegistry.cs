@@ -17,6 +17,10 @@ internal static class MethodRegistry
 
     public static IReadOnlyCollection<string> PeftTypes => Types.Value.Keys;
 
+    /// <summary>The options class of <paramref name="peftType"/> with its defaults, or null when the type is not known.</summary>
+    public static PeftMethodOptions? CreateDefault(string peftType) =>
+        Types.Value.TryGetValue(peftType, out var type) ? (PeftMethodOptions)Activator.CreateInstance(type)! : null;
+
     /// <summary>The options as JSON with their <c>peft_type</c>.</summary>
     public static JsonObject ToJson(PeftMethodOptions options)
     {

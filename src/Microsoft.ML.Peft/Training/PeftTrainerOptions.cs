@@ -64,9 +64,20 @@ public abstract class PeftTrainerOptions
     /// Default false: only a reference (name, size, SHA-256, path) is stored.</summary>
     public bool EmbedBaseModel;
 
+    /// <summary>
+    /// Start from a Hugging Face PEFT adapter directory (<c>adapter_config.json</c> and <c>adapter_model.safetensors</c>, as
+    /// <c>mlContext.Model.ExportPeftAdapter</c> or Python PEFT write them) instead of a fresh adapter: its method options
+    /// replace <see cref="Method"/>, and its tensors initialise the adapter and the classification head. Its base model
+    /// must be <see cref="BaseModel"/>, and its head must have as many classes as the training label (and the same class
+    /// names, in the same order, when both record names). Default null: a new adapter.
+    /// </summary>
+    public string? InitialAdapterPath;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the option at fault.</summary>
     internal virtual void Validate()
     {
+        if (InitialAdapterPath is not null && string.IsNullOrWhiteSpace(InitialAdapterPath))
+            throw new ArgumentException($"{nameof(InitialAdapterPath)} is empty; leave it null for a new adapter.", nameof(InitialAdapterPath));
         if (BatchSize <= 0 || BatchSize > 65_536) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 65536.");
         if (MaxEpoch <= 0) throw new ArgumentOutOfRangeException(nameof(MaxEpoch), MaxEpoch, "MaxEpoch must be positive.");
         if (!(LearningRate > 0) || float.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be a positive finite number.");

@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Torch;
 using Microsoft.ML.Peft.Training;
 using Microsoft.ML.Runtime;
@@ -135,12 +136,15 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
             LabelValueKind = label.ValueKind,
             LabelValues = label.Values?.ToList(),
         };
+        var initial = options.InitialAdapterPath is null ? null : ReadInitialAdapter(options.InitialAdapterPath, baseModel, label, ch);
+        var method = initial?.Method ?? options.Method;
         using var random = new RandomSource(options.Seed, device);
-        var model = new TextClassificationModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        var model = new TextClassificationModel(settings, baseModel, method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
         try
         {
+            if (initial is not null) HuggingFacePeftFormat.LoadTensors(initial.Value.Adapter, model);
             model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
-            ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
+            ch.Info($"{method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
                 TrainingJob(model, train, validation, ch), random, m => EpochCompleted?.Invoke(this, m));
@@ -152,6 +156,22 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The adapter to start from (see <see cref="PeftTrainerOptions.InitialAdapterPath"/>): its options, checked against the base model and the label.</summary>
+    private static (HuggingFacePeftFormat.AdapterDirectory Adapter, Methods.PeftMethodOptions Method)? ReadInitialAdapter(string path, LoadedBaseModel baseModel, LabelInfo label, IChannel ch)
+    {
+        var adapter = HuggingFacePeftFormat.Read(path);
+        var method = HuggingFacePeftFormat.ResolveMethod(adapter, baseModel, checkBaseModelName: true);
+        if (adapter.ClassCount != label.ClassCount)
+            throw new ArgumentException($"The initial adapter '{path}' ({nameof(Options.InitialAdapterPath)}) has a head for {adapter.ClassCount} classes, " +
+                $"but the training label has {label.ClassCount}.", nameof(Options.InitialAdapterPath));
+        var names = adapter.Extra?.LabelValueKind is null ? null : adapter.Extra.ClassNames;
+        if (names is not null && label.Values is not null && !names.SequenceEqual(label.Values))
+            throw new ArgumentException($"The initial adapter '{path}' ({nameof(Options.InitialAdapterPath)}) scores the classes [{string.Join(", ", names.Take(10))}], " +
+                $"but the training label's classes are [{string.Join(", ", label.Values.Take(10))}] in that order.", nameof(Options.InitialAdapterPath));
+        ch.Info($"Starting from the {method.PeftType} adapter in {path}; its options replace Method.");
+        return (adapter, method);
     }
 
     /// <summary>What this task hands the training loop: tokenized rows, cross-entropy over the head's logits, validation accuracy.</summary>
