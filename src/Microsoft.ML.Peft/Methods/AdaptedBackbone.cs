@@ -33,6 +33,10 @@ internal sealed class AdaptedBackbone
     public IReadOnlyList<NamedParameter> Parameters() =>
         Method.Parameters(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
 
+    /// <summary>The method's frozen tensors that are saved and loaded (VeRA's projections), keyed as <see cref="Parameters"/> are.</summary>
+    public IReadOnlyList<NamedParameter> FrozenState() =>
+        Method.FrozenState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
+
     /// <summary>The tensors to save (the caller disposes them), keyed as <see cref="Parameters"/> are.</summary>
     public IReadOnlyList<NamedTensor> SavedState() =>
         Method.SavedState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
