@@ -9,6 +9,15 @@ namespace Microsoft.ML.Peft.Tests;
 [TestFixture]
 public class IA3Tests
 {
+    /// <summary>Every random draw of a test comes from this generator, seeded the same for each test: the global one is left alone.</summary>
+    private Generator draws = null!;
+
+    [SetUp]
+    public void SeedDraws() => draws = new Generator(42);
+
+    [TearDown]
+    public void DisposeDraws() => draws.Dispose();
+
     private static float MaxDifference(Tensor a, Tensor b) => a.sub(b).abs().max().item<float>();
 
     private static TunerLinear RandomLinear()
@@ -31,7 +40,7 @@ public class IA3Tests
         var ia3 = new IA3Layer(6, 5, feedforward: false, initialiseToOne: true);
         layer.AddAdapter("default", ia3);
         Assert.That(ia3.Vector.shape, Is.EqualTo(new long[] { 5, 1 }));
-        var x = randn(4, 6);
+        var x = randn(4, 6, generator: draws);
         var plain = nn.functional.linear(x, layer.Weight, layer.Bias);
         Assert.That(MaxDifference(layer.forward(x), plain), Is.EqualTo(0f), "ones change nothing");
         var l = new[] { 0.5f, 2f, -1f, 0f, 1.5f };
@@ -51,7 +60,7 @@ public class IA3Tests
         Assert.That(ia3.Vector.shape, Is.EqualTo(new long[] { 1, 6 }));
         var l = new[] { 0.5f, 2f, -1f, 0f, 1.5f, 3f };
         using (no_grad()) ia3.Vector.copy_(tensor(l).view(1, 6));
-        var x = randn(4, 6);
+        var x = randn(4, 6, generator: draws);
         // By hand: y[r, o] = sum_i x[r, i] l[i] W[o, i] + b[o] (the bias is not scaled).
         var xs = x.data<float>().ToArray();
         var w = layer.Weight.data<float>().ToArray();
@@ -72,11 +81,11 @@ public class IA3Tests
     {
         using var scope = NewDisposeScope();
         using var layer = RandomLinear();
-        var ia3 = new IA3Layer(6, 5, feedforward, initialiseToOne: false);
+        var ia3 = new IA3Layer(6, 5, feedforward, initialiseToOne: false, generator: draws);
         layer.AddAdapter("default", ia3);
         var weight = layer.Weight.detach().clone();
         var bias = layer.Bias!.detach().clone();
-        var x = randn(4, 6);
+        var x = randn(4, 6, generator: draws);
         var unmerged = layer.forward(x);
         layer.Merge();
         // Feed-forward: column i times l[i]; otherwise row o times l[o].
@@ -96,7 +105,7 @@ public class IA3Tests
         using var model = TinyBert.CreateModel();
         var (ids, mask, types) = TinyBert.RandomBatch(2, 7);
         var plain = model.forward(ids, mask, types);
-        var adapted = TinyBert.Adapt(model, new IA3Options());
+        var adapted = TinyBert.Adapt(model, new IA3Options(), draws);
         model.eval();
         Assert.That(MaxDifference(model.forward(ids, mask, types), plain), Is.EqualTo(0f));
         var c = TinyBert.Config;
@@ -109,7 +118,7 @@ public class IA3Tests
         Assert.That(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => p.name), Has.All.EndWith(".ia3_l"));
 
         foreach (var (_, layer) in model.Linears())
-            if (layer.Adapter(AdaptedBackbone.DefaultAdapter) is IA3Layer ia3) using (no_grad()) ia3.Vector.normal_(1, 0.3);
+            if (layer.Adapter(AdaptedBackbone.DefaultAdapter) is IA3Layer ia3) using (no_grad()) ia3.Vector.normal_(1, 0.3, draws);
         var unmerged = model.forward(ids, mask, types);
         var weights = model.Linears().ToDictionary(l => l.Name, l => l.Layer.Weight.detach().clone());
         adapted.Merge();
@@ -126,11 +135,11 @@ public class IA3Tests
         Assert.That(e.Message, Does.Contain("subset").And.Contain("output.dense"));
         Assert.DoesNotThrow(() => new IA3Options { TargetModules = new[] { "key" }, FeedforwardModules = Array.Empty<string>() }.Validate());
         using var model = TinyBert.CreateModel();
-        var none = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(model, new IA3Options { TargetModules = new[] { "k_proj" }, FeedforwardModules = Array.Empty<string>() }));
+        var none = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(model, new IA3Options { TargetModules = new[] { "k_proj" }, FeedforwardModules = Array.Empty<string>() }, draws));
         Assert.That(none!.Message, Does.Contain("k_proj").And.Contain("query"));
         Assert.That(none.ParamName, Is.EqualTo(nameof(IA3Options.TargetModules)));
         using var other = TinyBert.CreateModel();
-        var unmatched = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(other, new IA3Options { TargetModules = new[] { "all-linear" }, FeedforwardModules = new[] { "fc2" } }));
+        var unmatched = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(other, new IA3Options { TargetModules = new[] { "all-linear" }, FeedforwardModules = new[] { "fc2" } }, draws));
         Assert.That(unmatched!.ParamName, Is.EqualTo(nameof(IA3Options.FeedforwardModules)));
     }
 

@@ -9,6 +9,15 @@ namespace Microsoft.ML.Peft.Tests;
 [TestFixture]
 public class VeraTests
 {
+    /// <summary>Every random draw of a test comes from this generator, seeded the same for each test: the global one is left alone.</summary>
+    private Generator draws = null!;
+
+    [SetUp]
+    public void SeedDraws() => draws = new Generator(42);
+
+    [TearDown]
+    public void DisposeDraws() => draws.Dispose();
+
     private static float MaxDifference(Tensor a, Tensor b) => a.sub(b).abs().max().item<float>();
 
     private static VeraProjections Projections(AdaptedBackbone adapted) =>
@@ -18,7 +27,7 @@ public class VeraTests
     public void ProjectionsCoverTheLargestLayerAreKaimingUniformAndFollowTheKey()
     {
         using var model = TinyBert.CreateModel();
-        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 16 });
+        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 16 }, draws);
         var projections = Projections(adapted);
         var c = TinyBert.Config;
         Assert.That(projections.A.shape, Is.EqualTo(new long[] { 16, c.IntermediateSize }), "r x largest input (the FFN output layer reads 64)");
@@ -30,10 +39,10 @@ public class VeraTests
         Assert.That(projections.B.abs().max().item<float>(), Is.LessThanOrEqualTo(boundB).And.GreaterThan(0.9 * boundB));
 
         using var same = TinyBert.CreateModel();
-        var again = Projections(TinyBert.Adapt(same, new VeraOptions { Rank = 16 }));
+        var again = Projections(TinyBert.Adapt(same, new VeraOptions { Rank = 16 }, draws));
         Assert.That(again.A.equal(projections.A).all().item<bool>() && again.B.equal(projections.B).all().item<bool>(), "the same key draws the same projections");
         using var other = TinyBert.CreateModel();
-        var otherKey = Projections(TinyBert.Adapt(other, new VeraOptions { Rank = 16, ProjectionPrngKey = 5 }));
+        var otherKey = Projections(TinyBert.Adapt(other, new VeraOptions { Rank = 16, ProjectionPrngKey = 5 }, draws));
         Assert.That(otherKey.A.equal(projections.A).all().item<bool>(), Is.False);
         // A is drawn first, then B, from one generator seeded with the key.
         using var generator = new Generator(0);
@@ -48,7 +57,7 @@ public class VeraTests
     {
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
-        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 8, TargetModules = new[] { "query", "intermediate.dense" } });
+        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 8, TargetModules = new[] { "query", "intermediate.dense" } }, draws);
         var projections = Projections(adapted);
         var (ids, mask, types) = TinyBert.RandomBatch(2, 6);
         model.eval();
@@ -60,10 +69,10 @@ public class VeraTests
         Assert.That(vera.LambdaD.data<float>().ToArray(), Has.All.EqualTo(0.1f));
         using (no_grad())
         {
-            vera.LambdaB.normal_();
-            vera.LambdaD.normal_();
+            vera.LambdaB.normal_(0, 1, draws);
+            vera.LambdaD.normal_(0, 1, draws);
         }
-        var x = randn(3, 32);
+        var x = randn(3, 32, generator: draws);
         // By hand: A_s = vera_A[:, :32], B_s = vera_B[:64, :]; y = x W^T + b + lambda_b * ((lambda_d * (x A_s^T)) B_s^T).
         var a = projections.A.index(TensorIndex.Colon, TensorIndex.Slice(0, 32));
         var b = projections.B.index(TensorIndex.Slice(0, 64), TensorIndex.Colon);
@@ -83,11 +92,11 @@ public class VeraTests
     {
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
-        TinyBert.Adapt(model, new VeraOptions { Rank = 8 });
+        TinyBert.Adapt(model, new VeraOptions { Rank = 8 }, draws);
         var weights = new Dictionary<string, Tensor>();
         foreach (var (name, layer) in model.Linears())
         {
-            using (no_grad()) ((VeraLayer)layer.Adapter(AdaptedBackbone.DefaultAdapter)!).LambdaB.normal_(0, 0.5);
+            using (no_grad()) ((VeraLayer)layer.Adapter(AdaptedBackbone.DefaultAdapter)!).LambdaB.normal_(0, 0.5, draws);
             weights[name] = layer.Weight.detach().clone();
         }
         model.eval();
@@ -105,7 +114,7 @@ public class VeraTests
     public void TrainsOnlyTheVectorsAndSavesTheProjectionsUnderPeftsTopLevelKeys()
     {
         using var model = TinyBert.CreateModel();
-        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 8, TargetModules = new[] { "query", "value" } });
+        var adapted = TinyBert.Adapt(model, new VeraOptions { Rank = 8, TargetModules = new[] { "query", "value" } }, draws);
         var c = TinyBert.Config;
         var keys = adapted.Parameters().Select(p => p.Key).ToList();
         Assert.That(keys, Has.Count.EqualTo(4 * c.NumHiddenLayers));
@@ -121,7 +130,7 @@ public class VeraTests
         foreach (var t in saved) t.Value.Dispose();
 
         using var unsaved = TinyBert.CreateModel();
-        Assert.That(TinyBert.Adapt(unsaved, new VeraOptions { Rank = 8, SaveProjection = false }).FrozenState(), Is.Empty);
+        Assert.That(TinyBert.Adapt(unsaved, new VeraOptions { Rank = 8, SaveProjection = false }, draws).FrozenState(), Is.Empty);
     }
 
     [TestCase(0, nameof(VeraOptions.Rank))]
@@ -140,7 +149,7 @@ public class VeraTests
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new VeraOptions { ProjectionPrngKey = -1 }.Validate())!.ParamName, Is.EqualTo(nameof(VeraOptions.ProjectionPrngKey)));
         Assert.That(Assert.Throws<ArgumentException>(() => new VeraOptions { TargetModules = Array.Empty<string>() }.Validate())!.ParamName, Is.EqualTo(nameof(VeraOptions.TargetModules)));
         using var model = TinyBert.CreateModel();
-        var e = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(model, new VeraOptions { TargetModules = new[] { "q_proj" } }));
+        var e = Assert.Throws<ArgumentException>(() => TinyBert.Adapt(model, new VeraOptions { TargetModules = new[] { "q_proj" } }, draws));
         Assert.That(e!.Message, Does.Contain("q_proj").And.Contain("query"));
         Assert.That(e.ParamName, Is.EqualTo(nameof(VeraOptions.TargetModules)));
     }
