@@ -38,7 +38,8 @@ internal sealed class SharedBaseWeights
             {
                 foreach (var (name, parameter) in adapted.Backbone.Module.named_parameters())
                 {
-                    if (trained.Contains(parameter.Handle) || parameter.requires_grad) continue;
+                    // Only the base model's own tensors (those read from its file): never a method's, frozen or not.
+                    if (!adapted.Backbone.SourceNames.ContainsKey(name) || trained.Contains(parameter.Handle) || parameter.requires_grad) continue;
                     if (store.tensors.TryGetValue(name, out var shared) && shared.shape.SequenceEqual(parameter.shape) && shared.dtype == parameter.dtype)
                         parameter.set_(shared);
                     else

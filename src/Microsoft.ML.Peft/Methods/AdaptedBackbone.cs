@@ -115,8 +115,8 @@ internal sealed class AdaptedBackbone
         foreach (var (adapter, weight) in sources)
         {
             if (!adapters.TryGetValue(adapter, out var entry)) throw new ArgumentException($"There is no adapter named '{adapter}'.", nameof(sources));
-            if (entry.Method.Options is not LoraOptions lora)
-                throw new NotSupportedException($"Adapter '{adapter}' is {entry.Method.Options.PeftType}: only plain LoRA adapters can be combined.");
+            if (entry.Method.Options is not LoraOptions lora || lora.UseDora || lora.InitLoraWeights == LoraInitialization.Pissa)
+                throw new NotSupportedException($"Adapter '{adapter}' is {Describe(entry.Method.Options)}: only plain LoRA adapters (rsLoRA included; not DoRA or PiSSA) can be combined.");
             if (!double.IsFinite(weight)) throw new ArgumentOutOfRangeException(nameof(sources), weight, $"The weight of '{adapter}' must be finite.");
             if (combination == LoraCombination.Linear && !(weight > 0))
                 throw new ArgumentOutOfRangeException(nameof(sources), weight, $"A linear combination needs positive weights ('{adapter}' has {weight}); use Cat for negative ones.");
@@ -162,6 +162,10 @@ internal sealed class AdaptedBackbone
     public IReadOnlyList<NamedParameter> Parameters() =>
         Method.Parameters(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
 
+    /// <summary>The method's frozen tensors that are saved and loaded (VeRA's projections), keyed as <see cref="Parameters"/> are.</summary>
+    public IReadOnlyList<NamedParameter> FrozenState() =>
+        Method.FrozenState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
+
     /// <summary>The tensors to save (the caller disposes them), keyed as <see cref="Parameters"/> are.</summary>
     public IReadOnlyList<NamedTensor> SavedState() =>
         Method.SavedState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
@@ -182,6 +186,13 @@ internal sealed class AdaptedBackbone
         Method.Unmerge(Backbone);
         merged = false;
     }
+
+    private static string Describe(PeftMethodOptions options) => options switch
+    {
+        LoraOptions { UseDora: true } => "DoRA",
+        LoraOptions { InitLoraWeights: LoraInitialization.Pissa } => "PiSSA",
+        _ => options.PeftType,
+    };
 
     private sealed class Restore : IDisposable
     {

@@ -13,6 +13,17 @@ internal abstract class LinearAdapter : nn.Module
     /// <summary>The adapted output, given the layer's input and the base layer's output <c>x W^T + b</c>.</summary>
     public abstract Tensor Adapt(Tensor input, Tensor baseOutput);
 
+    /// <summary>
+    /// The adapted layer's output given its input and base <paramref name="weight"/> (out x in) and
+    /// <paramref name="bias"/>. By default the base output <c>x W^T + b</c> passed to <see cref="Adapt"/>; adapters that
+    /// change the layer's input (IA3 on feed-forward layers) or need the weight itself (DoRA) override it.
+    /// </summary>
+    public virtual Tensor Forward(Tensor input, Tensor weight, Tensor? bias)
+    {
+        using var output = nn.functional.linear(input, weight, bias);
+        return Adapt(input, output);
+    }
+
     /// <summary>Adds the update into <paramref name="weight"/> (out x in) and <paramref name="bias"/> in place.</summary>
     public abstract void MergeInto(Tensor weight, Tensor? bias);
 }

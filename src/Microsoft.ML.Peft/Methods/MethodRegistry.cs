@@ -25,6 +25,8 @@ internal static class MethodRegistry
     public static JsonObject ToJson(PeftMethodOptions options)
     {
         var json = JsonSerializer.SerializeToNode(options, options.GetType())!.AsObject();
+        // [JsonIgnore] on the abstract property does not reach the overrides: drop their serialised copy.
+        json.Remove(nameof(PeftMethodOptions.PeftType));
         json["peft_type"] = options.PeftType;
         return json;
     }

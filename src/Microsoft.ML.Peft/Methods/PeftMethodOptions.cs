@@ -87,11 +87,18 @@ internal abstract class PeftMethod
     public virtual PeftMethodOptions SavedOptions => Options;
 
     /// <summary>
-    /// The tensors saved for this adapter (new tensors the caller disposes), keyed as <see cref="Parameters"/> keys the
-    /// parameters of a method built from <see cref="SavedOptions"/>. Default: the trained parameters' values.
+    /// Tensors the method saves and restores on load but does not train (VeRA's shared random projections), keyed as
+    /// <see cref="Parameters"/>. They stay frozen (<c>requires_grad</c> false). Default: none.
+    /// </summary>
+    public virtual IReadOnlyList<NamedParameter> FrozenState(IBackbone backbone) => Array.Empty<NamedParameter>();
+
+    /// <summary>
+    /// The tensors saved for this adapter (new tensors the caller disposes), keyed as <see cref="Parameters"/> and
+    /// <see cref="FrozenState"/> key the tensors of a method built from <see cref="SavedOptions"/>. Default: the values
+    /// of the trained parameters and of the frozen state.
     /// </summary>
     public virtual IReadOnlyList<NamedTensor> SavedState(IBackbone backbone) =>
-        Parameters(backbone).Select(p => new NamedTensor(p.Key, p.Parameter.detach()) { TopLevel = p.TopLevel }).ToList();
+        Parameters(backbone).Concat(FrozenState(backbone)).Select(p => new NamedTensor(p.Key, p.Parameter.detach()) { TopLevel = p.TopLevel }).ToList();
 
     /// <summary>
     /// Whether adapters of this method can live beside others on one frozen base (each Linear layer keeping them by

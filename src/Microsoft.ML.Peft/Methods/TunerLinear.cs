@@ -62,9 +62,8 @@ internal sealed class TunerLinear : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        var output = nn.functional.linear(input, weight, bias);
-        if (activeAdapter is null || Merged) return output;
-        using (output) return adapters[activeAdapter].Adapt(input, output);
+        if (activeAdapter is null || Merged) return nn.functional.linear(input, weight, bias);
+        return adapters[activeAdapter].Forward(input, weight, bias);
     }
 
     /// <summary>Adds the active adapter's update into the weight and bias. No-op without one or when merged already.</summary>

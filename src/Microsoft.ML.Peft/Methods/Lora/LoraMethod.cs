@@ -1,8 +1,13 @@
 using Microsoft.ML.Peft.Backbones;
+using static TorchSharp.torch;
 
 namespace Microsoft.ML.Peft.Methods.Lora;
 
-/// <summary>LoRA on the Linear layers selected by <see cref="LoraOptions.TargetModules"/>; trains only <c>lora_A</c> and <c>lora_B</c>.</summary>
+/// <summary>
+/// LoRA on the Linear layers selected by <see cref="LoraOptions.TargetModules"/>; trains only <c>lora_A</c> and
+/// <c>lora_B</c> (and DoRA's <c>lora_magnitude_vector</c>). With PiSSA the frozen weights become residuals and the
+/// adapter is saved as the equivalent plain LoRA on the original weights.
+/// </summary>
 internal sealed class LoraMethod : PeftMethod
 {
     private readonly LoraOptions options;
@@ -17,14 +22,32 @@ internal sealed class LoraMethod : PeftMethod
 
     public override bool SupportsSeveralAdapters => true;
 
-    public override IReadOnlyList<string> Attach(IBackbone backbone, TorchSharp.torch.Generator? generator)
+    public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
     {
         var selected = ModuleMatcher.Select(backbone.Linears(), options.TargetModules, "LoRA", nameof(LoraOptions.TargetModules));
         foreach (var (_, layer) in selected)
         {
             if (options.Rank > Math.Min(layer.InFeatures, layer.OutFeatures))
                 throw new ArgumentOutOfRangeException(nameof(LoraOptions.Rank), options.Rank, $"LoRA Rank exceeds the layer's size ({layer.InFeatures} x {layer.OutFeatures}).");
-            layer.AddAdapter(AdapterName, new LoraLayer(layer.InFeatures, layer.OutFeatures, options.Rank, options.Scaling, options.Dropout, generator));
+            if (options.InitLoraWeights == LoraInitialization.Pissa && 2 * options.Rank > Math.Min(layer.InFeatures, layer.OutFeatures))
+                throw new ArgumentOutOfRangeException(nameof(LoraOptions.Rank), options.Rank,
+                    $"LoRA Rank with PiSSA must be at most half the layer's size ({layer.InFeatures} x {layer.OutFeatures}): the adapter is saved as a LoRA of twice the rank.");
+        }
+        foreach (var (_, layer) in selected)
+        {
+            bool needsWeight = options.UseDora || options.InitLoraWeights == LoraInitialization.Pissa;
+            var lora = new LoraLayer(layer.InFeatures, layer.OutFeatures, options.Rank, options.Scaling, options.Dropout, generator,
+                options.InitLoraWeights, options.UseDora, needsWeight ? layer.Weight : null);
+            if (options.InitLoraWeights == LoraInitialization.Pissa)
+            {
+                // The frozen weight becomes the residual W - scaling B A: the adapted layer starts equal to W.
+                using (no_grad())
+                {
+                    using var delta = lora.DeltaWeight();
+                    layer.Weight.sub_(delta);
+                }
+            }
+            layer.AddAdapter(AdapterName, lora);
         }
         return selected.Select(s => s.Name).ToList();
     }
@@ -32,11 +55,61 @@ internal sealed class LoraMethod : PeftMethod
     public override IReadOnlyList<NamedParameter> Parameters(IBackbone backbone)
     {
         var result = new List<NamedParameter>();
-        foreach (var (name, layer) in backbone.Linears())
+        foreach (var (name, lora) in Layers(backbone))
         {
-            if (layer.Adapter(AdapterName) is not LoraLayer lora) continue;
             result.Add(new NamedParameter($"{name}.lora_A.weight", lora.A));
             result.Add(new NamedParameter($"{name}.lora_B.weight", lora.B));
+            // PEFT saves the magnitude as 'lora_magnitude_vector' (its '.weight' suffix and the adapter name dropped).
+            if (lora.Magnitude is not null) result.Add(new NamedParameter($"{name}.lora_magnitude_vector", lora.Magnitude));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// One group at the learning rate; with LoRA+ a second group at <see cref="LoraOptions.LoraPlusLearningRateRatio"/>
+    /// times it holding <c>lora_B</c> and the one-dimensional parameters (as PEFT's <c>create_loraplus_optimizer</c>).
+    /// </summary>
+    public override IReadOnlyList<ParameterGroup> ParameterGroups(IReadOnlyList<NamedParameter> parameters)
+    {
+        if (options.LoraPlusLearningRateRatio is not float ratio) return base.ParameterGroups(parameters);
+        bool IsB(NamedParameter p) => p.Key.EndsWith(".lora_B.weight", StringComparison.Ordinal) || p.Parameter.dim() == 1;
+        return new[]
+        {
+            new ParameterGroup(parameters.Where(p => !IsB(p)).Select(p => p.Parameter).ToList(), 1.0),
+            new ParameterGroup(parameters.Where(IsB).Select(p => p.Parameter).ToList(), ratio),
+        };
+    }
+
+    /// <summary>With PiSSA, the options of the equivalent LoRA on the original weights: twice the rank, alpha doubled (times sqrt(2) with rsLoRA), default initialisation.</summary>
+    public override PeftMethodOptions SavedOptions => options.InitLoraWeights != LoraInitialization.Pissa ? options : new LoraOptions
+    {
+        Rank = 2 * options.Rank,
+        Alpha = options.UseRslora ? (float)(options.Alpha * Math.Sqrt(2)) : 2 * options.Alpha,
+        Dropout = options.Dropout,
+        TargetModules = options.TargetModules.ToArray(),
+        UseRslora = options.UseRslora,
+        UseDora = options.UseDora,
+        LoraPlusLearningRateRatio = options.LoraPlusLearningRateRatio,
+        InitLoraWeights = LoraInitialization.KaimingUniform,
+    };
+
+    /// <summary>
+    /// With PiSSA, PEFT's conversion to a LoRA on the original weights <c>W = W_res + scaling B0 A0</c>:
+    /// <c>A' = [A; A0]</c> (rows), <c>B' = [B, -B0]</c> (columns), so <c>scaling' B' A' = scaling (B A - B0 A0)</c> and
+    /// <c>W + scaling' B' A' = W_res + scaling B A</c>.
+    /// </summary>
+    public override IReadOnlyList<NamedTensor> SavedState(IBackbone backbone)
+    {
+        if (options.InitLoraWeights != LoraInitialization.Pissa) return base.SavedState(backbone);
+        var result = new List<NamedTensor>();
+        using var scope = NewDisposeScope();
+        foreach (var (name, lora) in Layers(backbone))
+        {
+            var (a0, b0) = lora.Initial ?? throw new InvalidOperationException($"The PiSSA layer '{name}' lost its initial factors.");
+            var a = cat(new[] { lora.A.detach().cpu(), a0.cpu() }, 0).MoveToOuterDisposeScope();
+            var b = cat(new[] { lora.B.detach().cpu(), b0.cpu().neg() }, 1).MoveToOuterDisposeScope();
+            result.Add(new NamedTensor($"{name}.lora_A.weight", a));
+            result.Add(new NamedTensor($"{name}.lora_B.weight", b));
         }
         return result;
     }
@@ -49,5 +122,11 @@ internal sealed class LoraMethod : PeftMethod
     public override void Unmerge(IBackbone backbone)
     {
         foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
+    }
+
+    private IEnumerable<(string Name, LoraLayer Layer)> Layers(IBackbone backbone)
+    {
+        foreach (var (name, layer) in backbone.Linears())
+            if (layer.Adapter(AdapterName) is LoraLayer lora) yield return (name, lora);
     }
 }

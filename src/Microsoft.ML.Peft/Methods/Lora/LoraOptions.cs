@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 
 namespace Microsoft.ML.Peft.Methods.Lora;
@@ -33,18 +34,106 @@ public sealed class LoraOptions : PeftMethodOptions
     /// </summary>
     [JsonPropertyName("target_modules")] public IReadOnlyList<string> TargetModules { get; set; } = new[] { AllLinear };
 
+    /// <summary>
+    /// rsLoRA (Kalajdzievski 2023, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA"): scale the update by
+    /// <c>Alpha / sqrt(Rank)</c> instead of <c>Alpha / Rank</c>, which keeps learning stable at large ranks. Default false.
+    /// </summary>
+    [JsonPropertyName("use_rslora")] public bool UseRslora { get; set; }
+
+    /// <summary>
+    /// DoRA (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation"): each adapted weight becomes a trained
+    /// magnitude per output row times the row-normalised <c>W + scaling B A</c>. Adds one vector of the layer's output
+    /// size per adapted layer (saved as <c>lora_magnitude_vector</c>). Default false.
+    /// </summary>
+    [JsonPropertyName("use_dora")] public bool UseDora { get; set; }
+
+    /// <summary>
+    /// LoRA+ (Hayou et al. 2024, "LoRA+: Efficient Low Rank Adaptation of Large Models"): <c>B</c> (and, as Hugging Face
+    /// PEFT's <c>create_loraplus_optimizer</c> groups them, every one-dimensional adapter parameter such as DoRA's
+    /// magnitude) trains at this multiple of the learning rate. Null (default) trains everything at the learning rate;
+    /// when set it must be at least 1 (the paper uses 16).
+    /// </summary>
+    [JsonPropertyName("loraplus_lr_ratio")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? LoraPlusLearningRateRatio { get; set; }
+
+    /// <summary>
+    /// How <c>A</c> and <c>B</c> start (Hugging Face PEFT's <c>init_lora_weights</c>): <see cref="LoraInitialization.KaimingUniform"/>
+    /// (default, saved as <c>true</c>), <see cref="LoraInitialization.Gaussian"/> or <see cref="LoraInitialization.Pissa"/>.
+    /// </summary>
+    [JsonPropertyName("init_lora_weights")] public LoraInitialization InitLoraWeights { get; set; } = LoraInitialization.KaimingUniform;
+
     /// <inheritdoc/>
     public override void Validate()
     {
-        if (Rank <= 0 || Rank > 4096) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, "LoRA Rank must be an integer from 1 to 4096.");
+        if (Rank <= 0 || Rank > MaxRank) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, $"LoRA Rank must be an integer from 1 to {MaxRank}.");
         if (!(Alpha > 0) || float.IsInfinity(Alpha)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "LoRA Alpha must be a positive finite number.");
         if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "LoRA Dropout must be in [0, 1).");
         if (TargetModules is null || TargetModules.Count == 0 || TargetModules.Any(string.IsNullOrWhiteSpace))
             throw new ArgumentException("LoRA TargetModules must name at least one module, with no empty entry.", nameof(TargetModules));
+        if (LoraPlusLearningRateRatio is float ratio && !(ratio >= 1 && float.IsFinite(ratio)))
+            throw new ArgumentOutOfRangeException(nameof(LoraPlusLearningRateRatio), ratio, "LoRA LoraPlusLearningRateRatio must be a finite number of at least 1 (or null for no LoRA+).");
+        if (!Enum.IsDefined(InitLoraWeights))
+            throw new ArgumentOutOfRangeException(nameof(InitLoraWeights), InitLoraWeights, "LoRA InitLoraWeights must be KaimingUniform, Gaussian or Pissa.");
+        if (InitLoraWeights == LoraInitialization.Pissa)
+        {
+            if (UseDora) throw new ArgumentException("LoRA InitLoraWeights = Pissa cannot be combined with UseDora in this library: use one of them.", nameof(InitLoraWeights));
+            if (Rank > MaxRank / 2)
+                throw new ArgumentOutOfRangeException(nameof(Rank), Rank, $"LoRA Rank with PiSSA must be at most {MaxRank / 2}: the adapter is saved as a LoRA of twice the rank.");
+        }
     }
 
-    /// <summary>The scaling factor <c>alpha / r</c>.</summary>
-    [JsonIgnore] public float Scaling => Alpha / Rank;
+    /// <summary>The largest <see cref="Rank"/> accepted.</summary>
+    internal const int MaxRank = 4096;
+
+    /// <summary>The scaling factor: <c>alpha / r</c>, or <c>alpha / sqrt(r)</c> with <see cref="UseRslora"/>.</summary>
+    [JsonIgnore] public float Scaling => UseRslora ? (float)(Alpha / Math.Sqrt(Rank)) : Alpha / Rank;
 
     internal override PeftMethod Create(string adapterName) => new LoraMethod(this, adapterName);
+}
+
+/// <summary>How LoRA's <c>A</c> and <c>B</c> are initialised (Hugging Face PEFT's <c>init_lora_weights</c>).</summary>
+[JsonConverter(typeof(LoraInitializationConverter))]
+public enum LoraInitialization
+{
+    /// <summary><c>A</c> Kaiming-uniform, <c>B</c> zeros: the adapted layer starts equal to the base layer. Saved as <c>true</c>.</summary>
+    KaimingUniform,
+
+    /// <summary><c>A</c> drawn from N(0, 1/r²) (standard deviation 1/r), <c>B</c> zeros. Saved as <c>"gaussian"</c>.</summary>
+    Gaussian,
+
+    /// <summary>
+    /// PiSSA (Meng et al. 2024, "PiSSA: Principal Singular Values and Singular Vectors Adaptation of Large Language
+    /// Models"): <c>A</c> and <c>B</c> start from the top-r singular triplets of <c>W</c> and the frozen weight becomes
+    /// the residual, so the adapted layer starts equal to the base layer. Saved as the equivalent LoRA of twice the rank
+    /// on the original weights (Hugging Face PEFT's conversion). Saved as <c>"pissa"</c>.
+    /// </summary>
+    Pissa,
+}
+
+/// <summary>Reads and writes <see cref="LoraInitialization"/> as Hugging Face PEFT does: <c>true</c>, <c>"gaussian"</c> or <c>"pissa"</c>.</summary>
+internal sealed class LoraInitializationConverter : JsonConverter<LoraInitialization>
+{
+    public override LoraInitialization Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.True) return LoraInitialization.KaimingUniform;
+        if (reader.TokenType == JsonTokenType.String)
+        {
+            var value = reader.GetString();
+            if (string.Equals(value, "gaussian", StringComparison.OrdinalIgnoreCase)) return LoraInitialization.Gaussian;
+            if (string.Equals(value, "pissa", StringComparison.OrdinalIgnoreCase)) return LoraInitialization.Pissa;
+            throw new JsonException($"init_lora_weights \"{value}\" is not supported (supported: true, \"gaussian\", \"pissa\").");
+        }
+        throw new JsonException($"init_lora_weights must be true, \"gaussian\" or \"pissa\" (found {reader.TokenType}).");
+    }
+
+    public override void Write(Utf8JsonWriter writer, LoraInitialization value, JsonSerializerOptions options)
+    {
+        switch (value)
+        {
+            case LoraInitialization.Gaussian: writer.WriteStringValue("gaussian"); break;
+            case LoraInitialization.Pissa: writer.WriteStringValue("pissa"); break;
+            default: writer.WriteBooleanValue(true); break;
+        }
+    }
 }

@@ -45,7 +45,7 @@ internal static class TextClassificationLoader
             if (metadata.AdaptedModules.Count > 0 && !model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
                 throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
                     $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-            AdapterState.Load(entries.AdapterBytes, model.TrainableParameters(), Source);
+            AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), Source);
             if (options?.ShareBaseModel ?? true) model.ShareBaseWeights(baseModel.Sha256);
             return model;
         }

@@ -83,6 +83,10 @@ internal sealed class TextClassificationModel : IDisposable
     public IReadOnlyList<NamedParameter> TrainableParameters() =>
         Adapted.Parameters().Concat(HeadParameters()).ToList();
 
+    /// <summary>What a saved model's adapter entry fills: the trainable parameters and the method's frozen saved tensors.</summary>
+    public IReadOnlyList<NamedParameter> LoadedParameters() =>
+        TrainableParameters().Concat(Adapted.FrozenState()).ToList();
+
     private IEnumerable<NamedParameter> HeadParameters() =>
         Network.Head.named_parameters().Select(p => new NamedParameter("classifier." + p.name, p.parameter));
 

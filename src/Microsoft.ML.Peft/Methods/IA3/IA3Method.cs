@@ -1,0 +1,49 @@
+using Microsoft.ML.Peft.Backbones;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Methods.IA3;
+
+/// <summary>(IA)³ on the Linear layers selected by <see cref="IA3Options.TargetModules"/>; trains one <c>ia3_l</c> vector per layer.</summary>
+internal sealed class IA3Method : PeftMethod
+{
+    private readonly IA3Options options;
+
+    public IA3Method(IA3Options options, string adapterName) : base(adapterName)
+    {
+        options.Validate();
+        this.options = options;
+    }
+
+    public override PeftMethodOptions Options => options;
+
+    public override bool SupportsSeveralAdapters => true;
+
+    public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
+    {
+        var selected = ModuleMatcher.Select(backbone.Linears(), options.TargetModules, "IA3", nameof(IA3Options.TargetModules));
+        var feedforward = options.FeedforwardModules.Count == 0
+            ? new HashSet<string>()
+            : ModuleMatcher.Select(selected, options.FeedforwardModules, "IA3", nameof(IA3Options.FeedforwardModules)).Select(s => s.Name).ToHashSet();
+        foreach (var (name, layer) in selected)
+            layer.AddAdapter(AdapterName, new IA3Layer(layer.InFeatures, layer.OutFeatures, feedforward.Contains(name), options.InitIA3Weights, generator));
+        return selected.Select(s => s.Name).ToList();
+    }
+
+    public override IReadOnlyList<NamedParameter> Parameters(IBackbone backbone)
+    {
+        var result = new List<NamedParameter>();
+        foreach (var (name, layer) in backbone.Linears())
+            if (layer.Adapter(AdapterName) is IA3Layer ia3) result.Add(new NamedParameter($"{name}.ia3_l", ia3.Vector));
+        return result;
+    }
+
+    public override void Merge(IBackbone backbone)
+    {
+        foreach (var (_, layer) in backbone.Linears()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
+    }
+
+    public override void Unmerge(IBackbone backbone)
+    {
+        foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
+    }
+}
