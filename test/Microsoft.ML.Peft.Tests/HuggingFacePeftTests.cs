@@ -163,11 +163,21 @@ public class HuggingFacePeftTests
         var zip = Path.Combine(work, "imported.zip");
         var schema = ml.Data.LoadFromEnumerable(new[] { new SentenceRow() }).Schema;
         ml.Model.Save(imported, schema, zip);
-        var loaded = (PeftTextClassificationTransformer)new MLContext(2).Model.Load(zip, out _);
+        // With its own base weights it merges as the trained model did: the same bits. Sharing the base (the default)
+        // scores with the adapter unmerged: the same within float rounding.
+        var loaded = (PeftTextClassificationTransformer)new MLContext(2).Model.LoadPeft(zip, new PeftLoadOptions { ShareBaseModel = false }, out _);
+        var shared = (PeftTextClassificationTransformer)new MLContext(2).Model.Load(zip, out _);
         using (loaded)
+        using (shared)
         {
+            Assert.That(shared.SharesBaseModel, Is.True);
             var reloaded = loaded.Score(Sentences, null);
-            for (int i = 0; i < Sentences.Length; i++) Assert.That(reloaded[i], Is.EqualTo(expected[i]), Sentences[i]);
+            var sharedScores = shared.Score(Sentences, null);
+            for (int i = 0; i < Sentences.Length; i++)
+            {
+                Assert.That(reloaded[i], Is.EqualTo(expected[i]), Sentences[i]);
+                Assert.That(sharedScores[i], Is.EqualTo(expected[i]).Within(1e-5f), Sentences[i]);
+            }
         }
     }
 

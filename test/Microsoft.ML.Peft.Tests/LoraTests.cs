@@ -54,11 +54,13 @@ public class LoraTests
     {
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
-        TinyBert.Adapt(model, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value", "dense" } });
+        // Its own generator: the same draws whatever ran before (merged and unmerged differ by float rounding only).
+        using var generator = new Generator(17);
+        TinyBert.Adapt(model, new LoraOptions { Rank = 4, TargetModules = new[] { "query", "value", "dense" } }, generator);
         var originals = new Dictionary<string, Tensor>();
         foreach (var (name, layer) in model.Linears())
         {
-            using (no_grad()) (layer.Adapter(AdaptedBackbone.DefaultAdapter) as LoraLayer)?.B.normal_(0, 0.5);
+            using (no_grad()) (layer.Adapter(AdaptedBackbone.DefaultAdapter) as LoraLayer)?.B.normal_(0, 0.5, generator);
             originals[name] = layer.Weight.detach().clone();
         }
         model.eval();

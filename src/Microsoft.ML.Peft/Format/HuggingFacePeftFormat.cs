@@ -355,13 +355,19 @@ internal static class HuggingFacePeftFormat
         foreach (var (key, value) in adapter.Config)
         {
             if (CommonKeys.Contains(key)) continue;
+            if (key == "init_lora_weights")
+            {
+                // How A and B started does not matter to a trained adapter; one trained on changed base weights does.
+                if (HarmlessLoraInit.Any(h => SameValue(h, value))) continue;
+                throw new InvalidDataException($"{source}: {ConfigFileName} sets init_lora_weights to {value?.ToJsonString() ?? "null"}: such an adapter (PiSSA, OLoRA...) " +
+                    "was trained on changed base weights, which this library cannot rebuild. Convert it to plain LoRA in PEFT first (path_initial_model_for_weight_conversion).");
+            }
             if (modelled.Contains(key))
             {
                 method[key] = value?.DeepClone();
                 continue;
             }
             if (InitialisationOnly.Contains(key)) continue;
-            if (key == "init_lora_weights" && HarmlessLoraInit.Any(h => SameValue(h, value))) continue;
             bool isDefault = defaults.TryGetPropertyValue(key, out var peftDefault) ? SameValue(peftDefault, value) : IsEmpty(value);
             if (!isDefault)
                 throw new InvalidDataException($"{source}: {ConfigFileName} sets '{key}' to {value?.ToJsonString() ?? "null"}, which this library's {type} does not support " +
