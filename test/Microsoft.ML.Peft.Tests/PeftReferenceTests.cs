@@ -1,3 +1,7 @@
+using Microsoft.ML.Peft.Methods.PrefixTuning;
+using Microsoft.ML.Peft.Methods.PromptTuning;
+using Microsoft.ML.Peft.Methods.Vera;
+using Microsoft.ML.Peft.Methods.IA3;
 using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.ML.Peft.Backbones;
@@ -43,6 +47,12 @@ public class PeftReferenceTests
     private static IEnumerable<TestCaseData> Methods()
     {
         yield return new TestCaseData(new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, TargetModules = new[] { "query", "value" } }).SetName("LoraOnQueryAndValue");
+        yield return new TestCaseData(new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, UseRslora = true }).SetName("RsLoraOnAllLinear");
+        yield return new TestCaseData(new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, UseDora = true, TargetModules = new[] { "query", "value", "dense" } }).SetName("Dora");
+        yield return new TestCaseData(new IA3Options()).SetName("IA3");
+        yield return new TestCaseData(new VeraOptions { Rank = 32 }).SetName("Vera");
+        yield return new TestCaseData(new PromptTuningOptions { NumVirtualTokens = 8 }).SetName("PromptTuning");
+        yield return new TestCaseData(new PrefixTuningOptions { NumVirtualTokens = 8 }).SetName("PrefixTuning");
         yield return new TestCaseData(new BitFitOptions()).SetName("BitFit");
     }
 

@@ -527,7 +527,7 @@ internal static class HuggingFacePeftFormat
         if (adapter.Extra is { AdaptedModules.Count: > 0 } extra && !model.Adapted.AdaptedModules.SequenceEqual(extra.AdaptedModules))
             throw new InvalidDataException($"{adapter.Source}: the adapter was trained on modules [{string.Join(", ", extra.AdaptedModules.Take(8))}] " +
                 $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-        AdapterState.Load(adapter.Weights, model.TrainableParameters(), adapter.Source);
+        AdapterState.Load(adapter.Weights, model.LoadedParameters(), adapter.Source);
     }
 
     // ---------------------------------------------------------------- helpers
