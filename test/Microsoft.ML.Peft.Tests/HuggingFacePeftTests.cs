@@ -290,6 +290,23 @@ public class HuggingFacePeftTests
         Assert.That(e.Message, Does.Contain(dir), "names the adapter");
     }
 
+    [TestCase(0, "NumVirtualTokens")]
+    [TestCase(1000, "NumVirtualTokens")]
+    public void VirtualTokensOutOfRangeAreAnErrorNamingTheField(int tokens, string named)
+    {
+        var options = TinyTraining.Options(tiny);
+        options.MaxEpoch = 1;
+        options.Method = new Microsoft.ML.Peft.Methods.PromptTuning.PromptTuningOptions { NumVirtualTokens = 4 };
+        options.MaxSequenceLength = 12;
+        using var model = Train(options);
+        var dir = Export(model);
+        var config = Config(dir);
+        config["num_virtual_tokens"] = tokens;
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());
+        var e = Assert.Throws<InvalidDataException>(() => ml.Model.ImportPeftAdapter(dir, ImportOptions()))!;
+        Assert.That(e.Message, Does.Contain(named).And.Contain(dir));
+    }
+
     [Test]
     public void BaseModelNameCheckCanBeTurnedOff()
     {
