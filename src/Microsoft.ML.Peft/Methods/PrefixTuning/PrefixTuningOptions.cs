@@ -15,13 +15,12 @@ namespace Microsoft.ML.Peft.Methods.PrefixTuning;
 /// inference, the saved model holds only the computed table (top-level <c>prompt_embeddings</c> [n, layers·2·hidden])
 /// and options with <c>prefix_projection</c> false. Saved with PEFT's <c>PrefixTuningConfig</c> field names.
 /// </summary>
-public sealed class PrefixTuningOptions : PeftMethodOptions
+public sealed class PrefixTuningOptions : PromptLearningOptions
 {
+    private protected override string MethodName => "Prefix tuning";
+
     /// <inheritdoc/>
     public override string PeftType => "PREFIX_TUNING";
-
-    /// <summary>Number of virtual tokens <c>n</c> (prefix length). Default 20; at most the base model's positions less two.</summary>
-    [JsonPropertyName("num_virtual_tokens")] public int NumVirtualTokens { get; set; } = 20;
 
     /// <summary>
     /// Train the prefixes through the two-layer reparameterisation (Li and Liang found it steadier). Default true
@@ -32,46 +31,17 @@ public sealed class PrefixTuningOptions : PeftMethodOptions
     /// <summary>Width of the reparameterisation's hidden layer; null (default) for the base model's hidden size.</summary>
     [JsonPropertyName("encoder_hidden_size")] public int? EncoderHiddenSize { get; set; }
 
-    /// <summary>Width of the keys and values per layer (the base model's hidden size); filled from the base model when null.</summary>
-    [JsonPropertyName("token_dim")] public int? TokenDim { get; set; }
-
-    /// <summary>Number of transformer stacks the prefix feeds: 1 for an encoder. Filled when null.</summary>
-    [JsonPropertyName("num_transformer_submodules")] public int? NumTransformerSubmodules { get; set; }
-
-    /// <summary>The base model's attention heads per layer (the table's layout); filled when null.</summary>
-    [JsonPropertyName("num_attention_heads")] public int? NumAttentionHeads { get; set; }
-
-    /// <summary>The base model's number of layers (the table's width); filled when null.</summary>
-    [JsonPropertyName("num_layers")] public int? NumLayers { get; set; }
-
     /// <inheritdoc/>
     public override void Validate()
     {
-        if (NumVirtualTokens < 1 || NumVirtualTokens > 65_536)
-            throw new ArgumentOutOfRangeException(nameof(NumVirtualTokens), NumVirtualTokens, "Prefix tuning NumVirtualTokens must be from 1 to the base model's positions less two.");
+        ValidateShared();
         if (EncoderHiddenSize is < 1 or > 65_536)
             throw new ArgumentOutOfRangeException(nameof(EncoderHiddenSize), EncoderHiddenSize, "Prefix tuning EncoderHiddenSize must be from 1 to 65536, or null for the base model's hidden size.");
-        PromptLearning.ValidateShape(TokenDim, NumTransformerSubmodules, NumAttentionHeads, NumLayers, "Prefix tuning");
     }
 
     /// <summary>These options with the base model's shape filled in (and checked against what was set).</summary>
-    internal PrefixTuningOptions For(IBackbone backbone)
-    {
-        var (tokenDim, heads, layers) = PromptLearning.Shape(backbone, TokenDim, NumTransformerSubmodules, NumAttentionHeads, NumLayers, "Prefix tuning");
-        if (NumVirtualTokens > backbone.MaxPositions - 2)
-            throw new ArgumentOutOfRangeException(nameof(NumVirtualTokens), NumVirtualTokens,
-                $"Prefix tuning NumVirtualTokens must be at most {backbone.MaxPositions - 2}: the base model has {backbone.MaxPositions} positions, shared by virtual and real tokens.");
-        return new PrefixTuningOptions
-        {
-            NumVirtualTokens = NumVirtualTokens,
-            PrefixProjection = PrefixProjection,
-            EncoderHiddenSize = EncoderHiddenSize ?? tokenDim,
-            TokenDim = tokenDim,
-            NumTransformerSubmodules = 1,
-            NumAttentionHeads = heads,
-            NumLayers = layers,
-        };
-    }
+    internal PrefixTuningOptions For(IBackbone backbone) =>
+        FillFrom(backbone, new PrefixTuningOptions { PrefixProjection = PrefixProjection, EncoderHiddenSize = EncoderHiddenSize ?? (int)backbone.FeatureSize });
 
     internal override PeftMethod Create(string adapterName) => new PrefixTuningMethod(this, adapterName);
 }

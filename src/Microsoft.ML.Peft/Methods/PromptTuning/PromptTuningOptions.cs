@@ -12,8 +12,10 @@ namespace Microsoft.ML.Peft.Methods.PromptTuning;
 /// features keep only the real tokens (the classifier mean-pools them). Saved with PEFT's <c>PromptTuningConfig</c>
 /// field names; the vectors are PEFT's top-level <c>prompt_embeddings</c> [n, hidden].
 /// </summary>
-public sealed class PromptTuningOptions : PeftMethodOptions
+public sealed class PromptTuningOptions : PromptLearningOptions
 {
+    private protected override string MethodName => "Prompt tuning";
+
     /// <summary>Initialise the vectors from N(0, 1), as PyTorch's <c>nn.Embedding</c> does.</summary>
     public const string Random = "RANDOM";
 
@@ -23,9 +25,6 @@ public sealed class PromptTuningOptions : PeftMethodOptions
     /// <inheritdoc/>
     public override string PeftType => "PROMPT_TUNING";
 
-    /// <summary>Number of virtual tokens <c>n</c>. Default 20; at most the base model's positions less two.</summary>
-    [JsonPropertyName("num_virtual_tokens")] public int NumVirtualTokens { get; set; } = 20;
-
     /// <summary>
     /// How the vectors start: <see cref="RandomDiscrete"/> (default: rows of the word-embedding table drawn at random,
     /// on the embedding manifold) or <see cref="Random"/> (N(0, 1)). PEFT's <c>TEXT</c> initialisation is not supported.
@@ -33,45 +32,16 @@ public sealed class PromptTuningOptions : PeftMethodOptions
     /// </summary>
     [JsonPropertyName("prompt_tuning_init")] public string PromptTuningInit { get; set; } = RandomDiscrete;
 
-    /// <summary>Width of the vectors (the base model's hidden size); filled from the base model when null.</summary>
-    [JsonPropertyName("token_dim")] public int? TokenDim { get; set; }
-
-    /// <summary>Number of transformer stacks the prompt feeds: 1 for an encoder. Filled when null.</summary>
-    [JsonPropertyName("num_transformer_submodules")] public int? NumTransformerSubmodules { get; set; }
-
-    /// <summary>The base model's attention heads per layer (informative, as PEFT saves it); filled when null.</summary>
-    [JsonPropertyName("num_attention_heads")] public int? NumAttentionHeads { get; set; }
-
-    /// <summary>The base model's number of layers (informative, as PEFT saves it); filled when null.</summary>
-    [JsonPropertyName("num_layers")] public int? NumLayers { get; set; }
-
     /// <inheritdoc/>
     public override void Validate()
     {
-        if (NumVirtualTokens < 1 || NumVirtualTokens > 65_536)
-            throw new ArgumentOutOfRangeException(nameof(NumVirtualTokens), NumVirtualTokens, "Prompt tuning NumVirtualTokens must be from 1 to the base model's positions less two.");
+        ValidateShared();
         if (PromptTuningInit is not (Random or RandomDiscrete))
             throw new ArgumentException($"Prompt tuning PromptTuningInit must be '{RandomDiscrete}' or '{Random}', not '{PromptTuningInit}' (TEXT is not supported).", nameof(PromptTuningInit));
-        PromptLearning.ValidateShape(TokenDim, NumTransformerSubmodules, NumAttentionHeads, NumLayers, "Prompt tuning");
     }
 
     /// <summary>These options with the base model's shape filled in (and checked against what was set).</summary>
-    internal PromptTuningOptions For(IBackbone backbone)
-    {
-        var (tokenDim, heads, layers) = PromptLearning.Shape(backbone, TokenDim, NumTransformerSubmodules, NumAttentionHeads, NumLayers, "Prompt tuning");
-        if (NumVirtualTokens > backbone.MaxPositions - 2)
-            throw new ArgumentOutOfRangeException(nameof(NumVirtualTokens), NumVirtualTokens,
-                $"Prompt tuning NumVirtualTokens must be at most {backbone.MaxPositions - 2}: the base model has {backbone.MaxPositions} positions, shared by virtual and real tokens.");
-        return new PromptTuningOptions
-        {
-            NumVirtualTokens = NumVirtualTokens,
-            PromptTuningInit = PromptTuningInit,
-            TokenDim = tokenDim,
-            NumTransformerSubmodules = 1,
-            NumAttentionHeads = heads,
-            NumLayers = layers,
-        };
-    }
+    internal PromptTuningOptions For(IBackbone backbone) => FillFrom(backbone, new PromptTuningOptions { PromptTuningInit = PromptTuningInit });
 
     internal override PeftMethod Create(string adapterName) => new PromptTuningMethod(this, adapterName);
 }
