@@ -116,6 +116,42 @@ public class CliTests
         Assert.That(result.StdErr, Does.Contain(named));
     }
 
+    [TestCase("lora", "LORA", "--rank", "2")]
+    [TestCase("rslora", "LORA")]
+    [TestCase("dora", "LORA")]
+    [TestCase("loraplus", "LORA", "--loraplus-ratio", "8")]
+    [TestCase("pissa", "LORA", "--rank", "2")]
+    [TestCase("vera", "VERA", "--rank", "16")]
+    [TestCase("ia3", "IA3")]
+    [TestCase("bitfit", "BITFIT")]
+    [TestCase("prompt", "PROMPT_TUNING", "--num-virtual-tokens", "4")]
+    [TestCase("prefix", "PREFIX_TUNING", "--num-virtual-tokens", "4")]
+    [TestCase("bottleneck", "BOTTLENECK", "--reduction-factor", "8")]
+    [TestCase("full", "FULL")]
+    public void EveryMethodTrainsSavesAndPredictsFromTheCommandLine(string method, string peftType, params string[] methodOptions)
+    {
+        var tiny = TinyBert.WriteDirectory();
+        try
+        {
+            var data = WriteTinyData();
+            var model = Path.Combine(workDir, "model.zip");
+            var metrics = Path.Combine(workDir, "metrics.json");
+            var train = RunCli(new[] { "text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0", "--model", tiny,
+                "--max-length", "16", "--epochs", "1", "--batch-size", "8", "--output", model, "--metrics-json", metrics, "--method", method }.Concat(methodOptions).ToArray());
+            Assert.That(train.ExitCode, Is.EqualTo(0), train.ToString());
+            using (var json = JsonDocument.Parse(File.ReadAllText(metrics)))
+                Assert.That(json.RootElement.GetProperty("method").GetString(), Is.EqualTo(peftType));
+            var predictions = Path.Combine(workDir, "predictions.tsv");
+            var predict = RunCli("predict", "--model", model, "--dataset", data, "--text-col", "0", "--output", predictions);
+            Assert.That(predict.ExitCode, Is.EqualTo(0), predict.ToString());
+            Assert.That(File.ReadAllLines(predictions), Has.Length.EqualTo(File.ReadAllLines(data).Length + 1));
+        }
+        finally
+        {
+            Directory.Delete(tiny, recursive: true);
+        }
+    }
+
     [TestCase("bitfit", "--rank", "4")]
     [TestCase("lora", "--num-virtual-tokens", "5")]
     [TestCase("full", "--target-modules", "query")]
