@@ -34,7 +34,7 @@ internal static class MethodRecipes
         new("ia3", "key, value, output.dense", 5e-3f, () => new IA3Options()),
         new("bitfit", "bias terms", 2e-3f, () => new BitFitOptions()),
         new("prompt", "20 virtual tokens", 2e-2f, () => new PromptTuningOptions()),
-        new("prefix", "20 virtual tokens, reparameterised", 5e-3f, () => new PrefixTuningOptions()),
+        new("prefix", "20 virtual tokens, table", 2e-2f, () => new PrefixTuningOptions()),
         new("bottleneck", "Pfeiffer, reduction 16", 2e-3f, () => new BottleneckOptions()),
         new("full", "every parameter", 5e-5f, () => new FullFineTuningOptions()),
     };

@@ -149,7 +149,7 @@ public class PrefixTuningTests
             using var random = new RandomSource(21, CPU);
             using var model = TinyBert.CreateModel();
             var backbone = new BertBackbone(model);
-            var adapter = new AdaptedBackbone(backbone, new PrefixTuningOptions { NumVirtualTokens = 3, EncoderHiddenSize = 16 }, random.Init);
+            var adapter = new AdaptedBackbone(backbone, new PrefixTuningOptions { NumVirtualTokens = 3, PrefixProjection = true, EncoderHiddenSize = 16 }, random.Init);
             using var network = new TextClassificationNetwork(backbone, new ClassificationHead(TinyBert.Config.HiddenSize, 2, 0.1, random.Init));
             backbone.GradientCheckpointing = checkpointing;
             network.train();
@@ -178,7 +178,7 @@ public class PrefixTuningTests
         using var scope = NewDisposeScope();
         using var model = TinyBert.CreateModel();
         using var generator = new Generator(3);
-        var adapted = TinyBert.Adapt(model, new PrefixTuningOptions { NumVirtualTokens = 5, EncoderHiddenSize = 8 }, generator);
+        var adapted = TinyBert.Adapt(model, new PrefixTuningOptions { NumVirtualTokens = 5, PrefixProjection = true, EncoderHiddenSize = 8 }, generator);
         var saved = adapted.SavedState().Single();
         Assert.That((saved.Key, saved.TopLevel), Is.EqualTo(("prompt_embeddings", true)));
         long width = TinyBert.Config.NumHiddenLayers * 2L * TinyBert.Config.HiddenSize;
