@@ -125,12 +125,15 @@ internal static class SharedBaseMemory
             _ = ml.Data.CreateEnumerable<ScoreRow>(model.Transform(sentences), reuseRowObject: false).ToList();
             loaded.Add(model);
         }
+        // Loading reads the base model's file and parses it into managed arrays that are garbage afterwards: an aggressive
+        // collection gives their memory back, and malloc_trim what libtorch freed, so what stays is what the models hold.
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         _ = malloc_trim(0);
         var rss = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
         long kb = long.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        Console.Error.WriteLine($"managed heap committed: {GC.GetGCMemoryInfo().TotalCommittedBytes:N0} bytes");
         Console.WriteLine(kb * 1024);
         GC.KeepAlive(loaded);
         return 0;
