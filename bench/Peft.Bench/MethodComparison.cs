@@ -48,7 +48,7 @@ internal static class MethodComparison
                 case "--dataset": dataset = Value(); break;
                 case "--methods":
                     methods = Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
-                    var unknown = methods.FirstOrDefault(m => !MethodRecipes.Names.Contains(m));
+                    var unknown = methods.FirstOrDefault(m => !MethodRecipes.AllNames.Contains(m));
                     if (unknown is not null) throw new ArgumentException($"Unknown method '{unknown}' in --methods; known: {MethodRecipes.NamesText}.");
                     break;
                 case "--train-rows": trainRows = Positive(args[i]); break;
@@ -101,7 +101,7 @@ internal static class MethodComparison
             if (existing.r is not null) rows[existing.index] = result;
             else rows.Add(result);
             // Keep the table in the order of MethodRecipes.Names, whatever order runs came in.
-            var ordered = rows.Select(r => r!.DeepClone()).OrderBy(r => Array.IndexOf(MethodRecipes.Names, r["name"]!.GetValue<string>())).ToList();
+            var ordered = rows.Select(r => r!.DeepClone()).OrderBy(r => Array.IndexOf(MethodRecipes.AllNames, r["name"]!.GetValue<string>())).ToList();
             rows.Clear();
             foreach (var r in ordered) rows.Add(r);
             Directory.CreateDirectory(Path.GetDirectoryName(resultsFile)!);

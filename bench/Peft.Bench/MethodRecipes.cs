@@ -11,7 +11,11 @@ using Microsoft.ML.Peft.Methods.Vera;
 namespace Peft.Bench;
 
 /// <summary>One method of the comparison: its options and the learning rate it trains at.</summary>
-internal sealed record MethodRecipe(string Name, string Description, float LearningRate, Func<PeftMethodOptions> Create);
+internal sealed record MethodRecipe(string Name, string Description, float LearningRate, Func<PeftMethodOptions> Create)
+{
+    /// <summary>A variant run only when named (not one of the table's methods).</summary>
+    public bool Extra { get; init; }
+}
 
 /// <summary>
 /// The methods the comparison runs, by the command line's <c>--method</c> names, each at a learning rate suited to it
@@ -37,11 +41,18 @@ internal static class MethodRecipes
         new("prefix", "20 virtual tokens, table", 2e-2f, () => new PrefixTuningOptions()),
         new("bottleneck", "Pfeiffer, reduction 16", 2e-3f, () => new BottleneckOptions()),
         new("full", "every parameter", 5e-5f, () => new FullFineTuningOptions()),
+        // Prefix tuning through Li and Liang's reparameterisation MLP (PrefixProjection), at two learning rates.
+        new("prefix-mlp", "20 virtual tokens, reparameterised", 5e-3f, () => new PrefixTuningOptions { PrefixProjection = true }) { Extra = true },
+        new("prefix-mlp-slow", "20 virtual tokens, reparameterised", 1e-3f, () => new PrefixTuningOptions { PrefixProjection = true }) { Extra = true },
     };
 
-    public static readonly string[] Names = All.Select(r => r.Name).ToArray();
+    /// <summary>The table's methods, in its order (what runs by default).</summary>
+    public static readonly string[] Names = All.Where(r => !r.Extra).Select(r => r.Name).ToArray();
 
-    public static string NamesText => string.Join(", ", Names);
+    /// <summary>Every recipe's name, variants included.</summary>
+    public static readonly string[] AllNames = All.Select(r => r.Name).ToArray();
+
+    public static string NamesText => string.Join(", ", AllNames);
 
     public static MethodRecipe Get(string name) => All.Single(r => r.Name == name);
 }
