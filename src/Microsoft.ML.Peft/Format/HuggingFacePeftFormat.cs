@@ -139,6 +139,8 @@ internal static class HuggingFacePeftFormat
         foreach (var (key, value) in MethodRegistry.ToJson(saved)) fields[key] = value?.DeepClone();
         // The options' own .NET property (an override the serializer does not skip) is no PEFT field: peft_type says it.
         fields.Remove(nameof(PeftMethodOptions.PeftType));
+        // LoRA+ is an optimizer setting (PEFT's create_loraplus_optimizer), not a LoraConfig field PEFT would accept.
+        fields.Remove("loraplus_lr_ratio");
 
         // PEFT reads a list of target modules as names or name suffixes (and "all-linear" only as a plain string, which on
         // BertForSequenceClassification would also select the pooler this task does not use): write the adapted modules
