@@ -80,7 +80,7 @@ public class PromptTuningTests
         using var model = TinyBert.CreateModel();
         var adapted = TinyBert.Adapt(model, new PromptTuningOptions { NumVirtualTokens = 5 });
         var json = MethodRegistry.ToJson(adapted.Method.SavedOptions).ToJsonString();
-        Assert.That(json, Does.Contain("\"peft_type\":\"PROMPT_TUNING\"").And.Contain("\"num_virtual_tokens\":5").And.Contain("\"prompt_tuning_init\":\"RANDOM_DISCRETE\"")
+        Assert.That(json, Does.Contain("\"peft_type\":\"PROMPT_TUNING\"").And.Contain("\"num_virtual_tokens\":5").And.Contain("\"prompt_tuning_init\":\"SAMPLE_VOCAB\"")
             .And.Contain("\"token_dim\":32").And.Contain("\"num_transformer_submodules\":1").And.Contain("\"num_attention_heads\":4").And.Contain("\"num_layers\":2"));
         Assert.That(MethodRegistry.FromJson(MethodRegistry.ToJson(adapted.Method.SavedOptions), "test"), Is.InstanceOf<PromptTuningOptions>());
     }

@@ -87,12 +87,13 @@ internal static class HuggingFacePeftFormat
 
     /// <summary>
     /// Fields that only shape initialisation or training, or that PEFT derives from the base model (the tensors' shapes are
-    /// checked against it): any value is accepted when the method does not model them.
+    /// checked against it): any value is accepted and none is taken over (the method's defaults and the base model's
+    /// shape apply).
     /// </summary>
     private static readonly HashSet<string> InitialisationOnly = new(StringComparer.Ordinal)
     {
         "prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path", "tokenizer_kwargs", "init_ia3_weights",
-        "init_weights", "d_initial", "projection_prng_key", "megatron_core", "qalora_group_size", "vera_dropout",
+        "init_weights", "d_initial", "megatron_core", "qalora_group_size", "vera_dropout",
         "token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers",
     };
 
@@ -364,12 +365,13 @@ internal static class HuggingFacePeftFormat
                 throw new InvalidDataException($"{source}: {ConfigFileName} sets init_lora_weights to {value?.ToJsonString() ?? "null"}: such an adapter (PiSSA, OLoRA...) " +
                     "was trained on changed base weights, which this library cannot rebuild. Convert it to plain LoRA in PEFT first (path_initial_model_for_weight_conversion).");
             }
+            // How an adapter was initialised does not matter once it is trained (a TEXT-initialised prompt imports fine).
+            if (InitialisationOnly.Contains(key)) continue;
             if (modelled.Contains(key))
             {
                 method[key] = value?.DeepClone();
                 continue;
             }
-            if (InitialisationOnly.Contains(key)) continue;
             bool isDefault = defaults.TryGetPropertyValue(key, out var peftDefault) ? SameValue(peftDefault, value) : IsEmpty(value);
             if (!isDefault)
                 throw new InvalidDataException($"{source}: {ConfigFileName} sets '{key}' to {value?.ToJsonString() ?? "null"}, which this library's {type} does not support " +

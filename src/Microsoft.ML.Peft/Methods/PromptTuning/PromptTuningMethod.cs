@@ -46,7 +46,7 @@ internal sealed class PromptTuningMethod : PeftMethod
         var module = new PromptEmbedding(options.NumVirtualTokens, backbone.FeatureSize);
         using (no_grad())
         {
-            if (options.PromptTuningInit == PromptTuningOptions.RandomDiscrete)
+            if (options.PromptTuningInit == PromptTuningOptions.SampleVocab)
             {
                 using var drawn = randint(0, backbone.VocabularySize, new long[] { options.NumVirtualTokens }, dtype: ScalarType.Int64, generator: generator);
                 using var ids = drawn.to(backbone.Module.parameters().First().device);

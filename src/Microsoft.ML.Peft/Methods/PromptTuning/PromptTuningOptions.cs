@@ -20,24 +20,24 @@ public sealed class PromptTuningOptions : PromptLearningOptions
     public const string Random = "RANDOM";
 
     /// <summary>Initialise the vectors with the word embeddings of tokens drawn at random from the vocabulary.</summary>
-    public const string RandomDiscrete = "RANDOM_DISCRETE";
+    public const string SampleVocab = "SAMPLE_VOCAB";
 
     /// <inheritdoc/>
     public override string PeftType => "PROMPT_TUNING";
 
     /// <summary>
-    /// How the vectors start: <see cref="RandomDiscrete"/> (default: rows of the word-embedding table drawn at random,
+    /// How the vectors start: <see cref="SampleVocab"/> (default: rows of the word-embedding table drawn at random,
     /// on the embedding manifold) or <see cref="Random"/> (N(0, 1)). PEFT's <c>TEXT</c> initialisation is not supported.
     /// PEFT's own default is <c>RANDOM</c>.
     /// </summary>
-    [JsonPropertyName("prompt_tuning_init")] public string PromptTuningInit { get; set; } = RandomDiscrete;
+    [JsonPropertyName("prompt_tuning_init")] public string PromptTuningInit { get; set; } = SampleVocab;
 
     /// <inheritdoc/>
     public override void Validate()
     {
         ValidateShared();
-        if (PromptTuningInit is not (Random or RandomDiscrete))
-            throw new ArgumentException($"Prompt tuning PromptTuningInit must be '{RandomDiscrete}' or '{Random}', not '{PromptTuningInit}' (TEXT is not supported).", nameof(PromptTuningInit));
+        if (PromptTuningInit is not (Random or SampleVocab))
+            throw new ArgumentException($"Prompt tuning PromptTuningInit must be '{SampleVocab}' or '{Random}', not '{PromptTuningInit}' (TEXT is not supported).", nameof(PromptTuningInit));
     }
 
     /// <summary>These options with the base model's shape filled in (and checked against what was set).</summary>
