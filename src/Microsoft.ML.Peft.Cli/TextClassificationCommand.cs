@@ -56,7 +56,7 @@ internal static class TextClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
-        var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): its method options replace --method, --rank and --alpha; its head must have as many classes as the label." };
+        var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): the adapter decides the method and its options (--method and method options may not be given with it); its head must have as many classes as the label." };
 
         var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
@@ -75,7 +75,7 @@ internal static class TextClassificationCommand
             TestDataset: parse.GetValue(test),
             Model: parse.GetValue(model),
             Vocab: parse.GetValue(vocab),
-            Method: MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions),
+            Method: CreateMethod(parse, method, methodOptions, initAdapter),
             Epochs: parse.GetValue(epochs),
             BatchSize: parse.GetValue(batchSize),
             LearningRate: parse.GetValue(learningRate),
@@ -95,6 +95,19 @@ internal static class TextClassificationCommand
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
         string? InitAdapter = null);
+
+    /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
+    private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
+    {
+        if (parse.GetValue(initAdapter) is not null)
+        {
+            var given = methodOptions.Where(o => o.Value(parse) is not null).Select(o => o.Option.Name).ToList();
+            if (parse.GetResult(method) is { Implicit: false }) given.Insert(0, method.Name);
+            if (given.Count > 0)
+                throw new UsageException($"--init-adapter takes the method and its options from the adapter; drop {string.Join(", ", given)}.");
+        }
+        return MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions);
+    }
 
     private static int Run(Settings s)
     {

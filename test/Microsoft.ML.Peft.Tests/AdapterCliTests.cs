@@ -82,10 +82,16 @@ public class AdapterCliTests
         var export = RunCli("export-adapter", "--model", Train(data, "--rank", "2"), "--output", adapter);
         Assert.That(export.ExitCode, Is.EqualTo(0), export.ToString());
 
-        var continued = Train(data, "--init-adapter", adapter, "--rank", "6");
+        // The adapter decides the method: a method option beside it would be silently overridden, so it is refused.
+        var clash = RunCli("text-classification", "--dataset", data, "--label-col", "1", "--text-col", "0", "--model", tiny,
+            "--epochs", "1", "--max-length", "16", "--init-adapter", adapter, "--rank", "6", "--output", Path.Combine(work, "clash.zip"));
+        Assert.That(clash.ExitCode, Is.EqualTo(2), clash.ToString());
+        Assert.That(clash.StdErr, Does.Contain("--init-adapter").And.Contain("--rank"));
+
+        var continued = Train(data, "--init-adapter", adapter);
         var again = Path.Combine(work, "again");
         Assert.That(RunCli("export-adapter", "--model", continued, "--output", again).ExitCode, Is.EqualTo(0));
-        Assert.That(File.ReadAllText(Path.Combine(again, "adapter_config.json")), Does.Contain("\"r\": 2"), "the adapter's options replace --rank");
+        Assert.That(File.ReadAllText(Path.Combine(again, "adapter_config.json")), Does.Contain("\"r\": 2"), "the adapter's options are kept");
 
         var three = WriteData("three.tsv", 45, threeClasses: true);
         var refused = RunCli("text-classification", "--dataset", three, "--label-col", "1", "--text-col", "0", "--model", tiny,
