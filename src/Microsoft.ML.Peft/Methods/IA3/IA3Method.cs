@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Peft.Methods.IA3;
 
 /// <summary>(IA)³ on the Linear layers selected by <see cref="IA3Options.TargetModules"/>; trains one <c>ia3_l</c> vector per layer.</summary>
-internal sealed class IA3Method : PeftMethod
+internal sealed class IA3Method : LinearLayerMethod
 {
     private readonly IA3Options options;
 
@@ -15,8 +15,6 @@ internal sealed class IA3Method : PeftMethod
     }
 
     public override PeftMethodOptions Options => options;
-
-    public override bool SupportsSeveralAdapters => true;
 
     public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
     {
@@ -35,15 +33,5 @@ internal sealed class IA3Method : PeftMethod
         foreach (var (name, layer) in backbone.Linears())
             if (layer.Adapter(AdapterName) is IA3Layer ia3) result.Add(new NamedParameter($"{name}.ia3_l", ia3.Vector));
         return result;
-    }
-
-    public override void Merge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
-    }
-
-    public override void Unmerge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
     }
 }

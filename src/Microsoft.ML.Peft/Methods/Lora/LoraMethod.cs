@@ -8,7 +8,7 @@ namespace Microsoft.ML.Peft.Methods.Lora;
 /// <c>lora_B</c> (and DoRA's <c>lora_magnitude_vector</c>). With PiSSA the frozen weights become residuals and the
 /// adapter is saved as the equivalent plain LoRA on the original weights.
 /// </summary>
-internal sealed class LoraMethod : PeftMethod
+internal sealed class LoraMethod : LinearLayerMethod
 {
     private readonly LoraOptions options;
 
@@ -19,8 +19,6 @@ internal sealed class LoraMethod : PeftMethod
     }
 
     public override PeftMethodOptions Options => options;
-
-    public override bool SupportsSeveralAdapters => true;
 
     public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
     {
@@ -112,16 +110,6 @@ internal sealed class LoraMethod : PeftMethod
             result.Add(new NamedTensor($"{name}.lora_B.weight", b));
         }
         return result;
-    }
-
-    public override void Merge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
-    }
-
-    public override void Unmerge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
     }
 
     private IEnumerable<(string Name, LoraLayer Layer)> Layers(IBackbone backbone)

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Peft.Methods.Vera;
 /// <c>vera_lambda_d</c> of each; the shared projections are frozen and saved (when <see cref="VeraOptions.SaveProjection"/>)
 /// under PEFT's top-level keys <c>base_model.vera_A</c> and <c>base_model.vera_B</c>.
 /// </summary>
-internal sealed class VeraMethod : PeftMethod
+internal sealed class VeraMethod : LinearLayerMethod
 {
     /// <summary>PEFT's keys of the shared projections (outside the model tree; the adapter name left out).</summary>
     public const string KeyA = "base_model.vera_A", KeyB = "base_model.vera_B";
@@ -22,8 +22,6 @@ internal sealed class VeraMethod : PeftMethod
     }
 
     public override PeftMethodOptions Options => options;
-
-    public override bool SupportsSeveralAdapters => true;
 
     /// <summary>The name of the projections' module under the backbone's root.</summary>
     private string ProjectionsName => "vera_projections_" + AdapterName;
@@ -63,15 +61,5 @@ internal sealed class VeraMethod : PeftMethod
             new NamedParameter(KeyA, projections.A) { TopLevel = true },
             new NamedParameter(KeyB, projections.B) { TopLevel = true },
         };
-    }
-
-    public override void Merge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
-    }
-
-    public override void Unmerge(IBackbone backbone)
-    {
-        foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
     }
 }

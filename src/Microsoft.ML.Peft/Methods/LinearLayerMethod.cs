@@ -1,0 +1,24 @@
+using Microsoft.ML.Peft.Backbones;
+
+namespace Microsoft.ML.Peft.Methods;
+
+/// <summary>
+/// A method whose adapters live in the backbone's <see cref="TunerLinear"/>s (the LoRA family, VeRA, IA3): each layer
+/// keeps them by name beside other adapters, merges the active one into its weight and unmerges it exactly.
+/// </summary>
+internal abstract class LinearLayerMethod : PeftMethod
+{
+    protected LinearLayerMethod(string adapterName) : base(adapterName) { }
+
+    public sealed override bool SupportsSeveralAdapters => true;
+
+    public sealed override void Merge(IBackbone backbone)
+    {
+        foreach (var (_, layer) in backbone.Linears()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
+    }
+
+    public sealed override void Unmerge(IBackbone backbone)
+    {
+        foreach (var (_, layer) in backbone.Linears()) layer.Unmerge();
+    }
+}
