@@ -21,6 +21,55 @@ internal interface IBackbone
     /// <summary>Width of the features the backbone gives a head.</summary>
     long FeatureSize { get; }
 
+    /// <summary>Parameter name to (tensor name in the imported file, whether stored transposed); needed again to export.</summary>
+    IReadOnlyDictionary<string, (string Name, bool Transposed)> SourceNames { get; }
+
+    /// <summary>Recompute activations in the backward pass instead of keeping them.</summary>
+    bool GradientCheckpointing { get; set; }
+
+    /// <summary>Every Linear layer a method may adapt, with its full name.</summary>
+    IEnumerable<(string Name, TunerLinear Module)> Linears();
+
+    /// <summary>Every 2-D convolution a method may adapt, with its full name (none in a transformer).</summary>
+    IEnumerable<(string Name, TunerConv2d Module)> Convolutions() => Array.Empty<(string, TunerConv2d)>();
+
+    /// <summary>Every layer a method may adapt: the Linear layers, then the convolutions.</summary>
+    IEnumerable<(string Name, ITunerLayer Module)> TunerLayers() =>
+        Linears().Select(l => (l.Name, (ITunerLayer)l.Module)).Concat(Convolutions().Select(c => (c.Name, (ITunerLayer)c.Module)));
+
+    /// <summary>Called once the weights are final, before scoring (fuses projections).</summary>
+    void PrepareInference();
+
+    /// <summary>Undoes <see cref="PrepareInference"/> before the weights change.</summary>
+    void EndInference();
+}
+
+/// <summary>The text-only insertion points, for methods that need them.</summary>
+internal static class TextBackbone
+{
+    /// <summary>The backbone as a text encoder, or an error saying the method applies to text encoders only.</summary>
+    public static ITextBackbone Require(IBackbone backbone, string method) =>
+        backbone as ITextBackbone ?? throw new ArgumentException(
+            $"{method} inserts tokens or adapters into a transformer's layers and applies to text encoders only; the base model '{backbone.Name}' is not one. " +
+            "Use LoRA, IA3, BitFit, a linear probe or full fine-tuning.", "Method");
+}
+
+/// <summary>Where in a transformer layer a bottleneck adapter sits (Houlsby et al. 2019, figure 2).</summary>
+internal enum AdapterSite
+{
+    /// <summary>On the attention block's projected output, before its residual addition and LayerNorm.</summary>
+    AttentionOutput,
+
+    /// <summary>On the feed-forward block's projected output, before its residual addition and LayerNorm.</summary>
+    FeedForwardOutput,
+}
+
+/// <summary>
+/// A backbone over token ids (BERT family): features are the last hidden states. Its layers, positions and vocabulary
+/// are what the prompt-learning and bottleneck methods insert into.
+/// </summary>
+internal interface ITextBackbone : IBackbone
+{
     /// <summary>Number of layers (blocks).</summary>
     int LayerCount { get; }
 
@@ -35,15 +84,6 @@ internal interface IBackbone
 
     /// <summary>Number of rows of the word-embedding table.</summary>
     long VocabularySize { get; }
-
-    /// <summary>Parameter name to (tensor name in the imported file, whether stored transposed); needed again to export.</summary>
-    IReadOnlyDictionary<string, (string Name, bool Transposed)> SourceNames { get; }
-
-    /// <summary>Recompute activations in the backward pass instead of keeping them.</summary>
-    bool GradientCheckpointing { get; set; }
-
-    /// <summary>Every Linear layer a method may adapt, with its full name.</summary>
-    IEnumerable<(string Name, TunerLinear Module)> Linears();
 
     /// <summary>The word-embedding vectors [..., hidden] of token ids (a new tensor; for initialising prompts from the vocabulary).</summary>
     Tensor EmbedWords(Tensor ids);
@@ -69,26 +109,6 @@ internal interface IBackbone
     /// </summary>
     void SetPrefix(string name, int count, nn.Module<Tensor, Tensor> module);
 
-    /// <summary>Called once the weights are final, before scoring (fuses projections).</summary>
-    void PrepareInference();
-
-    /// <summary>Undoes <see cref="PrepareInference"/> before the weights change.</summary>
-    void EndInference();
-}
-
-/// <summary>Where in a transformer layer a bottleneck adapter sits (Houlsby et al. 2019, figure 2).</summary>
-internal enum AdapterSite
-{
-    /// <summary>On the attention block's projected output, before its residual addition and LayerNorm.</summary>
-    AttentionOutput,
-
-    /// <summary>On the feed-forward block's projected output, before its residual addition and LayerNorm.</summary>
-    FeedForwardOutput,
-}
-
-/// <summary>A backbone over token ids (BERT family): features are the last hidden states.</summary>
-internal interface ITextBackbone : IBackbone
-{
     /// <summary><c>last_hidden_state</c> [batch, length, hidden] of input ids, attention mask and token types [batch, length].</summary>
     Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds);
 }

@@ -83,7 +83,7 @@ internal sealed class AdaptedBackbone
         if (merged) throw new InvalidOperationException("Unmerge before switching adapters.");
         active = name;
         disabled = false;
-        foreach (var (_, layer) in Backbone.Linears()) layer.ActiveAdapter = layer.Adapter(name) is null ? null : name;
+        foreach (var (_, layer) in Backbone.TunerLayers()) layer.ActiveAdapter = layer.AdapterModule(name) is null ? null : name;
         foreach (var parameter in Backbone.Module.parameters()) parameter.requires_grad = false;
         foreach (var p in Method.Parameters(Backbone)) p.Parameter.requires_grad = true;
     }
@@ -98,7 +98,7 @@ internal sealed class AdaptedBackbone
             throw new NotSupportedException($"{Method.Options.PeftType} changes the base model itself or its inputs and cannot be switched off.");
         if (merged) throw new InvalidOperationException("Unmerge before disabling adapters.");
         if (disabled) throw new InvalidOperationException("Adapters are disabled already.");
-        foreach (var (_, layer) in Backbone.Linears()) layer.ActiveAdapter = null;
+        foreach (var (_, layer) in Backbone.TunerLayers()) layer.ActiveAdapter = null;
         disabled = true;
         return new Restore(this, active);
     }

@@ -22,8 +22,8 @@ internal static class ModuleMatcher
         {
             var leaves = all.Select(l => l.Name.Split('.').Last()).Distinct();
             throw new ArgumentException(
-                $"{method} {option} [{string.Join(", ", patterns)}] match no Linear layer of the encoder. " +
-                $"Linear layer names end in: {string.Join(", ", leaves)}; full names look like '{all.FirstOrDefault().Name}'. " +
+                $"{method} {option} [{string.Join(", ", patterns)}] match no adaptable layer of the base model. " +
+                $"Its Linear layer and convolution names end in: {string.Join(", ", leaves)}; full names look like '{all.FirstOrDefault().Name}'. " +
                 $"Use one of those, a regular expression over the full names, or '{AllLinear}'.", option);
         }
         return selected;

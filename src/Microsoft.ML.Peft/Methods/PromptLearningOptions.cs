@@ -41,7 +41,7 @@ public abstract class PromptLearningOptions : PeftMethodOptions
     }
 
     /// <summary>Fills the shared fields of <paramref name="target"/> from the base model, checking what was set here against it.</summary>
-    private protected T FillFrom<T>(IBackbone backbone, T target) where T : PromptLearningOptions
+    private protected T FillFrom<T>(ITextBackbone backbone, T target) where T : PromptLearningOptions
     {
         ValidateShared();
         int hidden = (int)backbone.FeatureSize;

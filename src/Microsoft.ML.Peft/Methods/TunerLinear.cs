@@ -8,7 +8,7 @@ namespace Microsoft.ML.Peft.Methods;
 /// of adapters by name, as Hugging Face PEFT's tuner layers do; one of them is active. The active adapter can be merged
 /// into the weight for inference and unmerged exactly (the base weight and bias are kept while merged).
 /// </summary>
-internal sealed class TunerLinear : nn.Module<Tensor, Tensor>
+internal sealed class TunerLinear : nn.Module<Tensor, Tensor>, ITunerLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
@@ -49,6 +49,9 @@ internal sealed class TunerLinear : nn.Module<Tensor, Tensor>
     }
 
     public LinearAdapter? Adapter(string name) => adapters.GetValueOrDefault(name);
+
+    /// <inheritdoc/>
+    public nn.Module? AdapterModule(string name) => Adapter(name);
 
     /// <summary>Adds an adapter (registered as a child module named <paramref name="name"/>) and makes it active.</summary>
     public void AddAdapter(string name, LinearAdapter adapter)

@@ -172,25 +172,7 @@ internal static class OnnxBertImporter
         return MemoryMarshal.Cast<byte, long>(tensor.RawData.Span).ToArray();
     }
 
-    private static NamedArray ToArray(TensorProto tensor, string source)
-    {
-        var shape = tensor.Dims.ToArray();
-        long count = shape.Aggregate(1L, (a, b) => a * b);
-        float[] data;
-        if (tensor.FloatData.Count > 0)
-        {
-            data = tensor.FloatData.ToArray();
-        }
-        else
-        {
-            if (tensor.RawData.Length != count * sizeof(float))
-                throw new InvalidDataException($"'{source}': initializer '{tensor.Name}' holds {tensor.RawData.Length} bytes, its shape needs {count * sizeof(float)}.");
-            data = MemoryMarshal.Cast<byte, float>(tensor.RawData.Span).ToArray();
-        }
-        if (data.LongLength != count)
-            throw new InvalidDataException($"'{source}': initializer '{tensor.Name}' holds {data.LongLength} values, its shape needs {count}.");
-        return new NamedArray(shape, data);
-    }
+    private static NamedArray ToArray(TensorProto tensor, string source) => OnnxTensors.ToArray(tensor, source);
 }
 
 /// <summary>A dense float array with its shape, independent of any tensor library, and where it came from.</summary>

@@ -19,8 +19,9 @@ internal sealed class BottleneckMethod : PeftMethod
 
     public override PeftMethodOptions Options => options;
 
-    public override IReadOnlyList<string> Attach(IBackbone backbone, TorchSharp.torch.Generator? generator)
+    public override IReadOnlyList<string> Attach(IBackbone baseModel, TorchSharp.torch.Generator? generator)
     {
+        var backbone = TextBackbone.Require(baseModel, "Bottleneck adapters");
         if (adapters.Count > 0) throw new InvalidOperationException("The bottleneck adapters are already attached.");
         var layers = options.TargetLayers ?? Enumerable.Range(0, backbone.LayerCount).ToList();
         var outOfRange = layers.Where(l => l >= backbone.LayerCount).ToList();

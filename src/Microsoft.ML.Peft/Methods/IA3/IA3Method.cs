@@ -18,20 +18,28 @@ internal sealed class IA3Method : LinearLayerMethod
 
     public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
     {
-        var selected = ModuleMatcher.Select(backbone.Linears(), options.TargetModules, "IA3", nameof(IA3Options.TargetModules));
+        var selected = ModuleMatcher.Select(backbone.TunerLayers(), options.TargetModules, "IA3", nameof(IA3Options.TargetModules));
         var feedforward = options.FeedforwardModules.Count == 0
             ? new HashSet<string>()
             : ModuleMatcher.Select(selected, options.FeedforwardModules, "IA3", nameof(IA3Options.FeedforwardModules)).Select(s => s.Name).ToHashSet();
         foreach (var (name, layer) in selected)
-            layer.AddAdapter(AdapterName, new IA3Layer(layer.InFeatures, layer.OutFeatures, feedforward.Contains(name), options.InitIA3Weights, generator));
+        {
+            if (layer is TunerConv2d conv)
+                conv.AddAdapter(AdapterName, new IA3Conv2d(conv.InFeatures, conv.OutFeatures, feedforward.Contains(name), options.InitIA3Weights, generator));
+            else
+                ((TunerLinear)layer).AddAdapter(AdapterName, new IA3Layer(layer.InFeatures, layer.OutFeatures, feedforward.Contains(name), options.InitIA3Weights, generator));
+        }
         return selected.Select(s => s.Name).ToList();
     }
 
     public override IReadOnlyList<NamedParameter> Parameters(IBackbone backbone)
     {
         var result = new List<NamedParameter>();
-        foreach (var (name, layer) in backbone.Linears())
-            if (layer.Adapter(AdapterName) is IA3Layer ia3) result.Add(new NamedParameter($"{name}.ia3_l", ia3.Vector));
+        foreach (var (name, layer) in backbone.TunerLayers())
+        {
+            if (layer.AdapterModule(AdapterName) is IA3Layer ia3) result.Add(new NamedParameter($"{name}.ia3_l", ia3.Vector));
+            else if (layer.AdapterModule(AdapterName) is IA3Conv2d conv) result.Add(new NamedParameter($"{name}.ia3_l", conv.Vector));
+        }
         return result;
     }
 }

@@ -22,7 +22,14 @@ internal sealed class LoraMethod : LinearLayerMethod
 
     public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
     {
-        var selected = ModuleMatcher.Select(backbone.Linears(), options.TargetModules, "LoRA", nameof(LoraOptions.TargetModules));
+        var all = ModuleMatcher.Select(backbone.TunerLayers(), options.TargetModules, "LoRA", nameof(LoraOptions.TargetModules));
+        var convolutions = all.Where(l => l.Module is TunerConv2d).Select(l => (l.Name, Module: (TunerConv2d)l.Module)).ToList();
+        if (convolutions.Count > 0 && (options.UseDora || options.InitLoraWeights == LoraInitialization.Pissa))
+            throw new ArgumentException($"LoRA {(options.UseDora ? "UseDora" : "PiSSA initialisation")} applies to Linear layers only, and TargetModules select convolutions " +
+                $"({string.Join(", ", convolutions.Take(3).Select(c => c.Name))}{(convolutions.Count > 3 ? ", ..." : "")}).", nameof(LoraOptions.TargetModules));
+        foreach (var (_, conv) in convolutions)
+            conv.AddAdapter(AdapterName, new LoraConv2d(conv.InFeatures, conv.OutFeatures, conv.Geometry.Kernel, options.Rank, options.Scaling, options.Dropout, generator, options.InitLoraWeights));
+        var selected = all.Where(l => l.Module is TunerLinear).Select(l => (l.Name, Module: (TunerLinear)l.Module)).ToList();
         foreach (var (_, layer) in selected)
         {
             if (options.Rank > Math.Min(layer.InFeatures, layer.OutFeatures))
@@ -47,12 +54,18 @@ internal sealed class LoraMethod : LinearLayerMethod
             }
             layer.AddAdapter(AdapterName, lora);
         }
-        return selected.Select(s => s.Name).ToList();
+        return all.Select(s => s.Name).ToList();
     }
 
     public override IReadOnlyList<NamedParameter> Parameters(IBackbone backbone)
     {
         var result = new List<NamedParameter>();
+        foreach (var (name, layer) in backbone.Convolutions())
+        {
+            if (layer.Adapter(AdapterName) is not LoraConv2d conv) continue;
+            result.Add(new NamedParameter($"{name}.lora_A.weight", conv.A));
+            result.Add(new NamedParameter($"{name}.lora_B.weight", conv.B));
+        }
         foreach (var (name, lora) in Layers(backbone))
         {
             result.Add(new NamedParameter($"{name}.lora_A.weight", lora.A));

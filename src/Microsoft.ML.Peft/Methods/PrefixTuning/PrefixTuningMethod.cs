@@ -78,8 +78,9 @@ internal sealed class PrefixTuningMethod : PeftMethod
         }
     }
 
-    public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
+    public override IReadOnlyList<string> Attach(IBackbone baseModel, Generator? generator)
     {
+        var backbone = TextBackbone.Require(baseModel, "Prefix tuning");
         if (encoder is not null) throw new InvalidOperationException("The prefix is already attached.");
         filled = options.For(backbone);
         long hidden = backbone.FeatureSize, width = (long)backbone.LayerCount * 2 * hidden;

@@ -41,7 +41,7 @@ public sealed class PrefixTuningOptions : PromptLearningOptions
     }
 
     /// <summary>These options with the base model's shape filled in (and checked against what was set).</summary>
-    internal PrefixTuningOptions For(IBackbone backbone) =>
+    internal PrefixTuningOptions For(ITextBackbone backbone) =>
         FillFrom(backbone, new PrefixTuningOptions { PrefixProjection = PrefixProjection, EncoderHiddenSize = EncoderHiddenSize ?? (int)backbone.FeatureSize });
 
     internal override PeftMethod Create(string adapterName) => new PrefixTuningMethod(this, adapterName);

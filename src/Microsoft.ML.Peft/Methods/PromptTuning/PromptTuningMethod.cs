@@ -39,8 +39,9 @@ internal sealed class PromptTuningMethod : PeftMethod
     /// <summary>The options with the base model's shape filled in, as PEFT saves them.</summary>
     public override PeftMethodOptions SavedOptions => filled ?? options;
 
-    public override IReadOnlyList<string> Attach(IBackbone backbone, Generator? generator)
+    public override IReadOnlyList<string> Attach(IBackbone baseModel, Generator? generator)
     {
+        var backbone = TextBackbone.Require(baseModel, "Prompt tuning");
         if (prompt is not null) throw new InvalidOperationException("The prompt is already attached.");
         filled = options.For(backbone);
         var module = new PromptEmbedding(options.NumVirtualTokens, backbone.FeatureSize);

@@ -41,7 +41,7 @@ public sealed class PromptTuningOptions : PromptLearningOptions
     }
 
     /// <summary>These options with the base model's shape filled in (and checked against what was set).</summary>
-    internal PromptTuningOptions For(IBackbone backbone) => FillFrom(backbone, new PromptTuningOptions { PromptTuningInit = PromptTuningInit });
+    internal PromptTuningOptions For(ITextBackbone backbone) => FillFrom(backbone, new PromptTuningOptions { PromptTuningInit = PromptTuningInit });
 
     internal override PeftMethod Create(string adapterName) => new PromptTuningMethod(this, adapterName);
 }

@@ -1,0 +1,171 @@
+using Microsoft.ML.Peft.Methods;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Backbones.ResNet;
+
+/// <summary>
+/// Batch normalisation with frozen statistics: it always normalises with the pretrained running mean and variance
+/// (buffers <c>running_mean</c>, <c>running_var</c>), in training too, so small fine-tuning batches do not disturb them.
+/// Its affine <c>weight</c> and <c>bias</c> are parameters, which a method (BitFit) or the trainer's option may train.
+/// </summary>
+internal sealed class FrozenBatchNorm2d : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // PyTorch names
+    private readonly Parameter weight;
+    private readonly Parameter bias;
+    private readonly Tensor running_mean;
+    private readonly Tensor running_var;
+#pragma warning restore IDE1006
+
+    public FrozenBatchNorm2d(long channels, double eps) : base("batch_norm")
+    {
+        Eps = eps;
+        weight = new Parameter(ones(channels));
+        bias = new Parameter(zeros(channels));
+        running_mean = zeros(channels);
+        running_var = ones(channels);
+        RegisterComponents();
+    }
+
+    public double Eps { get; }
+
+    public Parameter Weight => weight;
+
+    public Parameter Bias => bias;
+
+    public override Tensor forward(Tensor input) =>
+        nn.functional.batch_norm(input, running_mean, running_var, weight, bias, training: false, eps: Eps);
+}
+
+/// <summary>A block's shortcut projection (1 x 1 convolution and batch normalisation), named <c>0</c> and <c>1</c> as torchvision's <c>downsample</c>.</summary>
+internal sealed class Downsample : nn.Module<Tensor, Tensor>
+{
+    private readonly TunerConv2d conv;
+    private readonly FrozenBatchNorm2d norm;
+
+    public Downsample(TunerConv2d conv, FrozenBatchNorm2d norm) : base("downsample")
+    {
+        this.conv = conv;
+        this.norm = norm;
+        register_module("0", conv);
+        register_module("1", norm);
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var projected = conv.forward(input);
+        return norm.forward(projected);
+    }
+}
+
+/// <summary>A residual block: basic (two 3 x 3 convolutions) or bottleneck (1 x 1, 3 x 3 carrying the stride, 1 x 1), as torchvision's.</summary>
+internal sealed class ResidualBlock : nn.Module<Tensor, Tensor>
+{
+    private readonly List<(TunerConv2d Conv, FrozenBatchNorm2d Norm)> path = new();
+    private readonly Downsample? downsample;
+
+    public ResidualBlock(ResNetConfig config, long inChannels, long width, int stride) : base("block")
+    {
+        long outChannels = width * config.Expansion;
+        if (config.Block == "bottleneck")
+        {
+            Add(1, new TunerConv2d(inChannels, width, config.Geometry(1, 1)), config);
+            Add(2, new TunerConv2d(width, width, config.Geometry(3, stride)), config);
+            Add(3, new TunerConv2d(width, outChannels, config.Geometry(1, 1)), config);
+        }
+        else
+        {
+            Add(1, new TunerConv2d(inChannels, width, config.Geometry(3, stride)), config);
+            Add(2, new TunerConv2d(width, width, config.Geometry(3, 1)), config);
+        }
+        if (stride != 1 || inChannels != outChannels)
+        {
+            downsample = new Downsample(new TunerConv2d(inChannels, outChannels, config.Geometry(1, stride)), new FrozenBatchNorm2d(outChannels, config.BatchNormEps));
+            register_module("downsample", downsample);
+        }
+    }
+
+    private void Add(int index, TunerConv2d conv, ResNetConfig config)
+    {
+        var norm = new FrozenBatchNorm2d(conv.OutFeatures, config.BatchNormEps);
+        register_module($"conv{index}", conv);
+        register_module($"bn{index}", norm);
+        path.Add((conv, norm));
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var x = input;
+        for (int i = 0; i < path.Count; i++)
+        {
+            x = path[i].Norm.forward(path[i].Conv.forward(x));
+            if (i < path.Count - 1) x = nn.functional.relu(x);
+        }
+        var shortcut = downsample is null ? input : downsample.forward(input);
+        return nn.functional.relu(x.add_(shortcut)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// A ResNet over TorchSharp whose parameter and buffer names are torchvision's (<c>conv1.weight</c>, <c>bn1.running_mean</c>,
+/// <c>layer1.0.conv1.weight</c>, <c>layer2.0.downsample.0.weight</c>...), without the final <c>fc</c>: the forward pass
+/// gives the globally average-pooled features [batch, <see cref="ResNetConfig.FeatureSize"/>] of normalised images
+/// [batch, 3, height, width] of any size of at least 32 x 32.
+/// </summary>
+internal sealed class ResNetModel : nn.Module<Tensor, Tensor>
+{
+    private readonly TunerConv2d conv1;
+    private readonly FrozenBatchNorm2d bn1;
+    private readonly List<ModuleList<ResidualBlock>> stages = new();
+    private readonly ConvGeometry pool;
+
+    public ResNetModel(ResNetConfig config) : base("resnet")
+    {
+        config.Validate("ResNet configuration");
+        Config = config;
+        conv1 = new TunerConv2d(3, config.Width, config.Geometry(7, 2));
+        bn1 = new FrozenBatchNorm2d(config.Width, config.BatchNormEps);
+        pool = config.Geometry(3, 2);
+        register_module("conv1", conv1);
+        register_module("bn1", bn1);
+        long channels = config.Width;
+        for (int s = 0; s < 4; s++)
+        {
+            long width = (long)config.Width << s;
+            var blocks = new ModuleList<ResidualBlock>();
+            for (int b = 0; b < config.Layers[s]; b++)
+            {
+                blocks.Add(new ResidualBlock(config, channels, width, b == 0 && s > 0 ? 2 : 1));
+                channels = width * config.Expansion;
+            }
+            stages.Add(blocks);
+            register_module($"layer{s + 1}", blocks);
+        }
+    }
+
+    public ResNetConfig Config { get; }
+
+    /// <summary>Every convolution with its full name, in forward order.</summary>
+    public IEnumerable<(string Name, TunerConv2d Module)> Convolutions() =>
+        named_modules().Where(m => m.module is TunerConv2d).Select(m => (m.name, (TunerConv2d)m.module));
+
+    /// <summary>Every batch normalisation with its full name.</summary>
+    public IEnumerable<(string Name, FrozenBatchNorm2d Module)> BatchNorms() =>
+        named_modules().Where(m => m.module is FrozenBatchNorm2d).Select(m => (m.name, (FrozenBatchNorm2d)m.module));
+
+    public override Tensor forward(Tensor images)
+    {
+        if (images.dim() != 4 || images.shape[1] != 3)
+            throw new ArgumentException($"The ResNet takes images [batch, 3, height, width]; got [{string.Join(", ", images.shape)}].", nameof(images));
+        using var scope = NewDisposeScope();
+        var x = nn.functional.relu(bn1.forward(conv1.forward(images)));
+        // Max pooling pads with -infinity so padding never wins.
+        x = nn.functional.max_pool2d(pool.Pad(x, double.NegativeInfinity), kernel_size: 3, stride: 2, padding: pool.ConvPadding);
+        foreach (var stage in stages)
+            foreach (var block in stage)
+                x = block.forward(x);
+        return nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).MoveToOuterDisposeScope();
+    }
+}
