@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;

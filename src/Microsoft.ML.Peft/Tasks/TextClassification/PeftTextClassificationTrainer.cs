@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Format;

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Format;
+using Microsoft.ML.Peft.Tasks.Classification;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 using Microsoft.ML.Peft.Training;
 using Microsoft.ML.Runtime;
@@ -16,7 +17,7 @@ namespace Microsoft.ML.Peft.Tasks.TextClassification;
 /// <c>PredictionEngine</c> and saves with <c>mlContext.Model.Save</c> (adapter, head, configuration and a reference to the
 /// base model, or the base model itself with <c>EmbedBaseModel</c>).
 /// </summary>
-public sealed class PeftTextClassificationTransformer : ITransformer, IDisposable
+public sealed class PeftTextClassificationTransformer : ITransformer, IDisposable, IRowScorer
 {
     internal const string LoaderSignature = "PeftTextClassifier";
 
@@ -81,7 +82,7 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
     /// <summary>Rows scored so far whose text was longer than the maximum sequence length and was truncated.</summary>
     public long TruncatedRowCount => Interlocked.Read(ref truncatedRows);
 
-    internal int BatchSize => model.Settings.BatchSize;
+    int IRowScorer.BatchSize => model.Settings.BatchSize;
 
     internal TextClassificationModel Model => model;
 
@@ -109,6 +110,31 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
     }
 
     /// <summary>Checks the input's text columns and builds the output schema.</summary>
+    Func<object> IRowScorer.InputReader(DataViewRow row, OutputColumns columns)
+    {
+        var first = row.GetGetter<ReadOnlyMemory<char>>(columns.InputColumns[0]);
+        var second = columns.InputColumns.Count > 1 ? row.GetGetter<ReadOnlyMemory<char>>(columns.InputColumns[1]) : null;
+        return () =>
+        {
+            ReadOnlyMemory<char> value = default;
+            first(ref value);
+            var a = value.ToString();
+            if (second is null) return (a, (string?)null);
+            second(ref value);
+            return (a, (string?)value.ToString());
+        };
+    }
+
+    bool IRowScorer.SameInput(object a, object b) => a.Equals(b);
+
+    float[][] IRowScorer.Score(IReadOnlyList<object> inputs)
+    {
+        var pairs = inputs.Cast<(string First, string? Second)>().ToList();
+        return Score(pairs.Select(p => p.First).ToList(), model.Settings.Sentence2ColumnName is null ? null : pairs.Select(p => p.Second ?? "").ToList());
+    }
+
+    OutputColumns IRowScorer.Bind(DataViewSchema input) => Bind(input);
+
     internal OutputColumns Bind(DataViewSchema input)
     {
         var meta = model.Settings;

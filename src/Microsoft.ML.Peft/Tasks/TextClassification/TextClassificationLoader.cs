@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using System.Text.Json;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Heads;

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Peft.Backbones.Bert;

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peft.Tasks.Classification;
 using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Peft.Tasks.TextClassification;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Peft.Tasks.TextClassification;
+namespace Microsoft.ML.Peft.Tasks.Classification;
 
 /// <summary>
 /// The label's key type: class count and, when the training label had them, its key values (the original label

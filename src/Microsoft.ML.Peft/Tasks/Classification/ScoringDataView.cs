@@ -1,19 +1,19 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Peft.Tasks.TextClassification;
+namespace Microsoft.ML.Peft.Tasks.Classification;
 
 /// <summary>
-/// The lazy result of <see cref="PeftTextClassificationTransformer.Transform"/>: input columns pass through; Score and
-/// PredictedLabel come from one forward pass per batch of rows. A second cursor over the input's text columns reads a
+/// The lazy result of a PEFT classification transformer's <c>Transform</c>: input columns pass through; Score and
+/// PredictedLabel come from one forward pass per batch of rows. A second cursor over the input columns that scoring reads runs a
 /// batch ahead of the row cursor (both see the rows in the same order), so pass-through columns are never copied.
 /// </summary>
 internal sealed class ScoringDataView : IDataView
 {
-    private readonly PeftTextClassificationTransformer parent;
+    private readonly IRowScorer parent;
     private readonly IDataView input;
     private readonly OutputColumns columns;
 
-    public ScoringDataView(PeftTextClassificationTransformer parent, IDataView input)
+    public ScoringDataView(IRowScorer parent, IDataView input)
     {
         this.parent = parent;
         this.input = input;
@@ -32,7 +32,7 @@ internal sealed class ScoringDataView : IDataView
         bool scores = needed.Any(c => columns.IsOutput(c.Index));
         var inputColumns = needed.Where(c => !columns.IsOutput(c.Index)).Select(c => input.Schema[c.Index]).ToList();
         var rows = input.GetRowCursor(inputColumns);
-        var lookahead = scores ? input.GetRowCursor(columns.TextColumns) : null;
+        var lookahead = scores ? input.GetRowCursor(columns.InputColumns) : null;
         return new Cursor(this, rows, lookahead, needed.Select(c => c.Index).ToHashSet());
     }
 
@@ -46,8 +46,7 @@ internal sealed class ScoringDataView : IDataView
         private readonly DataViewRowCursor rows;
         private readonly DataViewRowCursor? lookahead;
         private readonly HashSet<int> active;
-        private readonly ValueGetter<ReadOnlyMemory<char>>? firstGetter;
-        private readonly ValueGetter<ReadOnlyMemory<char>>? secondGetter;
+        private readonly Func<object>? reader;
         private float[][] batch = Array.Empty<float[]>();
         private int batchIndex;
 
@@ -57,11 +56,7 @@ internal sealed class ScoringDataView : IDataView
             this.rows = rows;
             this.lookahead = lookahead;
             this.active = active;
-            if (lookahead is not null)
-            {
-                firstGetter = lookahead.GetGetter<ReadOnlyMemory<char>>(view.columns.TextColumns[0]);
-                if (view.columns.TextColumns.Count > 1) secondGetter = lookahead.GetGetter<ReadOnlyMemory<char>>(view.columns.TextColumns[1]);
-            }
+            if (lookahead is not null) reader = view.parent.InputReader(lookahead, view.columns);
         }
 
         public override long Position => rows.Position;
@@ -83,22 +78,11 @@ internal sealed class ScoringDataView : IDataView
 
         private void ReadBatch()
         {
-            var first = new List<string>();
-            var second = secondGetter is null ? null : new List<string>();
-            ReadOnlyMemory<char> text = default;
-            // Several batches are read at once: scoring sorts them by length, so less goes to padding.
-            while (first.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext())
-            {
-                firstGetter!(ref text);
-                first.Add(text.ToString());
-                if (secondGetter is not null)
-                {
-                    secondGetter(ref text);
-                    second!.Add(text.ToString());
-                }
-            }
-            if (first.Count == 0) throw new InvalidOperationException("The input data view returned fewer rows to its second cursor than to its first.");
-            batch = view.parent.Score(first, second);
+            var inputs = new List<object>();
+            // Several batches are read at once: a scorer may sort them (text by length, so less goes to padding).
+            while (inputs.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext()) inputs.Add(reader!());
+            if (inputs.Count == 0) throw new InvalidOperationException("The input data view returned fewer rows to its second cursor than to its first.");
+            batch = view.parent.Score(inputs);
             batchIndex = 0;
         }
 
@@ -128,17 +112,17 @@ internal sealed class ScoringDataView : IDataView
 /// <summary>The output schema of the transformer over one input schema, and getters for its two new columns.</summary>
 internal sealed class OutputColumns
 {
-    public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> textColumns)
+    public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> inputColumns)
     {
         Schema = schema;
         InputCount = inputCount;
-        TextColumns = textColumns;
+        InputColumns = inputColumns;
     }
 
     public DataViewSchema Schema { get; }
     public int InputCount { get; }
     /// <summary>The input's Sentence1 (and Sentence2) columns.</summary>
-    public IReadOnlyList<DataViewSchema.Column> TextColumns { get; }
+    public IReadOnlyList<DataViewSchema.Column> InputColumns { get; }
     public int ScoreIndex => InputCount;
     public int PredictedLabelIndex => InputCount + 1;
 
@@ -160,7 +144,38 @@ internal sealed class OutputColumns
             return (ValueGetter<TValue>)(Delegate)score;
         }
         if (typeof(TValue) != typeof(uint)) throw new InvalidOperationException($"Column '{Schema[index].Name}' is a key (UInt32), not {typeof(TValue).Name}.");
-        ValueGetter<uint> predicted = (ref uint dst) => dst = (uint)PeftTextClassificationTrainer.ArgMax(probabilities()) + 1;
+        ValueGetter<uint> predicted = (ref uint dst) => dst = (uint)ArgMax(probabilities()) + 1;
         return (ValueGetter<TValue>)(Delegate)predicted;
     }
+
+    /// <summary>The index of the largest value (the first of ties).</summary>
+    public static int ArgMax(float[] values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+}
+
+/// <summary>
+/// What a classification transformer gives the shared scoring view and row mapper: its output schema over an input
+/// schema, a reader of one row's inputs (the columns <see cref="OutputColumns.InputColumns"/> names), and class
+/// probabilities of a batch of those inputs.
+/// </summary>
+internal interface IRowScorer
+{
+    /// <summary>Rows scored per forward pass.</summary>
+    int BatchSize { get; }
+
+    /// <summary>The output schema and the input columns scoring reads; errors name a missing or mistyped column.</summary>
+    OutputColumns Bind(DataViewSchema input);
+
+    /// <summary>A function reading the current row's inputs from <paramref name="row"/> as one value.</summary>
+    Func<object> InputReader(DataViewRow row, OutputColumns columns);
+
+    /// <summary>Whether two values of <see cref="InputReader"/> are the same input (a prediction engine's row is scored once).</summary>
+    bool SameInput(object a, object b);
+
+    /// <summary>Class probabilities of each input.</summary>
+    float[][] Score(IReadOnlyList<object> inputs);
 }

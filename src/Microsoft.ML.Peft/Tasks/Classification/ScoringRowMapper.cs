@@ -1,14 +1,14 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Peft.Tasks.TextClassification;
+namespace Microsoft.ML.Peft.Tasks.Classification;
 
 /// <summary>Row-to-row mapping for <c>PredictionEngine</c>: scores the current row when an output is read.</summary>
 internal sealed class ScoringRowMapper : IRowToRowMapper
 {
-    private readonly PeftTextClassificationTransformer parent;
+    private readonly IRowScorer parent;
     private readonly OutputColumns columns;
 
-    public ScoringRowMapper(PeftTextClassificationTransformer parent, DataViewSchema inputSchema)
+    public ScoringRowMapper(IRowScorer parent, DataViewSchema inputSchema)
     {
         this.parent = parent;
         InputSchema = inputSchema;
@@ -24,7 +24,7 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         var result = new List<DataViewSchema.Column>();
         foreach (var column in dependingColumns)
         {
-            if (columns.IsOutput(column.Index)) result.AddRange(columns.TextColumns);
+            if (columns.IsOutput(column.Index)) result.AddRange(columns.InputColumns);
             else result.Add(InputSchema[column.Index]);
         }
         return result.DistinctBy(c => c.Index).ToList();
@@ -38,9 +38,8 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         private readonly ScoringRowMapper mapper;
         private readonly DataViewRow input;
         private readonly HashSet<int> active;
-        private readonly ValueGetter<ReadOnlyMemory<char>>? first;
-        private readonly ValueGetter<ReadOnlyMemory<char>>? second;
-        private string? cachedFirst, cachedSecond;
+        private readonly Func<object>? reader;
+        private object? cachedInput;
         private long cachedPosition = -1;
         private float[] cached = Array.Empty<float>();
 
@@ -49,12 +48,7 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
             this.mapper = mapper;
             this.input = input;
             this.active = active;
-            if (active.Any(mapper.columns.IsOutput))
-            {
-                var text = mapper.columns.TextColumns;
-                first = input.GetGetter<ReadOnlyMemory<char>>(text[0]);
-                if (text.Count > 1) second = input.GetGetter<ReadOnlyMemory<char>>(text[1]);
-            }
+            if (active.Any(mapper.columns.IsOutput)) reader = mapper.parent.InputReader(input, mapper.columns);
         }
 
         public override long Position => input.Position;
@@ -70,28 +64,19 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
             if (!mapper.columns.IsOutput(column.Index)) return input.GetGetter<TValue>(mapper.InputSchema[column.Index]);
-            if (first is null) throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
+            if (reader is null) throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
             return mapper.columns.Getter<TValue>(column.Index, Probabilities);
         }
 
         /// <summary>Scores the current row once, whichever output is read first.</summary>
         private float[] Probabilities()
         {
-            ReadOnlyMemory<char> value = default;
-            first!(ref value);
-            var a = value.ToString();
-            string? b = null;
-            if (second is not null)
+            var value = reader!();
+            if (cachedPosition != input.Position || cachedInput is null || !mapper.parent.SameInput(value, cachedInput))
             {
-                second(ref value);
-                b = value.ToString();
-            }
-            if (cachedPosition != input.Position || a != cachedFirst || b != cachedSecond)
-            {
-                cached = mapper.parent.Score(new[] { a }, b is null ? null : new[] { b })[0];
+                cached = mapper.parent.Score(new[] { value })[0];
                 cachedPosition = input.Position;
-                cachedFirst = a;
-                cachedSecond = b;
+                cachedInput = value;
             }
             return cached;
         }
