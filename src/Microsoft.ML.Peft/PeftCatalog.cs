@@ -19,6 +19,20 @@ public static class PeftCatalog
         return new PeftTextClassificationTrainer(CatalogUtils.GetEnvironment(catalog), options);
     }
 
+    /// <summary>
+    /// Fine-tunes a pretrained ResNet (by default the ImageNet ResNet-18 of <c>Microsoft.ML.DnnImageFeaturizer.ResNet18</c>)
+    /// with a PEFT method (LoRA on its convolutions by default) to classify images given as bytes, <c>MLImage</c> or paths.
+    /// </summary>
+    /// <param name="catalog">The multiclass classification trainers' catalog.</param>
+    /// <param name="options">Columns, base model, method, image size, augmentation and training settings.</param>
+    public static Tasks.ImageClassification.PeftImageClassificationTrainer PeftImageClassification(
+        this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        Tasks.ImageClassification.PeftImageClassificationTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.ImageClassification.PeftImageClassificationTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
     /// <summary>Fine-tunes the default encoder (all-MiniLM-L6-v2) with LoRA to classify text; same arguments as Microsoft.ML.TorchSharp's <c>TextClassification</c>.</summary>
     /// <param name="catalog">The multiclass classification trainers' catalog.</param>
     /// <param name="labelColumnName">The key-typed label column.</param>

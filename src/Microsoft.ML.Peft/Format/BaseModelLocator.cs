@@ -105,9 +105,10 @@ internal static class BaseModelLocator
             _ => BaseModelSource.MiniLM(),
         };
         // An embedded Hugging Face model has no config.json of its own: the saved one describes it, and its tensors are checked against it.
-        var loaded = LoadedBaseModel.Parse(source, (weights, vocab, configJson ?? metadata.Config.ToJson()));
-        if (loaded.Config.ToJson() != metadata.Config.ToJson())
-            throw new InvalidDataException($"The base model at {where} has configuration {loaded.Config.ToJson()}, the saved model expects {metadata.Config.ToJson()}.");
+        var saved = metadata.Config ?? throw new InvalidDataException($"{where}: the saved model has no backbone configuration.");
+        var loaded = LoadedBaseModel.Parse(source, (weights, vocab, configJson ?? saved.ToJson()));
+        if (loaded.Config.ToJson() != saved.ToJson())
+            throw new InvalidDataException($"The base model at {where} has configuration {loaded.Config.ToJson()}, the saved model expects {saved.ToJson()}.");
         return loaded;
     }
 }

