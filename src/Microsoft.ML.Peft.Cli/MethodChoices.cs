@@ -29,6 +29,26 @@ internal static class MethodChoices
         ("prefix", "PREFIX_TUNING", new JsonObject(), "prefix tuning: trained key/value prefixes in every layer"),
         ("bottleneck", "BOTTLENECK", new JsonObject(), "bottleneck adapters after the sub-layers"),
         ("full", "FULL", new JsonObject(), "full fine-tuning, the reference"),
+        ("probe", "LINEAR_PROBE", new JsonObject(), "linear probe: the head alone on frozen features"),
+    };
+
+    /// <summary>The methods that apply to image models (the others insert into transformer layers or need Linear layers).</summary>
+    public static readonly IReadOnlySet<string> ImageMethods = new HashSet<string> { "lora", "rslora", "loraplus", "ia3", "bitfit", "full", "probe" };
+
+    /// <summary>The image defaults of each method type: every convolution as the target (explicit options override them).</summary>
+    public static JsonObject ImageDefaults(string peftType) => peftType switch
+    {
+        "LORA" => new JsonObject
+        {
+            ["r"] = 8, ["lora_alpha"] = 16, ["lora_dropout"] = 0,
+            ["target_modules"] = new JsonArray(Microsoft.ML.Peft.Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions),
+        },
+        "IA3" => new JsonObject
+        {
+            ["target_modules"] = new JsonArray(Microsoft.ML.Peft.Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions),
+            ["feedforward_modules"] = new JsonArray(),
+        },
+        _ => new JsonObject(),
     };
 
     /// <summary>A method option: the command-line option and the PEFT config field it sets.</summary>
@@ -72,14 +92,15 @@ internal static class MethodChoices
     /// The options of <paramref name="method"/> with the method options given on the command line. An unknown method,
     /// one this build does not offer, or an option the method does not have is a <see cref="UsageException"/> naming both.
     /// </summary>
-    public static PeftMethodOptions Create(string method, ParseResult parse, IReadOnlyList<MethodOption> options)
+    public static PeftMethodOptions Create(string method, ParseResult parse, IReadOnlyList<MethodOption> options, bool forImages = false)
     {
         var choice = Methods.FirstOrDefault(m => m.Name == method);
-        if (choice.Name is null)
-            throw new UsageException($"--method '{method}' is not a PEFT method; choose one of {string.Join(", ", Methods.Select(m => m.Name))}.");
+        if (choice.Name is null || (forImages && !ImageMethods.Contains(choice.Name)))
+            throw new UsageException($"--method '{method}' is not a PEFT method{(forImages ? " for images" : "")}; choose one of {string.Join(", ", Methods.Select(m => m.Name).Where(n => !forImages || ImageMethods.Contains(n)))}.");
         if (!PeftMethodOptions.PeftTypes.Contains(choice.PeftType))
             throw new UsageException($"--method {method} ({choice.PeftType}) is not available in this build of Microsoft.ML.Peft.");
-        var json = (JsonObject)choice.Fields.DeepClone();
+        var json = forImages ? ImageDefaults(choice.PeftType) : new JsonObject();
+        foreach (var (key, value) in choice.Fields) json[key] = value?.DeepClone();
         json["peft_type"] = choice.PeftType;
         var fields = FieldsOf(choice.PeftType);
         foreach (var option in options)

@@ -13,6 +13,7 @@ var root = new RootCommand("Fine-tune pretrained text encoders with PEFT methods
     "Exit codes: 0 success, 1 bad data or files, 2 wrong command line, 70 unexpected error, 130 cancelled.");
 root.Options.Add(verbose);
 root.Subcommands.Add(TextClassificationCommand.Create());
+root.Subcommands.Add(ImageClassificationCommand.Create());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());

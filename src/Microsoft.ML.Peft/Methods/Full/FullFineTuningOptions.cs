@@ -25,7 +25,7 @@ internal sealed class FullFineTuningMethod : PeftMethod
     public override PeftMethodOptions Options => options;
 
     public override IReadOnlyList<string> Attach(Backbones.IBackbone backbone, TorchSharp.torch.Generator? generator) =>
-        backbone.Linears().Select(l => l.Name).ToList();
+        backbone.TunerLayers().Select(l => l.Name).ToList();
 
     public override IReadOnlyList<NamedParameter> Parameters(Backbones.IBackbone backbone) =>
         backbone.Module.named_parameters().Select(p => new NamedParameter(p.name, p.parameter)).ToList();

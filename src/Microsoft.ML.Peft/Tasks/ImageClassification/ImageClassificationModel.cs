@@ -33,6 +33,9 @@ internal sealed class ImageClassificationNetwork : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>Writes a training view of image <paramref name="index"/> of a batch into <paramref name="destination"/>; false leaves it to evaluation preprocessing.</summary>
+internal delegate bool Augmenter(DecodedImage image, int index, Span<float> destination);
+
 /// <summary>
 /// A fine-tuned image classifier: the ResNet with its method applied (and, optionally, trained batch-normalisation
 /// affine parameters), the head, the preprocessing and the saved settings. Scoring needs no lock.
@@ -116,7 +119,7 @@ internal sealed class ImageClassificationModel : IDisposable
         tensor(pixels, new long[] { count, 3, Settings.ImageSize, Settings.ImageSize }).to(Device);
 
     /// <summary>Logits of images, preprocessed for evaluation (training or evaluation mode as the network is).</summary>
-    public Tensor Logits(IReadOnlyList<DecodedImage> images, Func<DecodedImage, int, Span<float>, bool>? augment = null)
+    public Tensor Logits(IReadOnlyList<DecodedImage> images, Augmenter? augment = null)
     {
         int per = Preprocessor.ValuesPerImage;
         var pixels = new float[images.Count * per];

@@ -1,0 +1,197 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Inputs.Images;
+using Microsoft.ML.Peft.Methods;
+using Microsoft.ML.Peft.Tasks.ImageClassification;
+using Spectre.Console;
+
+namespace Microsoft.ML.Peft.Cli;
+
+using Command = System.CommandLine.Command;
+
+/// <summary><c>image-classification</c>: fine-tune a ResNet on a folder of class sub-folders (or a TSV of path and label), evaluate, save.</summary>
+internal static class ImageClassificationCommand
+{
+    public const string ImageColumn = "ImagePath";
+    public const string LabelColumn = "Label";
+    public const string ScoreColumn = "Score";
+    public const string PredictedLabelColumn = "PredictedLabel";
+
+    public static Command Create()
+    {
+        var defaults = new PeftImageClassificationTrainer.Options();
+        var dataset = new Option<string>("--dataset") { Description = "The training images: a folder with one sub-folder per class, or a TSV of image path and label.", Required = true };
+        var test = new Option<string>("--test-dataset") { Description = "Test images (same layout) for the final metrics. Default: 20% of the training images are held out." };
+        var validation = new Option<string>("--validation-dataset") { Description = "Validation images (same layout): accuracy after each epoch; with --early-stopping, the best epoch is kept." };
+        var model = new Option<string>("--model") { Description = "The base model: an ONNX ResNet, or a torchvision ResNet state dict (.safetensors). Default: ResNet-18 of Microsoft.ML.DnnImageFeaturizer.ResNet18." };
+        var method = new Option<string>("--method")
+        {
+            Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Where(m => MethodChoices.ImageMethods.Contains(m.Name)).Select(m => $"{m.Name} ({m.Description})")) + ". LoRA and IA3 adapt every convolution.",
+            DefaultValueFactory = _ => "lora",
+        };
+        var methodOptions = MethodChoices.CreateOptions();
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training images.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
+        var batchSize = new Option<int>("--batch-size") { Description = "Images per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
+        var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
+        var imageSize = new Option<int>("--image-size") { Description = "Side of the square the network sees, in pixels.", DefaultValueFactory = _ => defaults.ImageSize }.AtLeast(PeftImageClassificationTrainer.MinImageSize);
+        var trainBatchNorm = new Option<bool>("--train-batch-norm") { Description = "Also train the batch normalisations' scale and shift (statistics stay frozen)." };
+        var noAugment = new Option<bool>("--no-augmentation") { Description = "Turn off random resized crops and horizontal flips." };
+        var noFlip = new Option<bool>("--no-flip") { Description = "Turn off horizontal flips only (for images whose orientation matters)." };
+        var earlyStopping = new Option<int>("--early-stopping") { Description = "With --validation-dataset: stop after this many epochs without a better validation accuracy (0: off).", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        var maxRows = new Option<long?>("--max-rows") { Description = "Use at most this many images of each dataset (the first ones in order)." };
+        maxRows.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0 and var value) result.AddError($"--max-rows must be positive; got {value}.");
+        });
+        var seed = new Option<int>("--seed") { Description = "Seed of the split, initialisation, augmentation and shuffling.", DefaultValueFactory = _ => defaults.Seed };
+        var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
+        var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
+        var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+
+        var command = new Command("image-classification", "Fine-tune an image classifier (a ResNet) with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
+        {
+            dataset, test, validation, model, method, epochs, batchSize, learningRate, imageSize, trainBatchNorm, noAugment, noFlip,
+            earlyStopping, maxRows, seed, embed, output, metricsJson,
+        };
+        foreach (var option in methodOptions) command.Options.Add(option.Option);
+        command.SetAction(parse => Run(new Settings(
+            Dataset: parse.GetValue(dataset)!,
+            TestDataset: parse.GetValue(test),
+            ValidationDataset: parse.GetValue(validation),
+            Model: parse.GetValue(model),
+            Method: MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions, forImages: true),
+            Epochs: parse.GetValue(epochs),
+            BatchSize: parse.GetValue(batchSize),
+            LearningRate: parse.GetValue(learningRate),
+            ImageSize: parse.GetValue(imageSize),
+            TrainBatchNorm: parse.GetValue(trainBatchNorm),
+            Augmentation: parse.GetValue(noAugment) ? ImageAugmentation.None : new ImageAugmentation { HorizontalFlip = !parse.GetValue(noFlip) },
+            EarlyStopping: parse.GetValue(earlyStopping),
+            MaxRows: parse.GetValue(maxRows),
+            Seed: parse.GetValue(seed),
+            EmbedBaseModel: parse.GetValue(embed),
+            Output: parse.GetValue(output)!,
+            MetricsJson: parse.GetValue(metricsJson))));
+        return command;
+    }
+
+    private sealed record Settings(
+        string Dataset, string? TestDataset, string? ValidationDataset, string? Model, PeftMethodOptions Method, int Epochs, int BatchSize,
+        float LearningRate, int ImageSize, bool TrainBatchNorm, ImageAugmentation Augmentation, int EarlyStopping, long? MaxRows, int Seed,
+        bool EmbedBaseModel, string Output, string? MetricsJson);
+
+    private static int Run(Settings s)
+    {
+        var console = Terminal.Out;
+        // Check every input before the (slow) training starts.
+        var trainSet = ImageDataset.Read(s.Dataset, "--dataset");
+        var testSet = s.TestDataset is null ? null : ImageDataset.Read(s.TestDataset, "--test-dataset");
+        var validationSet = s.ValidationDataset is null ? null : ImageDataset.Read(s.ValidationDataset, "--validation-dataset");
+        if (s.EarlyStopping > 0 && validationSet is null) throw new UsageException("--early-stopping needs --validation-dataset.");
+        ImageBaseModelSource? baseModel = null;
+        if (s.Model is not null)
+        {
+            if (!File.Exists(s.Model)) throw new FileNotFoundException($"The base model '{s.Model}' (--model) does not exist: give an ONNX ResNet or a torchvision .safetensors file.", s.Model);
+            baseModel = ImageBaseModelSource.FromPath(s.Model);
+        }
+        var outputPath = OutputFiles.Check(s.Output, "--output");
+        var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
+
+        var mlContext = new MLContext(s.Seed);
+        using var cancellation = Cancellation.Attach(mlContext);
+        IDataView train = Load(mlContext, trainSet, s.MaxRows);
+        IDataView? validation = validationSet is null ? null : Load(mlContext, validationSet, s.MaxRows);
+        IDataView testData;
+        if (testSet is not null) testData = Load(mlContext, testSet, s.MaxRows);
+        else
+        {
+            var split = mlContext.Data.TrainTestSplit(train, testFraction: 0.2, seed: s.Seed);
+            (train, testData) = (split.TrainSet, split.TestSet);
+            console.MarkupLine("No --test-dataset: 20% of the training images are held out for testing.");
+        }
+
+        var labelToKey = mlContext.Transforms.Conversion.MapValueToKey(LabelColumn, LabelColumn).Fit(train);
+        var trainerOptions = new PeftImageClassificationTrainer.Options
+        {
+            LabelColumnName = LabelColumn,
+            ImageColumnName = ImageColumn,
+            ScoreColumnName = ScoreColumn,
+            PredictedLabelColumnName = PredictedLabelColumn,
+            ValidationSet = validation is null ? null : labelToKey.Transform(validation),
+            EarlyStoppingPatience = s.EarlyStopping,
+            BaseModel = baseModel,
+            Method = s.Method,
+            MaxEpoch = s.Epochs,
+            BatchSize = s.BatchSize,
+            LearningRate = s.LearningRate,
+            ImageSize = s.ImageSize,
+            TrainBatchNorm = s.TrainBatchNorm,
+            Augmentation = s.Augmentation,
+            Seed = s.Seed,
+            EmbedBaseModel = s.EmbedBaseModel,
+        };
+        var estimator = mlContext.MulticlassClassification.Trainers.PeftImageClassification(trainerOptions)
+            .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
+
+        var watch = Stopwatch.StartNew();
+        var rest = TrainingProgress.Run(mlContext, console, "Training", () => estimator.Fit(labelToKey.Transform(train)));
+        watch.Stop();
+        var trained = new TransformerChain<ITransformer>(new ITransformer[] { labelToKey }.Concat(rest).ToArray());
+        try
+        {
+            var peft = trained.OfType<PeftImageClassificationTransformer>().Single();
+            var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
+                mlContext.MulticlassClassification.Evaluate(trained.Transform(testData), LabelColumn));
+            OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(trained, train.Schema, temporary));
+            var report = new ClassificationReport(
+                Accuracy: metrics.MicroAccuracy,
+                MacroF1: ClassificationReport.ComputeMacroF1(metrics.ConfusionMatrix),
+                LogLoss: metrics.LogLoss,
+                TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
+                TrainableParameters: peft.TrainableParameterCount,
+                TotalParameters: peft.TotalParameterCount,
+                ModelBytes: new FileInfo(outputPath).Length,
+                Method: peft.Method,
+                Epochs: peft.TrainingHistory);
+            console.Write(ReportTable(report, peft.BaseModelDescription, peft.ImageSize));
+            console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");
+            if (metricsPath is not null)
+            {
+                OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, report.ToJson() + Environment.NewLine));
+                console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
+            }
+            return 0;
+        }
+        finally
+        {
+            foreach (var disposable in trained.OfType<IDisposable>()) disposable.Dispose();
+        }
+    }
+
+    /// <summary>The dataset's rows as an ML.NET data view of ImagePath (text) and Label (text).</summary>
+    internal static IDataView Load(MLContext mlContext, ImageDataset dataset, long? maxRows)
+    {
+        var rows = maxRows is long max ? dataset.Rows.Take((int)Math.Min(max, int.MaxValue)) : dataset.Rows;
+        return mlContext.Data.LoadFromEnumerable(rows.ToList());
+    }
+
+    private static Table ReportTable(ClassificationReport report, string baseModel, int imageSize)
+    {
+        static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
+        var table = new Table().Title("Image classification").AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
+        table.AddRow("Accuracy", F(report.Accuracy, "F4"));
+        table.AddRow("Macro-F1", F(report.MacroF1, "F4"));
+        table.AddRow("Log-loss", F(report.LogLoss, "F4"));
+        table.AddRow("Training time (s)", F(report.TrainSeconds, "F1"));
+        table.AddRow("Trainable parameters", Markup.Escape(
+            $"{report.TrainableParameters.ToString("N0", CultureInfo.InvariantCulture)} of {report.TotalParameters.ToString("N0", CultureInfo.InvariantCulture)} " +
+            $"({F(100.0 * report.TrainableParameters / Math.Max(1, report.TotalParameters), "F2")}%)"));
+        table.AddRow("Base model", Markup.Escape(baseModel));
+        table.AddRow("Image size", $"{imageSize} x {imageSize}");
+        table.AddRow("Model file (bytes)", report.ModelBytes.ToString("N0", CultureInfo.InvariantCulture));
+        return table;
+    }
+}
