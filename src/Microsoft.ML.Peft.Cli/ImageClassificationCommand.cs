@@ -36,7 +36,7 @@ internal static class ImageClassificationCommand
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training images.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
         var batchSize = new Option<int>("--batch-size") { Description = "Images per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
         var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
-        var imageSize = new Option<int>("--image-size") { Description = "Side of the square the network sees, in pixels.", DefaultValueFactory = _ => defaults.ImageSize }.AtLeast(PeftImageClassificationTrainer.MinImageSize);
+        var imageSize = new Option<int>("--image-size") { Description = "Side of the square the network sees, in pixels.", DefaultValueFactory = _ => defaults.ImageSize }.AtLeast(32);
         var trainBatchNorm = new Option<bool>("--train-batch-norm") { Description = "Also train the batch normalisations' scale and shift (statistics stay frozen)." };
         var noAugment = new Option<bool>("--no-augmentation") { Description = "Turn off random resized crops and horizontal flips." };
         var noFlip = new Option<bool>("--no-flip") { Description = "Turn off horizontal flips only (for images whose orientation matters)." };

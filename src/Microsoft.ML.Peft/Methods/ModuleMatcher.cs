@@ -17,7 +17,7 @@ internal static class ModuleMatcher
     {
         var all = modules.ToList();
         var matchers = patterns.Select(Matcher).ToList();
-        var selected = all.Where(m => matchers.Any(match => match(m.Name))).ToList();
+        var selected = all.Where(m => matchers.Any(match => match(m.Name, m.Module is TunerLinear))).ToList();
         if (selected.Count == 0)
         {
             var leaves = all.Select(l => l.Name.Split('.').Last()).Distinct();
@@ -29,9 +29,10 @@ internal static class ModuleMatcher
         return selected;
     }
 
-    private static Func<string, bool> Matcher(string pattern)
+    private static Func<string, bool, bool> Matcher(string pattern)
     {
-        if (pattern == AllLinear) return _ => true;
+        // all-linear means every Linear layer, never a convolution.
+        if (pattern == AllLinear) return (_, isLinear) => isLinear;
         Regex? regex = null;
         try
         {
@@ -41,6 +42,6 @@ internal static class ModuleMatcher
         {
             // Not a regular expression: matched as a plain name only.
         }
-        return name => name == pattern || name.EndsWith("." + pattern, StringComparison.Ordinal) || (regex?.IsMatch(name) ?? false);
+        return (name, _) => name == pattern || name.EndsWith("." + pattern, StringComparison.Ordinal) || (regex?.IsMatch(name) ?? false);
     }
 }

@@ -41,21 +41,20 @@ internal sealed class FrozenBatchNorm2d : nn.Module<Tensor, Tensor>
 /// <summary>A block's shortcut projection (1 x 1 convolution and batch normalisation), named <c>0</c> and <c>1</c> as torchvision's <c>downsample</c>.</summary>
 internal sealed class Downsample : nn.Module<Tensor, Tensor>
 {
-    private readonly TunerConv2d conv;
-    private readonly FrozenBatchNorm2d norm;
+    // A tuple, not Module fields: TorchSharp would register fields under their own names beside "0" and "1".
+    private readonly (TunerConv2d Conv, FrozenBatchNorm2d Norm) parts;
 
     public Downsample(TunerConv2d conv, FrozenBatchNorm2d norm) : base("downsample")
     {
-        this.conv = conv;
-        this.norm = norm;
+        parts = (conv, norm);
         register_module("0", conv);
         register_module("1", norm);
     }
 
     public override Tensor forward(Tensor input)
     {
-        using var projected = conv.forward(input);
-        return norm.forward(projected);
+        using var projected = parts.Conv.forward(input);
+        return parts.Norm.forward(projected);
     }
 }
 
