@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 
@@ -36,18 +37,10 @@ internal static class ImageDecoder
         if (bytes.IsEmpty) throw new InvalidDataException($"The image {source} is empty (0 bytes).");
 
         Image<Rgba32> image;
+        IImageFormat format;
         try
         {
-            image = Image.Load<Rgba32>(bytes, out var format);
-            if (TruncationCheck.Problem(bytes, format) is { } problem)
-            {
-                image.Dispose();
-                throw new InvalidDataException($"The image {source} ({bytes.Length} bytes) is {problem}.");
-            }
-        }
-        catch (InvalidDataException)
-        {
-            throw;
+            image = Image.Load<Rgba32>(bytes, out format);
         }
         catch (UnknownImageFormatException e)
         {
@@ -63,6 +56,8 @@ internal static class ImageDecoder
 
         using (image)
         {
+            if (TruncationCheck.Problem(bytes, format) is { } problem)
+                throw new InvalidDataException($"The image {source} ({bytes.Length} bytes) is {problem}.");
             while (image.Frames.Count > 1) image.Frames.RemoveFrame(1);
             try
             {
