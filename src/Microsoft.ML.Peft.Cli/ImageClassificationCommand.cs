@@ -41,7 +41,7 @@ internal static class ImageClassificationCommand
         var noAugment = new Option<bool>("--no-augmentation") { Description = "Turn off random resized crops and horizontal flips." };
         var noFlip = new Option<bool>("--no-flip") { Description = "Turn off horizontal flips only (for images whose orientation matters)." };
         var earlyStopping = new Option<int>("--early-stopping") { Description = "With --validation-dataset: stop after this many epochs without a better validation accuracy (0: off).", DefaultValueFactory = _ => 0 }.AtLeast(0);
-        var maxRows = new Option<long?>("--max-rows") { Description = "Use at most this many images of each dataset (the first ones in order)." };
+        var maxRows = new Option<long?>("--max-rows") { Description = "Use at most this many images of each dataset, taken from the classes in turn (each class's first images), so every class is kept." };
         maxRows.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<long?>() is <= 0 and var value) result.AddError($"--max-rows must be positive; got {value}.");
@@ -171,11 +171,23 @@ internal static class ImageClassificationCommand
         }
     }
 
-    /// <summary>The dataset's rows as an ML.NET data view of ImagePath (text) and Label (text).</summary>
-    internal static IDataView Load(MLContext mlContext, ImageDataset dataset, long? maxRows)
+    /// <summary>The dataset's rows as an ML.NET data view of ImagePath (text) and Label (text); at most <paramref name="maxRows"/>, from the classes in turn.</summary>
+    internal static IDataView Load(MLContext mlContext, ImageDataset dataset, long? maxRows) =>
+        mlContext.Data.LoadFromEnumerable(Subset(dataset.Rows, maxRows));
+
+    /// <summary>
+    /// The first <paramref name="maxRows"/> rows taking one from each class in turn (in each class the file order is kept):
+    /// a folder dataset lists its classes one after another, so its first rows would all be of the first classes.
+    /// </summary>
+    internal static List<ImageDatasetRow> Subset(IReadOnlyList<ImageDatasetRow> rows, long? maxRows)
     {
-        var rows = maxRows is long max ? dataset.Rows.Take((int)Math.Min(max, int.MaxValue)) : dataset.Rows;
-        return mlContext.Data.LoadFromEnumerable(rows.ToList());
+        if (maxRows is not long max || max >= rows.Count) return rows.ToList();
+        var queues = rows.GroupBy(r => r.Label).Select(g => new Queue<ImageDatasetRow>(g)).ToList();
+        var result = new List<ImageDatasetRow>();
+        while (result.Count < max)
+            foreach (var queue in queues)
+                if (result.Count < max && queue.Count > 0) result.Add(queue.Dequeue());
+        return result;
     }
 
     private static Table ReportTable(ClassificationReport report, string baseModel, int imageSize)

@@ -15,13 +15,15 @@ internal static class PredictCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "The model file written by text-classification (.zip).", Required = true };
-        var dataset = CommandOptions.Dataset("The data to score: a delimited text file (a label column, if any, is ignored).");
+        var model = new Option<string>("--model") { Description = "The model file written by text-classification or image-classification (.zip).", Required = true };
+        var dataset = CommandOptions.Dataset("The data to score: for a text model a delimited text file (a label column, if any, is ignored); for an image model a folder of images (flat or with class sub-folders) or a TSV of image paths.");
         var hasHeader = CommandOptions.HasHeader();
         var separator = CommandOptions.Separator();
         var textCol = CommandOptions.TextColumn();
+        textCol.Required = false;
+        textCol.Description += " Required for text models.";
         var text2Col = CommandOptions.Text2Column();
-        var output = new Option<string>("--output") { Description = "The TSV file to write: text, PredictedLabel and one probability column per class.", Required = true };
+        var output = new Option<string>("--output") { Description = "The TSV file to write: the text (or image path), PredictedLabel and one probability column per class.", Required = true };
         var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory), if it moved since training." };
 
         var command = new Command("predict", "Score a file with a saved model.")
@@ -30,21 +32,29 @@ internal static class PredictCommand
         };
         command.SetAction(parse => Run(
             parse.GetValue(model)!,
-            DelimitedFile.Open(parse.GetValue(dataset)!, "--dataset",
-                new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader))),
-            parse.GetValue(textCol)!,
+            parse.GetValue(dataset)!,
+            new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader)),
+            parse.GetValue(textCol),
             parse.GetValue(text2Col),
             parse.GetValue(output)!,
             parse.GetValue(baseModel)));
         return command;
     }
 
-    private static int Run(string modelPath, DelimitedFile file, string textCol, string? text2Col, string output, string? baseModelPath)
+    private static int Run(string modelPath, string dataset, TextFileFormat format, string? textCol, string? text2Col, string output, string? baseModelPath)
     {
         var console = Terminal.Out;
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
         if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
             throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
+        // A folder can only hold images; a file is a delimited text file for text models and a TSV of image paths for image models.
+        if (Directory.Exists(dataset) || IsImageModel(modelPath))
+        {
+            if (textCol is not null || text2Col is not null) throw new UsageException("--text-col and --text2-col apply to text models; this is an image model.");
+            return ImagePredictions.Run(modelPath, ImageDataset.ReadForPrediction(dataset, "--dataset"), output, baseModelPath);
+        }
+        if (textCol is null) throw new UsageException("--text-col is required for a text model.");
+        var file = DelimitedFile.Open(dataset, "--dataset", format);
         var textIndices = new List<int> { file.ResolveColumn(textCol, "--text-col") };
         if (text2Col is not null) textIndices.Add(file.ResolveColumn(text2Col, "--text2-col"));
         var outputPath = OutputFiles.Check(output, "--output");
@@ -104,10 +114,31 @@ internal static class PredictCommand
     }
 
     /// <summary>The transformers of a loaded model, nested chains opened.</summary>
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
+    /// <summary>Whether the saved model holds an image classifier (its zip has the image transformer's entry), without loading it.</summary>
+    private static bool IsImageModel(string modelPath)
+    {
+        try
+        {
+            using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);
+            return zip.Entries.Any(e => e.FullName.Contains("PeftImageClassifier", StringComparison.Ordinal) || IsImageVersion(e));
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}", e);
+        }
+    }
+
+    private static bool IsImageVersion(System.IO.Compression.ZipArchiveEntry entry)
+    {
+        if (!entry.FullName.EndsWith("Model.key", StringComparison.Ordinal) || entry.Length > 4096) return false;
+        using var reader = new StreamReader(entry.Open());
+        return reader.ReadToEnd().Contains("PEFTIMGC", StringComparison.Ordinal);
+    }
+
+    internal static IEnumerable<ITransformer> Flatten(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
 
-    private static long Write(IDataView scored, IReadOnlyList<string> textNames, IReadOnlyList<string> headerNames, string path)
+    internal static long Write(IDataView scored, IReadOnlyList<string> textNames, IReadOnlyList<string> headerNames, string path)
     {
         var schema = scored.Schema;
         var textColumns = textNames.Select(n => Require(schema, n)).ToList();
