@@ -232,6 +232,8 @@ internal sealed class ImageData
             ?? throw new ArgumentOutOfRangeException(nameof(PeftTrainerOptions.LabelColumnName), $"The {what} has no label column '{labelColumnName}'.");
         if (labelColumn.Type is not KeyDataViewType keyType)
             throw new ArgumentException($"The label column '{labelColumnName}' must be a key type; add mlContext.Transforms.Conversion.MapValueToKey(\"{labelColumnName}\").", nameof(PeftTrainerOptions.LabelColumnName));
+        if (keyType.Count < 2)
+            throw new ArgumentException($"The {what}'s label column '{labelColumnName}' holds a single class; at least two classes are needed to train a classifier.", nameof(PeftTrainerOptions.LabelColumnName));
         label = LabelInfo.FromColumn(labelColumn, keyType);
         var result = new ImageData();
         using var cursor = data.GetRowCursor(new[] { image.Column, labelColumn });
