@@ -93,7 +93,7 @@ internal sealed class BenchArguments
             {
                 if (taskSeen) throw new ArgumentException($"Unexpected argument '{arg}'.");
                 if (!string.Equals(arg, "sst2", StringComparison.OrdinalIgnoreCase))
-                    throw new ArgumentException($"Unknown benchmark '{arg}'; the only one is 'sst2'.");
+                    throw new ArgumentException($"Unknown benchmark '{arg}'; the benchmarks are sst2, methods, images and shared-memory.");
                 result.Task = "sst2";
                 taskSeen = true;
                 continue;
@@ -142,7 +142,7 @@ internal sealed class BenchArguments
                 default: throw new ArgumentException($"Unknown option '{arg}'.");
             }
         }
-        if (!taskSeen) throw new ArgumentException("Name the benchmark to run: sst2.");
+        if (!taskSeen) throw new ArgumentException("Name the benchmark to run: sst2, methods, images or shared-memory.");
         if (result.Patience > 0 && result.ValidationRows is null)
             throw new ArgumentException("--patience needs a validation set: add --validation-rows N.");
         return result;

@@ -27,6 +27,24 @@ internal static class Program
     private static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] is "shared-memory" or "shared-memory-child") return SharedBaseMemory.Run(args, FindRepositoryRoot());
+        if (args.Length > 0 && args[0] == "images")
+        {
+            try
+            {
+                return ImageComparison.Run(args, FindRepositoryRoot());
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                Console.Error.WriteLine(ImageComparison.Usage);
+                return 2;
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+        }
         if (args.Length > 0 && args[0] == "methods")
         {
             try

@@ -2,7 +2,6 @@ using Microsoft.ML.Peft.Methods.PrefixTuning;
 using Microsoft.ML.Peft.Methods.PromptTuning;
 using Microsoft.ML.Peft.Methods.Vera;
 using Microsoft.ML.Peft.Methods.IA3;
-using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
@@ -27,12 +26,10 @@ namespace Microsoft.ML.Peft.Tests;
 [NonParallelizable]
 public class PeftReferenceTests
 {
-    private const string Python = "/usr/bin/python3";
-    private const string RequireVariable = "PEFT_REQUIRE_TORCH_REFERENCE";
     private const int SentenceCount = 40;
     private const double Tolerance = 1e-4;
 
-    private static string Script => Path.Combine(TestData.RepositoryRoot, "test", "Reference", "peft_reference.py");
+    private static string Script => Path.Combine(PythonReference.ScriptFolder, "peft_reference.py");
     private static string SentencesFile => Path.Combine(TestData.SharedData, "sst2", "test-sentences.tsv");
 
     private string work = "";
@@ -81,36 +78,10 @@ public class PeftReferenceTests
         if (work.Length > 0 && Directory.Exists(work)) Directory.Delete(work, recursive: true);
     }
 
-    private static void RequireTorch()
-    {
-        string? problem = null;
-        if (!File.Exists(Python)) problem = $"{Python} does not exist";
-        else
-        {
-            var (exit, _, stderr) = Run("-c", "import torch");
-            if (exit != 0) problem = $"{Python} cannot import torch: {stderr.Trim()}";
-        }
-        if (problem is null) return;
-        var message = $"{problem}. Install Debian's PyTorch: sudo apt-get install -y python3-torch libopenblas0-pthread.";
-        if (Environment.GetEnvironmentVariable(RequireVariable) == "1") Assert.Fail($"{RequireVariable}=1: {message}");
-        Assert.Ignore(message);
-    }
+    private static void RequireTorch() => PythonReference.Require("python3-torch libopenblas0-pthread", "torch");
 
-    private static (int ExitCode, string StdOut, string StdErr) Run(params string[] arguments)
-    {
-        var start = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in arguments) start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(10)))
-        {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"python3 {string.Join(' ', arguments)} did not finish within 10 minutes.");
-        }
-        process.WaitForExit();
-        return (process.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int ExitCode, string StdOut, string StdErr) Run(params string[] arguments) =>
+        PythonReference.Run(TimeSpan.FromMinutes(10), arguments);
 
     /// <summary>The script's class probabilities of <see cref="sentences"/> with the adapter in <paramref name="adapter"/>.</summary>
     private float[][] ReferenceScores(string adapter)
