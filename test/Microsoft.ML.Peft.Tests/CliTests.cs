@@ -289,4 +289,62 @@ public class CliTests
         process.WaitForExit();
         return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
     }
+
+    [Test]
+    public void ImageClassificationTrainsOnClassFoldersAndPredictsImages()
+    {
+        var (pixels, labels) = Samples.FashionMnist.Read(Samples.FashionMnist.DefaultDirectory, train: true, maxCount: 300);
+        var trainDir = Path.Combine(workDir, "train");
+        var testDir = Path.Combine(workDir, "test");
+        Samples.FashionMnist.WriteClassFolders(trainDir, Enumerable.Range(0, 200).ToList(), pixels, labels);
+        var testFiles = Samples.FashionMnist.WriteClassFolders(testDir, Enumerable.Range(200, 100).ToList(), pixels, labels);
+        var model = Path.Combine(workDir, "images.zip");
+        var metricsFile = Path.Combine(workDir, "images.json");
+        var train = RunCli("image-classification", "--dataset", trainDir, "--test-dataset", testDir, "--output", model,
+            "--metrics-json", metricsFile, "--epochs", "1", "--image-size", "32", "--max-rows", "150", "--method", "lora", "--rank", "4");
+        TestContext.Out.WriteLine(train.StdOut);
+        Assert.That(train.ExitCode, Is.EqualTo(0), train.ToString());
+        Assert.That(train.StdOut, Does.Contain("Epoch 1/1"));
+        using (var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(metricsFile)))
+        {
+            var m = json.RootElement;
+            foreach (var key in new[] { "accuracy", "macroF1", "logLoss", "trainSeconds", "trainableParameters", "totalParameters", "modelBytes" })
+                Assert.That(m.TryGetProperty(key, out _), Is.True, $"metrics JSON key {key}");
+            Assert.That(m.GetProperty("method").GetString(), Is.EqualTo("LORA"));
+            Assert.That(m.GetProperty("modelBytes").GetInt64(), Is.EqualTo(new FileInfo(model).Length));
+        }
+
+        var predictions = Path.Combine(workDir, "pred.tsv");
+        var predict = RunCli("predict", "--model", model, "--dataset", testDir, "--output", predictions);
+        Assert.That(predict.ExitCode, Is.EqualTo(0), predict.ToString());
+        var lines = File.ReadAllLines(predictions);
+        Assert.That(lines, Has.Length.EqualTo(testFiles.Count + 1), "a header and one line per image");
+        var header = lines[0].Split('\t');
+        Assert.That(header[0], Is.EqualTo("ImagePath"));
+        Assert.That(header[1], Is.EqualTo("PredictedLabel"));
+        Assert.That(header.Skip(2), Is.EquivalentTo(Samples.FashionMnist.ClassNames), "one probability column per class");
+        var first = lines[1].Split('\t');
+        Assert.That(testFiles, Does.Contain(first[0]));
+        Assert.That(first.Skip(2).Sum(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)), Is.EqualTo(1.0).Within(1e-4));
+
+        var wrong = RunCli("predict", "--model", model, "--dataset", testDir, "--text-col", "0", "--output", predictions);
+        Assert.That(wrong.ExitCode, Is.EqualTo(2), wrong.ToString());
+        Assert.That(wrong.StdErr, Does.Contain("--text-col"));
+    }
+
+    [Test]
+    public void ImageClassificationRejectsBadFoldersAndTextMethods()
+    {
+        var oneClass = Path.Combine(workDir, "one");
+        Directory.CreateDirectory(Path.Combine(oneClass, "only"));
+        File.WriteAllBytes(Path.Combine(oneClass, "only", "a.png"), Samples.FashionMnist.EncodePng(new byte[28 * 28]));
+        var result = RunCli("image-classification", "--dataset", oneClass, "--output", Path.Combine(workDir, "m.zip"));
+        Assert.That(result.ExitCode, Is.Not.EqualTo(0), result.ToString());
+        Assert.That(result.StdErr, Does.Contain(oneClass));
+        Assert.That(File.Exists(Path.Combine(workDir, "m.zip")), Is.False);
+
+        var method = RunCli("image-classification", "--dataset", oneClass, "--output", Path.Combine(workDir, "m.zip"), "--method", "prefix");
+        Assert.That(method.ExitCode, Is.EqualTo(2), method.ToString());
+        Assert.That(method.StdErr, Does.Contain("prefix").And.Contain("for images"));
+    }
 }
