@@ -88,4 +88,32 @@ public class ResNetParityTests
 
         public void Dispose() => Value.Model.Dispose();
     }
+
+    /// <summary>The torchvision path: a state dict of torchvision's own <c>resnet18()</c> / <c>resnet50()</c> (random weights, randomised batch norms), read from safetensors, against torchvision's outputs.</summary>
+    [TestCase("resnet18", "ResNet-18 (basic blocks 2-2-2-2)")]
+    [TestCase("resnet50", "ResNet-50 (bottleneck blocks 3-4-6-3)")]
+    public void TorchvisionResNetMatchesTorchvision(string arch, string description)
+    {
+        using var reference = TorchvisionReference.Generate(arch, classes: 10, seed: 7);
+        var loaded = ImageBaseModelSource.FromTorchvision(reference.ModelPath).Load();
+        Assert.That(loaded.Config.ToString(), Is.EqualTo(description), "the architecture is read from the names and shapes");
+        Assert.That(loaded.Config.Padding, Is.EqualTo(ResNetConfig.SymmetricPadding));
+        using var backbone = new DisposableBackbone(loaded.CreateBackbone());
+        backbone.Value.Model.eval();
+        double worst = 0;
+        foreach (var batch in reference.Batches)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var features = backbone.Value.Forward(batch.InputTensor());
+            var expected = batch.FeaturesTensor();
+            Assert.That(features.shape, Is.EqualTo(expected.shape), $"input [{string.Join(", ", batch.InputShape)}]");
+            double diff = features.sub(expected).abs().max().item<float>();
+            double size = expected.abs().max().item<float>(), spread = expected.std().item<float>();
+            TestContext.Out.WriteLine($"{arch} input [{string.Join(", ", batch.InputShape)}]: max |ours - torchvision| {diff:E3} (largest feature {size:F3}, spread {spread:F3})");
+            Assert.That(spread, Is.GreaterThan(1e-2), "the reference features vary: a dead network would match anything");
+            worst = Math.Max(worst, diff);
+        }
+        Assert.That(worst, Is.LessThanOrEqualTo(1e-4));
+    }
 }
