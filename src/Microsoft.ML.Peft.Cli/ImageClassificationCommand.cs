@@ -40,6 +40,8 @@ internal static class ImageClassificationCommand
         var trainBatchNorm = new Option<bool>("--train-batch-norm") { Description = "Also train the batch normalisations' scale and shift (statistics stay frozen)." };
         var noAugment = new Option<bool>("--no-augmentation") { Description = "Turn off random resized crops and horizontal flips." };
         var noFlip = new Option<bool>("--no-flip") { Description = "Turn off horizontal flips only (for images whose orientation matters)." };
+        var minCropScale = new Option<float>("--min-crop-scale") { Description = "Smallest area of a random crop, as a fraction of the image (1: no cropping).", DefaultValueFactory = _ => defaults.Augmentation.MinCropScale };
+        minCropScale.Validators.Add(r => { if (r.GetValueOrDefault<float>() is var v && !(v > 0 && v <= 1)) r.AddError($"--min-crop-scale must be in (0, 1]; got {v}."); });
         var earlyStopping = new Option<int>("--early-stopping") { Description = "With --validation-dataset: stop after this many epochs without a better validation accuracy (0: off).", DefaultValueFactory = _ => 0 }.AtLeast(0);
         var maxRows = new Option<long?>("--max-rows") { Description = "Use at most this many images of each dataset, taken from the classes in turn (each class's first images), so every class is kept." };
         maxRows.Validators.Add(result =>
@@ -53,7 +55,7 @@ internal static class ImageClassificationCommand
 
         var command = new Command("image-classification", "Fine-tune an image classifier (a ResNet) with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
-            dataset, test, validation, model, method, epochs, batchSize, learningRate, imageSize, trainBatchNorm, noAugment, noFlip,
+            dataset, test, validation, model, method, epochs, batchSize, learningRate, imageSize, trainBatchNorm, noAugment, noFlip, minCropScale,
             earlyStopping, maxRows, seed, embed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
@@ -68,7 +70,7 @@ internal static class ImageClassificationCommand
             LearningRate: parse.GetValue(learningRate),
             ImageSize: parse.GetValue(imageSize),
             TrainBatchNorm: parse.GetValue(trainBatchNorm),
-            Augmentation: parse.GetValue(noAugment) ? ImageAugmentation.None : new ImageAugmentation { HorizontalFlip = !parse.GetValue(noFlip) },
+            Augmentation: parse.GetValue(noAugment) ? ImageAugmentation.None : new ImageAugmentation { HorizontalFlip = !parse.GetValue(noFlip), MinCropScale = parse.GetValue(minCropScale) },
             EarlyStopping: parse.GetValue(earlyStopping),
             MaxRows: parse.GetValue(maxRows),
             Seed: parse.GetValue(seed),
