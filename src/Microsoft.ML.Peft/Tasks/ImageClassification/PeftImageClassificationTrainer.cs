@@ -143,8 +143,11 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
             BaseModelKind = source.Kind,
             Backbone = baseModel.Config,
         };
+        // Decoded images are kept shrunk: to the evaluation resize, and half as large again for training when random crops
+        // are taken from them (a crop of a third of the image would otherwise be upscaled from few pixels).
         int cacheSide = new ImagePreprocessor(options.ImageSize, settings.Normalization).ResizeSize;
-        var train = ImageData.Read(input, settings, options.LabelColumnName, cacheSide, "training data", host, out var label);
+        int trainCacheSide = options.Augmentation.RandomResizedCrop ? cacheSide * 3 / 2 : cacheSide;
+        var train = ImageData.Read(input, settings, options.LabelColumnName, trainCacheSide, "training data", host, out var label);
         if (train.Count == 0)
             throw new ArgumentException($"The training data has no row with a label in column '{options.LabelColumnName}'" +
                 (train.MissingLabelRows > 0 ? $" ({train.MissingLabelRows} rows have a missing key)." : "."), nameof(input));
