@@ -99,7 +99,9 @@ internal static class ImageComparison
             var row = method == MlNet ? RunMlNet(ml, images) : RunPeft(ml, method, images, options);
             Program.Log(row.Describe());
             var node = row.ToJson();
+            // Other work on the machine slows the timed figures (not the accuracy); the 1-minute load average tells by how much.
             node["loadAverageAtStart"] = load;
+            node["loadAverageAtEnd"] = LoadAverage();
             node["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
             node["machine"] = $"{Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}";
             var existing = rows.Select((r, index) => (r, index)).FirstOrDefault(x => x.r?["method"]?.GetValue<string>() == method);
