@@ -1,4 +1,5 @@
 using Microsoft.ML.Peft;
+using Microsoft.ML.Peft.Samples;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO.Compression;
@@ -49,8 +50,8 @@ internal static class ImageComparison
     public static int Run(IReadOnlyList<string> args, string root)
     {
         var options = ImageBenchOptions.Parse(args);
-        var train = FashionMnistIdx.Read(options.DataFolder, "train");
-        var test = FashionMnistIdx.Read(options.DataFolder, "t10k");
+        var train = FashionMnistSet.Read(options.DataFolder, train: true);
+        var test = FashionMnistSet.Read(options.DataFolder, train: false);
         if (options.TrainRows + options.ValidationRows > train.Count)
             throw new ArgumentException($"--train-rows {options.TrainRows} and --validation-rows {options.ValidationRows} add up to more than the {train.Count:N0} training images.");
         if (options.TestRows > test.Count)
@@ -135,7 +136,7 @@ internal static class ImageComparison
         Program.Log($"{MlNet}: LoadImages, ResizeImages {ImageSize}x{ImageSize}, ExtractPixels, DnnFeaturizeImage (ResNet18), LbfgsMaximumEntropy ...");
         var train = ml.Data.LoadFromEnumerable(images.Train);
         var test = ml.Data.LoadFromEnumerable(images.Test);
-        var labels = ml.Data.LoadFromEnumerable(FashionMnistIdx.ClassNames.Select(n => new LabelRow { Label = n }).ToList());
+        var labels = ml.Data.LoadFromEnumerable(FashionMnist.ClassNames.Select(n => new LabelRow { Label = n }).ToList());
         var pipeline = ml.Transforms.Conversion.MapValueToKey(nameof(ImageRow.Label), keyData: labels)
             .Append(ml.Transforms.LoadImages("Image", images.Folder, nameof(ImageRow.ImagePath)))
             .Append(ml.Transforms.ResizeImages("Image", imageWidth: ImageSize, imageHeight: ImageSize))
@@ -189,7 +190,7 @@ internal static class ImageComparison
         Program.Log($"{method}: {recipe.Description}; {recipe.ImageSize}x{recipe.ImageSize}, {recipe.Epochs} epochs, learning rate {recipe.LearningRate} ...");
         var train = ml.Data.LoadFromEnumerable(images.Train);
         var test = ml.Data.LoadFromEnumerable(images.Test);
-        var labels = ml.Data.LoadFromEnumerable(FashionMnistIdx.ClassNames.Select(n => new LabelRow { Label = n }).ToList());
+        var labels = ml.Data.LoadFromEnumerable(FashionMnist.ClassNames.Select(n => new LabelRow { Label = n }).ToList());
         var labelToKey = ml.Transforms.Conversion.MapValueToKey(nameof(ImageRow.Label), keyData: labels).Fit(train);
         if (images.Validation.Count > 0) trainerOptions.ValidationSet = labelToKey.Transform(ml.Data.LoadFromEnumerable(images.Validation));
         var trainer = ml.MulticlassClassification.Trainers.PeftImageClassification(trainerOptions);
@@ -373,9 +374,8 @@ internal sealed class ImageSplit : IDisposable
         foreach (int i in indices)
         {
             var relative = Path.Combine(split, $"{i:D5}.png");
-            using (var image = Image.LoadPixelData<L8>(set.Pixels(i), set.Width, set.Height))
-                image.SaveAsPng(Path.Combine(folder, relative));
-            rows.Add(new ImageRow { ImagePath = relative, Label = FashionMnistIdx.ClassNames[set.Label(i)] });
+            File.WriteAllBytes(Path.Combine(folder, relative), FashionMnist.EncodePng(set.Pixels[i]));
+            rows.Add(new ImageRow { ImagePath = relative, Label = FashionMnist.ClassNames[set.Labels[i]] });
         }
         return rows;
     }
@@ -431,5 +431,17 @@ internal sealed class ImageBenchOptions
             }
         }
         return result;
+    }
+}
+
+/// <summary>Fashion-MNIST's images and labels as the shared reader gives them.</summary>
+internal sealed record FashionMnistSet(byte[][] Pixels, byte[] Labels)
+{
+    public int Count => Labels.Length;
+
+    public static FashionMnistSet Read(string folder, bool train)
+    {
+        var (pixels, labels) = FashionMnist.Read(folder, train);
+        return new FashionMnistSet(pixels, labels);
     }
 }
