@@ -54,18 +54,13 @@ internal abstract class ConvAdapter : nn.Module
 /// name, applies the active one, and merges it into the weight and back exactly, as <see cref="TunerLinear"/> does for
 /// Linear layers. Parameters are <c>weight</c> [out, in, k, k] and optional <c>bias</c>, as torchvision names them.
 /// </summary>
-internal sealed class TunerConv2d : nn.Module<Tensor, Tensor>, ITunerLayer
+internal sealed class TunerConv2d : TunerLayer<ConvAdapter>
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
-    private readonly Dictionary<string, ConvAdapter> adapters = new(StringComparer.Ordinal);
-    private string? activeAdapter;
-    private Tensor? unmergedWeight, unmergedBias;
 
-    public TunerConv2d(long inChannels, long outChannels, ConvGeometry geometry, bool hasBias = false) : base("conv2d")
+    public TunerConv2d(long inChannels, long outChannels, ConvGeometry geometry, bool hasBias = false) : base("conv2d", inChannels, outChannels)
     {
-        InFeatures = inChannels;
-        OutFeatures = outChannels;
         Geometry = geometry;
         // Zeros: the base weights are loaded from the pretrained model.
         weight = new Parameter(zeros(outChannels, inChannels, geometry.Kernel, geometry.Kernel));
@@ -73,80 +68,17 @@ internal sealed class TunerConv2d : nn.Module<Tensor, Tensor>, ITunerLayer
         RegisterComponents();
     }
 
-    public long InFeatures { get; }
-
-    public long OutFeatures { get; }
-
     public ConvGeometry Geometry { get; }
 
-    public Parameter Weight => weight;
+    public override Parameter Weight => weight;
 
-    public Parameter? Bias => bias;
-
-    public bool Merged => unmergedWeight is not null;
-
-    public string? ActiveAdapter
-    {
-        get => activeAdapter;
-        set
-        {
-            if (value is not null && !adapters.ContainsKey(value)) throw new ArgumentException($"This layer has no adapter '{value}'.", nameof(value));
-            if (Merged) throw new InvalidOperationException("Unmerge before switching adapters.");
-            activeAdapter = value;
-        }
-    }
-
-    public ConvAdapter? Adapter(string name) => adapters.GetValueOrDefault(name);
-
-    public nn.Module? AdapterModule(string name) => Adapter(name);
-
-    public void AddAdapter(string name, ConvAdapter adapter)
-    {
-        if (adapters.ContainsKey(name)) throw new InvalidOperationException($"This layer already has an adapter '{name}'.");
-        if (Merged) throw new InvalidOperationException("Unmerge before adding an adapter.");
-        adapters[name] = adapter;
-        register_module(name, adapter);
-        activeAdapter = name;
-    }
+    public override Parameter? Bias => bias;
 
     public override Tensor forward(Tensor input)
     {
         using var padded = Geometry.Pad(input);
-        if (activeAdapter is null || Merged) return Geometry.Convolve(padded, weight, bias);
-        return adapters[activeAdapter].Forward(padded, Geometry, weight, bias);
+        return Applied is { } adapter ? adapter.Forward(padded, Geometry, weight, bias) : Geometry.Convolve(padded, weight, bias);
     }
 
-    public void Merge()
-    {
-        if (activeAdapter is null || Merged) return;
-        using (no_grad())
-        {
-            unmergedWeight = weight.detach().clone();
-            unmergedBias = bias?.detach().clone();
-            adapters[activeAdapter].MergeInto(weight, bias);
-        }
-    }
-
-    public void Unmerge()
-    {
-        if (unmergedWeight is null) return;
-        using (no_grad())
-        {
-            weight.copy_(unmergedWeight);
-            if (unmergedBias is not null) bias!.copy_(unmergedBias);
-        }
-        unmergedWeight.Dispose();
-        unmergedBias?.Dispose();
-        unmergedWeight = unmergedBias = null;
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            unmergedWeight?.Dispose();
-            unmergedBias?.Dispose();
-        }
-        base.Dispose(disposing);
-    }
+    protected override void MergeInto(ConvAdapter adapter, Tensor weight, Tensor? bias) => adapter.MergeInto(weight, bias);
 }

@@ -103,20 +103,7 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ImageColumn.CheckShape(inputSchema, options.ImageColumnName, nameof(Options.ImageColumnName));
-        if (!inputSchema.TryFindColumn(options.LabelColumnName, out var label))
-            throw new ArgumentOutOfRangeException(nameof(Options.LabelColumnName), $"The input has no label column '{options.LabelColumnName}'.");
-        if (!label.IsKey)
-            throw new ArgumentException($"The label column '{options.LabelColumnName}' must be a key type; add mlContext.Transforms.Conversion.MapValueToKey(\"{options.LabelColumnName}\").", nameof(Options.LabelColumnName));
-        var result = inputSchema.ToDictionary(c => c.Name);
-        var scoreAnnotations = new List<SchemaShape.Column>
-        {
-            new(AnnotationUtils.Kinds.SlotNames, SchemaShape.Column.VectorKind.Vector, TextDataViewType.Instance, false),
-        };
-        result[options.ScoreColumnName] = new SchemaShape.Column(options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
-            NumberDataViewType.Single, false, new SchemaShape(scoreAnnotations));
-        result[options.PredictedLabelColumnName] = new SchemaShape.Column(options.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar,
-            NumberDataViewType.UInt32, true, label.Annotations);
-        return new SchemaShape(result.Values);
+        return ClassificationSchema.OutputShape(inputSchema, options.LabelColumnName, options.ScoreColumnName, options.PredictedLabelColumnName);
     }
 
     /// <summary>Trains the method's parameters and the head on <paramref name="input"/>.</summary>

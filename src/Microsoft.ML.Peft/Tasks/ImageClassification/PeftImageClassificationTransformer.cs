@@ -102,20 +102,7 @@ public sealed class PeftImageClassificationTransformer : ITransformer, IDisposab
     {
         var settings = model.Settings;
         var image = ImageColumn.Bind(input, settings.ImageColumnName, "ImageColumnName", settings.ImageFolder);
-        var label = settings.Label;
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(input);
-        var score = new DataViewSchema.Annotations.Builder();
-        label.AddSlotNames(score);
-        score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance,
-            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
-        score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance,
-            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
-        builder.AddColumn(settings.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, label.ClassCount), score.ToAnnotations());
-        var predicted = new DataViewSchema.Annotations.Builder();
-        label.AddKeyValues(predicted);
-        builder.AddColumn(settings.PredictedLabelColumnName, label.KeyType, predicted.ToAnnotations());
-        return new OutputColumns(builder.ToSchema(), input.Count, new[] { image.Column });
+        return ClassificationSchema.Bind(input, settings.Label, settings.ScoreColumnName, settings.PredictedLabelColumnName, new[] { image.Column });
     }
 
     private static VersionInfo GetVersionInfo() => ModelFile.VersionInfo("PEFTIMGC", LoaderSignature, typeof(PeftImageClassificationTransformer));

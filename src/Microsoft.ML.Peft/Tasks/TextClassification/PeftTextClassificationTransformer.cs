@@ -140,20 +140,7 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
         var meta = model.Settings;
         var text = new List<DataViewSchema.Column> { ColumnChecks.FindText(input, meta.Sentence1ColumnName, "Sentence1ColumnName", "input") };
         if (meta.Sentence2ColumnName is not null) text.Add(ColumnChecks.FindText(input, meta.Sentence2ColumnName, "Sentence2ColumnName", "input"));
-        var label = meta.Label;
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(input);
-        var score = new DataViewSchema.Annotations.Builder();
-        label.AddSlotNames(score);
-        score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance,
-            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
-        score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance,
-            (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
-        builder.AddColumn(meta.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, label.ClassCount), score.ToAnnotations());
-        var predicted = new DataViewSchema.Annotations.Builder();
-        label.AddKeyValues(predicted);
-        builder.AddColumn(meta.PredictedLabelColumnName, label.KeyType, predicted.ToAnnotations());
-        return new OutputColumns(builder.ToSchema(), input.Count, text);
+        return ClassificationSchema.Bind(input, meta.Label, meta.ScoreColumnName, meta.PredictedLabelColumnName, text);
     }
 
     private static VersionInfo GetVersionInfo() => ModelFile.VersionInfo("PEFTTXTC", LoaderSignature, typeof(PeftTextClassificationTransformer));
