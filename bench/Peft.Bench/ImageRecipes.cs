@@ -20,21 +20,21 @@ internal sealed record ImageRecipe(string Name, string Description, Func<PeftMet
     public static readonly IReadOnlyList<ImageRecipe> All = new[]
     {
         new ImageRecipe("probe", "head only on the frozen ResNet-18 (linear probe)", () => new LinearProbeOptions(),
-            ImageSize: 96, Epochs: 3, LearningRate: 2e-3f, TrainBatchNorm: false, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 5, LearningRate: 2e-3f, TrainBatchNorm: false, MinCropScale: 0.6f),
         new ImageRecipe("lora", "LoRA r=8 on every convolution + batch-norm affine", () => new LoraOptions
             {
                 Rank = 8, Alpha = 16, Dropout = 0, TargetModules = new[] { PeftImageClassificationTrainer.Options.AllConvolutions },
             },
-            ImageSize: 96, Epochs: 3, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 5, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
         new ImageRecipe("ia3", "IA3 on every convolution's output channels + batch-norm affine", () => new IA3Options
             {
                 TargetModules = new[] { PeftImageClassificationTrainer.Options.AllConvolutions }, FeedforwardModules = Array.Empty<string>(),
             },
-            ImageSize: 96, Epochs: 3, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 5, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
         new ImageRecipe("bitfit", "BitFit: batch-norm shifts (the ResNet's biases) + head", () => new BitFitOptions(),
-            ImageSize: 96, Epochs: 3, LearningRate: 2e-3f, TrainBatchNorm: false, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 5, LearningRate: 2e-3f, TrainBatchNorm: false, MinCropScale: 0.6f),
         new ImageRecipe("full", "full fine-tuning, the reference", () => new FullFineTuningOptions(),
-            ImageSize: 96, Epochs: 3, LearningRate: 5e-4f, TrainBatchNorm: false, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 3, LearningRate: 5e-4f, TrainBatchNorm: false, MinCropScale: 0.6f),
     };
 
     public static IEnumerable<string> Names => All.Select(r => r.Name);
