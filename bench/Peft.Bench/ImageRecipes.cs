@@ -25,7 +25,7 @@ internal sealed record ImageRecipe(string Name, string Description, Func<PeftMet
             {
                 Rank = 8, Alpha = 16, Dropout = 0, TargetModules = new[] { PeftImageClassificationTrainer.Options.AllConvolutions },
             },
-            ImageSize: 64, Epochs: 5, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
+            ImageSize: 64, Epochs: 8, LearningRate: 2e-3f, TrainBatchNorm: true, MinCropScale: 0.6f),
         new ImageRecipe("ia3", "IA3 on every convolution's output channels + batch-norm affine", () => new IA3Options
             {
                 TargetModules = new[] { PeftImageClassificationTrainer.Options.AllConvolutions }, FeedforwardModules = Array.Empty<string>(),
