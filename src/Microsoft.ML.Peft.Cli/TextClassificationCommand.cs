@@ -1,7 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
-using System.Globalization;
-using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
@@ -162,43 +159,13 @@ internal static class TextClassificationCommand
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
-
-        var watch = Stopwatch.StartNew();
-        var rest = TrainingProgress.Run(mlContext, console, "Training", () => estimator.Fit(labelToKey.Transform(train)));
-        watch.Stop();
-        var trained = new TransformerChain<ITransformer>(new ITransformer[] { labelToKey }.Concat(rest).ToArray());
-        try
-        {
-            var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
-
-            var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
-                mlContext.MulticlassClassification.Evaluate(trained.Transform(testData), LabelColumn));
-
-            OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(trained, train.Schema, temporary));
-            var report = new ClassificationReport(
-                Accuracy: metrics.MicroAccuracy,
-                MacroF1: ClassificationReport.ComputeMacroF1(metrics.ConfusionMatrix),
-                LogLoss: metrics.LogLoss,
-                TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
-                TrainableParameters: peft.TrainableParameterCount,
-                TotalParameters: peft.TotalParameterCount,
-                ModelBytes: new FileInfo(outputPath).Length,
-                Method: peft.Method,
-                Epochs: peft.TrainingHistory);
-
-            console.Write(ReportTable(report, (baseModel ?? BaseModelSource.MiniLM()).ToString()));
-            console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");
-            if (metricsPath is not null)
+        return ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
+            outputPath, metricsPath, trained =>
             {
-                OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, report.ToJson() + Environment.NewLine));
-                console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
-            }
-            return 0;
-        }
-        finally
-        {
-            foreach (var disposable in trained.OfType<IDisposable>()) disposable.Dispose();
-        }
+                var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
+                return new ClassifierSummary(peft.TrainableParameterCount, peft.TotalParameterCount, peft.Method, peft.TrainingHistory,
+                    (baseModel ?? BaseModelSource.MiniLM()).ToString(), Array.Empty<(string, string)>());
+            });
     }
 
     private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s)
@@ -225,19 +192,4 @@ internal static class TextClassificationCommand
         return BaseModelSource.FromPath(model, vocab);
     }
 
-    private static Table ReportTable(ClassificationReport report, string baseModel)
-    {
-        static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
-        var table = new Table().Title("Text classification").AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
-        table.AddRow("Accuracy", F(report.Accuracy, "F4"));
-        table.AddRow("Macro-F1", F(report.MacroF1, "F4"));
-        table.AddRow("Log-loss", F(report.LogLoss, "F4"));
-        table.AddRow("Training time (s)", F(report.TrainSeconds, "F1"));
-        table.AddRow("Trainable parameters", Markup.Escape(
-            $"{report.TrainableParameters.ToString("N0", CultureInfo.InvariantCulture)} of {report.TotalParameters.ToString("N0", CultureInfo.InvariantCulture)} " +
-            $"({F(100.0 * report.TrainableParameters / Math.Max(1, report.TotalParameters), "F2")}%)"));
-        table.AddRow("Base model", Markup.Escape(baseModel));
-        table.AddRow("Model file (bytes)", report.ModelBytes.ToString("N0", CultureInfo.InvariantCulture));
-        return table;
-    }
 }

@@ -135,12 +135,7 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         int cacheSide = new ImagePreprocessor(options.ImageSize, settings.Normalization).ResizeSize;
         int trainCacheSide = options.Augmentation.RandomResizedCrop ? cacheSide * 3 / 2 : cacheSide;
         var train = ImageData.Read(input, settings, options.LabelColumnName, trainCacheSide, "training data", host, out var label);
-        if (train.Count == 0)
-            throw new ArgumentException($"The training data has no row with a label in column '{options.LabelColumnName}'" +
-                (train.MissingLabelRows > 0 ? $" ({train.MissingLabelRows} rows have a missing key)." : "."), nameof(input));
-        if (train.Labels.Distinct().Count() < 2)
-            throw new ArgumentException($"The training data's label column '{options.LabelColumnName}' holds a single class; at least two classes are needed to train a classifier.", nameof(input));
-        if (train.MissingLabelRows > 0) ch.Warning($"{train.MissingLabelRows} training rows with a missing label were skipped.");
+        LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
         settings.ClassCount = label.ClassCount;
         settings.LabelValueKind = label.ValueKind;
         settings.LabelValues = label.Values?.ToList();
@@ -149,8 +144,7 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         if (options.ValidationSet is not null)
         {
             validation = ImageData.Read(options.ValidationSet, settings, options.LabelColumnName, cacheSide, "validation set", host, out var validationLabel);
-            label.CheckSameClasses(validationLabel, options.LabelColumnName);
-            if (validation.Count == 0) throw new ArgumentException("The validation set has no labelled row.", nameof(Options.ValidationSet));
+            LabelledRows.CheckValidation(label, validationLabel, validation.Count, options.LabelColumnName);
         }
 
         using var random = new RandomSource(options.Seed, device);
@@ -196,14 +190,8 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         };
     }
 
-    internal static double Accuracy(ImageClassificationModel model, ImageData data)
-    {
-        var probabilities = model.Predict(data.Images);
-        int correct = 0;
-        for (int i = 0; i < data.Count; i++)
-            if (OutputColumns.ArgMax(probabilities[i]) == data.Labels[i]) correct++;
-        return (double)correct / data.Count;
-    }
+    internal static double Accuracy(ImageClassificationModel model, ImageData data) =>
+        LabelledRows.Accuracy(model.Predict(data.Images), data.Labels);
 }
 
 /// <summary>Decoded images (shrunk for the cache) and their 0-based labels, read from an ML.NET data view.</summary>

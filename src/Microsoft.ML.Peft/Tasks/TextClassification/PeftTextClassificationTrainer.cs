@@ -90,20 +90,14 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         using var ch = host.Start("Training");
 
         var train = TrainingData.Read(input, options, "training data", out var label);
-        if (train.Count == 0)
-            throw new ArgumentException($"The training data has no row with a label in column '{options.LabelColumnName}'" +
-                (train.MissingLabelRows > 0 ? $" ({train.MissingLabelRows} rows have a missing key)." : "."), nameof(input));
-        if (train.Labels.Distinct().Count() < 2)
-            throw new ArgumentException($"The training data's label column '{options.LabelColumnName}' holds a single class; at least two classes are needed to train a classifier.", nameof(input));
-        if (train.MissingLabelRows > 0) ch.Warning($"{train.MissingLabelRows} training rows with a missing label were skipped.");
+        LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
         if (train.EmptyTextRows > 0) ch.Warning($"{train.EmptyTextRows} training rows have empty text; they are encoded as [CLS] [SEP] and kept.");
 
         TrainingData? validation = null;
         if (options.ValidationSet is not null)
         {
             validation = TrainingData.Read(options.ValidationSet, options, "validation set", out var validationLabel);
-            label.CheckSameClasses(validationLabel, options.LabelColumnName);
-            if (validation.Count == 0) throw new ArgumentException("The validation set has no labelled row.", nameof(Options.ValidationSet));
+            LabelledRows.CheckValidation(label, validationLabel, validation.Count, options.LabelColumnName);
         }
 
         var source = options.BaseModel ?? BaseModelSource.MiniLM();
@@ -186,19 +180,6 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         };
     }
 
-    internal static double Accuracy(TextClassificationModel model, TrainingData data)
-    {
-        var probabilities = model.Predict(data.First, data.Second, out _);
-        int correct = 0;
-        for (int i = 0; i < data.Count; i++)
-            if (ArgMax(probabilities[i]) == data.Labels[i]) correct++;
-        return (double)correct / data.Count;
-    }
-
-    internal static int ArgMax(float[] values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
-    }
+    internal static double Accuracy(TextClassificationModel model, TrainingData data) =>
+        LabelledRows.Accuracy(model.Predict(data.First, data.Second, out _), data.Labels);
 }
