@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using Microsoft.ML.Peft.Backbones.Bert;
-using TorchSharp.PyBridge;
 
 namespace Microsoft.ML.Peft.Backbones;
 
@@ -40,30 +39,9 @@ internal sealed class LoadedBaseModel
         return new LoadedBaseModel(source, onnxConfig, weights, files.Vocab, files.Weights);
     }
 
-    private static Dictionary<string, NamedArray> ReadSafetensors(byte[] bytes, string source)
-    {
-        Dictionary<string, TorchSharp.torch.Tensor> tensors;
-        try
-        {
-            using var stream = new MemoryStream(bytes, writable: false);
-            tensors = Safetensors.LoadStateDict(stream, leaveOpen: false, keysToKeep: null);
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new InvalidDataException($"{source}: model.safetensors could not be read: {e.Message}", e);
-        }
-        var result = new Dictionary<string, NamedArray>();
-        foreach (var (key, tensor) in tensors)
-        {
-            using (tensor)
-            {
-                if (!tensor.is_floating_point()) continue;
-                using var asFloat = tensor.to_type(TorchSharp.torch.ScalarType.Float32).contiguous();
-                // Checkpoints of BertFor* tasks prefix the encoder with "bert."; keep the encoder's own names.
-                var name = key.StartsWith("bert.", StringComparison.Ordinal) ? key["bert.".Length..] : key;
-                result[name] = new NamedArray(asFloat.shape, asFloat.data<float>().ToArray()) { SourceName = key };
-            }
-        }
-        return result;
-    }
+    private static Dictionary<string, NamedArray> ReadSafetensors(byte[] bytes, string source) =>
+        // Checkpoints of BertFor* tasks prefix the encoder with "bert."; keep the encoder's own names. Integer tensors
+        // (position ids) are not weights.
+        SafetensorsArrays.Read(bytes, $"{source}: model.safetensors", (key, isFloat) =>
+            !isFloat ? null : key.StartsWith("bert.", StringComparison.Ordinal) ? key["bert.".Length..] : key);
 }

@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using Microsoft.ML.Peft.Backbones.Bert;
-using TorchSharp.PyBridge;
 
 namespace Microsoft.ML.Peft.Backbones.ResNet;
 
@@ -124,30 +123,14 @@ internal sealed class LoadedImageBaseModel
 
     private static Dictionary<string, NamedArray> ReadSafetensors(byte[] bytes, string source)
     {
-        Dictionary<string, TorchSharp.torch.Tensor> tensors;
-        try
+        var result = SafetensorsArrays.Read(bytes, $"{source}: the safetensors file", (key, isFloat) =>
         {
-            using var stream = new MemoryStream(bytes, writable: false);
-            tensors = Safetensors.LoadStateDict(stream, leaveOpen: false, keysToKeep: null);
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            throw new InvalidDataException($"{source}: the safetensors file could not be read: {e.Message}", e);
-        }
-        var result = new Dictionary<string, NamedArray>();
-        foreach (var (key, tensor) in tensors)
-        {
-            using (tensor)
-            {
-                // The classifier of the original task and batch counters are not part of the backbone.
-                if (key.EndsWith("num_batches_tracked", StringComparison.Ordinal) || key.StartsWith("fc.", StringComparison.Ordinal)) continue;
-                if (!tensor.is_floating_point()) throw new InvalidDataException($"{source}: '{key}' is not a floating-point tensor.");
-                using var asFloat = tensor.to_type(TorchSharp.torch.ScalarType.Float32).contiguous();
-                var data = asFloat.data<float>().ToArray();
-                if (data.Any(v => !float.IsFinite(v))) throw new InvalidDataException($"{source}: '{key}' holds values that are not finite.");
-                result[key] = new NamedArray(asFloat.shape, data) { SourceName = key };
-            }
-        }
+            // The classifier of the original task and batch counters are not part of the backbone.
+            if (key.EndsWith("num_batches_tracked", StringComparison.Ordinal) || key.StartsWith("fc.", StringComparison.Ordinal)) return null;
+            return isFloat ? key : throw new InvalidDataException($"{source}: '{key}' is not a floating-point tensor.");
+        });
+        foreach (var (key, array) in result)
+            if (array.Data.Any(v => !float.IsFinite(v))) throw new InvalidDataException($"{source}: '{key}' holds values that are not finite.");
         return result;
     }
 
