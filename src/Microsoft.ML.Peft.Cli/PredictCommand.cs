@@ -114,13 +114,13 @@ internal static class PredictCommand
     }
 
     /// <summary>The transformers of a loaded model, nested chains opened.</summary>
-    /// <summary>Whether the saved model holds an image classifier (its zip has the image transformer's entry), without loading it.</summary>
+    /// <summary>Whether the saved model holds an image classifier (one of its version stamps is the image transformer's), without loading it.</summary>
     private static bool IsImageModel(string modelPath)
     {
         try
         {
             using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);
-            return zip.Entries.Any(e => e.FullName.Contains("PeftImageClassifier", StringComparison.Ordinal) || IsImageVersion(e));
+            return zip.Entries.Any(IsImageVersion);
         }
         catch (InvalidDataException e)
         {
@@ -128,6 +128,7 @@ internal static class PredictCommand
         }
     }
 
+    /// <summary>Whether the entry is the version stamp (<c>Model.key</c>) of an image classifier, whose signature is <c>PEFTIMGC</c>.</summary>
     private static bool IsImageVersion(System.IO.Compression.ZipArchiveEntry entry)
     {
         if (!entry.FullName.EndsWith("Model.key", StringComparison.Ordinal) || entry.Length > 4096) return false;
