@@ -64,6 +64,25 @@ public static class PeftCatalog
             MaxEpoch = maxEpochs,
             ValidationSet = validationSet,
         });
+
+    /// <summary>
+    /// Entity-level precision, recall and F1 of named-entity tags (CoNLL conlleval conventions: an entity counts when its
+    /// type and span both match), per entity type and micro-averaged, with the token accuracy.
+    /// </summary>
+    /// <param name="catalog">The multiclass classification catalog.</param>
+    /// <param name="data">Rows (sentences) with the gold and the predicted tags.</param>
+    /// <param name="labelColumnName">The gold tags: a vector of keys whose key values are the tag names (O, B-X, I-X), as <c>MapValueToKey</c> makes from a text vector.</param>
+    /// <param name="predictedLabelColumnName">The predicted tags, of the same kind; tags are matched by name, so its key order may differ from the label's.</param>
+    /// <returns>The entity metrics.</returns>
+    public static Tasks.NamedEntityRecognition.EntityMetrics EvaluateEntities(
+        this MulticlassClassificationCatalog catalog,
+        IDataView data,
+        string labelColumnName = "Label",
+        string predictedLabelColumnName = "PredictedLabel")
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return Tasks.NamedEntityRecognition.EntityEvaluator.Evaluate(data, labelColumnName, predictedLabelColumnName);
+    }
 }
 
 /// <summary>Loading PEFT models: from another base-model location, or onto another device.</summary>
