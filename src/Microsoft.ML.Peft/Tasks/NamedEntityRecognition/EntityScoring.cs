@@ -7,8 +7,9 @@ namespace Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
 /// A tag splits at its first hyphen into a prefix and a type (<c>B-PER</c>: <c>B</c>, <c>PER</c>; <c>O</c>: <c>O</c>, no
 /// type). Chunks start and end by conlleval's <c>startOfChunk</c>/<c>endOfChunk</c> rules, so an <c>I-X</c> after
 /// <c>O</c> or after another type starts an X chunk, and a change of type always ends one. For <c>E-</c> and <c>S-</c>
-/// (IOBES) the rules are those of the IOBES-aware Python port of conlleval: <c>E-</c> and <c>S-</c> end a chunk, <c>B-</c> and
-/// <c>S-</c> always start one. conlleval's <c>[</c> and <c>]</c> tags (one-word chunks) and its <c>.</c> tag are kept.
+/// (IOBES) the rules are those of the IOBES-aware Python port of conlleval: <c>E-</c> and <c>S-</c> end a chunk, <c>S-</c>
+/// always starts one and <c>B-</c> starts one after them too. conlleval's <c>[</c> and <c>]</c> tags (one-word chunks) and
+/// its <c>.</c> tag are kept, so sequences without <c>E-</c> and <c>S-</c> score exactly as conlleval.pl scores them.
 /// Scoring follows conlleval's state machine exactly: a predicted chunk is correct when it starts and ends where a gold
 /// chunk does, with the same type throughout. Each sentence starts after, and is followed by, an <c>O</c> boundary.
 /// </summary>
@@ -39,7 +40,7 @@ internal static class EntityScoring
     /// <summary>
     /// The chunks (entities) of one tag sequence as conlleval reads them: type, first word, and the word after the last
     /// (end exclusive), in order. Where conlleval would start a chunk without ending the open one (only with tags outside
-    /// O/B/I/E/S, such as <c>X-PER B-PER</c>), the open one is closed there.
+    /// O/B/I/E/S, such as <c>.-PER B-LOC</c>), the open one is closed there.
     /// </summary>
     public static IReadOnlyList<(string Type, int Start, int End)> Chunks(IReadOnlyList<string> tags)
     {
@@ -93,7 +94,8 @@ internal static class EntityScoring
     private static bool StartOfChunk(Tag previous, Tag current)
     {
         string p = previous.Prefix, t = current.Prefix;
-        if (t == "B" || t == "S") return true;
+        if (t == "B" && (p == "B" || p == "I" || p == "O" || p == "E" || p == "S")) return true;
+        if (t == "S") return true;
         if ((p == "E" || p == "S" || p == "O") && (t == "E" || t == "I")) return true;
         if (t != "O" && t != "." && previous.Type != current.Type) return true;
         return t == "[" || t == "]";
