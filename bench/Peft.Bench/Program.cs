@@ -45,6 +45,19 @@ internal static class Program
                 return 2;
             }
         }
+        if (args.Length > 0 && args[0] == "conll")
+        {
+            try
+            {
+                return NerComparison.Run(args, FindRepositoryRoot());
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                Console.Error.WriteLine(NerComparison.Usage);
+                return 2;
+            }
+        }
         if (args.Length > 0 && args[0] == "methods")
         {
             try

@@ -15,8 +15,8 @@ internal static class PredictCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "The model file written by text-classification or image-classification (.zip).", Required = true };
-        var dataset = CommandOptions.Dataset("The data to score: for a text model a delimited text file (a label column, if any, is ignored); for an image model a folder of images (flat or with class sub-folders) or a TSV of image paths.");
+        var model = new Option<string>("--model") { Description = "The model file written by text-classification, image-classification or ner (.zip).", Required = true };
+        var dataset = CommandOptions.Dataset("The data to score: for a text model a delimited text file (a label column, if any, is ignored); for an image model a folder of images (flat or with class sub-folders) or a TSV of image paths; for a named-entity recognizer a CoNLL file or plain text, one sentence a line.");
         var hasHeader = CommandOptions.HasHeader();
         var separator = CommandOptions.Separator();
         var textCol = CommandOptions.TextColumn();
@@ -47,8 +47,14 @@ internal static class PredictCommand
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
         if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
             throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
+        var signatures = Directory.Exists(dataset) ? new HashSet<string>() : SavedSignatures(modelPath);
+        if (signatures.Contains("PEFTNERT"))
+        {
+            if (textCol is not null || text2Col is not null) throw new UsageException("--text-col and --text2-col do not apply to a named-entity recognizer: it reads a CoNLL file or plain text, one sentence a line.");
+            return NerPredictions.Run(modelPath, dataset, output, baseModelPath);
+        }
         // A folder can only hold images; a file is a delimited text file for text models and a TSV of image paths for image models.
-        if (Directory.Exists(dataset) || IsImageModel(modelPath))
+        if (Directory.Exists(dataset) || signatures.Contains("PEFTIMGC"))
         {
             if (textCol is not null || text2Col is not null) throw new UsageException("--text-col and --text2-col apply to text models; this is an image model.");
             return ImagePredictions.Run(modelPath, ImageDataset.ReadForPrediction(dataset, "--dataset"), output, baseModelPath);
@@ -114,26 +120,27 @@ internal static class PredictCommand
     }
 
     /// <summary>The transformers of a loaded model, nested chains opened.</summary>
-    /// <summary>Whether the saved model holds an image classifier (one of its version stamps is the image transformer's), without loading it.</summary>
-    private static bool IsImageModel(string modelPath)
+    /// <summary>The model signatures in the saved model's version stamps (<c>Model.key</c> entries: PEFTIMGC for an image classifier, PEFTNERT for a named-entity recognizer...), read without loading the model.</summary>
+    private static HashSet<string> SavedSignatures(string modelPath)
     {
+        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC" };
         try
         {
             using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);
-            return zip.Entries.Any(IsImageVersion);
+            var found = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var entry in zip.Entries)
+            {
+                if (!entry.FullName.EndsWith("Model.key", StringComparison.Ordinal) || entry.Length > 4096) continue;
+                using var reader = new StreamReader(entry.Open());
+                var stamp = reader.ReadToEnd();
+                found.UnionWith(known.Where(k => stamp.Contains(k, StringComparison.Ordinal)));
+            }
+            return found;
         }
         catch (InvalidDataException e)
         {
             throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}", e);
         }
-    }
-
-    /// <summary>Whether the entry is the version stamp (<c>Model.key</c>) of an image classifier, whose signature is <c>PEFTIMGC</c>.</summary>
-    private static bool IsImageVersion(System.IO.Compression.ZipArchiveEntry entry)
-    {
-        if (!entry.FullName.EndsWith("Model.key", StringComparison.Ordinal) || entry.Length > 4096) return false;
-        using var reader = new StreamReader(entry.Open());
-        return reader.ReadToEnd().Contains("PEFTIMGC", StringComparison.Ordinal);
     }
 
     internal static IEnumerable<ITransformer> Flatten(ITransformer model) =>

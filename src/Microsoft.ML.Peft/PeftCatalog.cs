@@ -33,6 +33,46 @@ public static class PeftCatalog
         return new Tasks.ImageClassification.PeftImageClassificationTrainer(CatalogUtils.GetEnvironment(catalog), options);
     }
 
+    /// <summary>
+    /// Fine-tunes a pretrained encoder with a PEFT method (LoRA by default) and a token head to tag each word of a sentence
+    /// with BIO tags (named-entity recognition); columns as Microsoft.ML.TorchSharp's <c>NamedEntityRecognition</c>.
+    /// </summary>
+    /// <param name="catalog">The multiclass classification trainers' catalog.</param>
+    /// <param name="options">Columns, base model, method, windows and training settings.</param>
+    public static Tasks.NamedEntityRecognition.PeftNamedEntityRecognitionTrainer PeftNamedEntityRecognition(
+        this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        Tasks.NamedEntityRecognition.PeftNamedEntityRecognitionTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.NamedEntityRecognition.PeftNamedEntityRecognitionTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Named-entity recognition with the default encoder and LoRA; same arguments as Microsoft.ML.TorchSharp's <c>NamedEntityRecognition</c>.</summary>
+    /// <param name="catalog">The multiclass classification trainers' catalog.</param>
+    /// <param name="labelColumnName">The label column: a vector of key-typed tags, one per word.</param>
+    /// <param name="outputColumnName">The output column of predicted tags.</param>
+    /// <param name="sentence1ColumnName">The sentence column: text or a vector of words.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static Tasks.NamedEntityRecognition.PeftNamedEntityRecognitionTrainer PeftNamedEntityRecognition(
+        this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        string labelColumnName = "Label",
+        string outputColumnName = "PredictedLabel",
+        string sentence1ColumnName = "Sentence",
+        int batchSize = 32,
+        int maxEpochs = 10,
+        IDataView? validationSet = null) =>
+        catalog.PeftNamedEntityRecognition(new Tasks.NamedEntityRecognition.PeftNamedEntityRecognitionTrainer.Options
+        {
+            LabelColumnName = labelColumnName,
+            PredictionColumnName = outputColumnName,
+            Sentence1ColumnName = sentence1ColumnName,
+            BatchSize = batchSize,
+            MaxEpoch = maxEpochs,
+            ValidationSet = validationSet,
+        });
+
     /// <summary>Fine-tunes the default encoder (all-MiniLM-L6-v2) with LoRA to classify text; same arguments as Microsoft.ML.TorchSharp's <c>TextClassification</c>.</summary>
     /// <param name="catalog">The multiclass classification trainers' catalog.</param>
     /// <param name="labelColumnName">The key-typed label column.</param>

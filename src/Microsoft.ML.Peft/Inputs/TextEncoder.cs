@@ -62,6 +62,15 @@ internal sealed class TextEncoder
 
     public int MaxLength { get; }
 
+    /// <summary>The id of <c>[CLS]</c>.</summary>
+    public int ClassificationTokenId => tokenizer.ClassificationTokenId;
+
+    /// <summary>The id of <c>[SEP]</c>.</summary>
+    public int SeparatorTokenId => tokenizer.SeparatorTokenId;
+
+    /// <summary>The id of <c>[UNK]</c>.</summary>
+    public int UnknownTokenId => tokenizer.UnknownTokenId;
+
     /// <summary>Tokenizes and pads a batch in one go.</summary>
     public EncodedBatch Encode(IReadOnlyList<string> first, IReadOnlyList<string>? second = null) => Pad(Tokenize(first, second));
 

@@ -47,7 +47,7 @@ internal sealed class ScoringDataView : IDataView
         private readonly DataViewRowCursor? lookahead;
         private readonly HashSet<int> active;
         private readonly Func<object>? reader;
-        private float[][] batch = Array.Empty<float[]>();
+        private IReadOnlyList<object> batch = Array.Empty<object>();
         private int batchIndex;
 
         public Cursor(ScoringDataView view, DataViewRowCursor rows, DataViewRowCursor? lookahead, HashSet<int> active)
@@ -71,7 +71,7 @@ internal sealed class ScoringDataView : IDataView
             if (lookahead is not null)
             {
                 batchIndex++;
-                if (batchIndex >= batch.Length) ReadBatch();
+                if (batchIndex >= batch.Count) ReadBatch();
             }
             return true;
         }
@@ -83,6 +83,7 @@ internal sealed class ScoringDataView : IDataView
             while (inputs.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext()) inputs.Add(reader!());
             if (inputs.Count == 0) throw new InvalidOperationException("The input data view returned fewer rows to its second cursor than to its first.");
             batch = view.parent.Score(inputs);
+            if (batch.Count != inputs.Count) throw new InvalidOperationException($"The scorer returned {batch.Count} outputs for {inputs.Count} rows.");
             batchIndex = 0;
         }
 
@@ -109,27 +110,47 @@ internal sealed class ScoringDataView : IDataView
     }
 }
 
-/// <summary>The output schema of the transformer over one input schema, and getters for its two new columns.</summary>
+/// <summary>A getter of output column <paramref name="index"/> (a <c>ValueGetter</c> of its type) over the current row's scorer output.</summary>
+internal delegate Delegate OutputGetterFactory(int index, Func<object> output);
+
+/// <summary>
+/// The output schema of a transformer over one input schema, and getters for its new columns: by default a classifier's
+/// Score and PredictedLabel over class probabilities (<c>float[]</c>); other tasks give their own getters.
+/// </summary>
 internal sealed class OutputColumns
 {
-    public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> inputColumns)
+    private readonly OutputGetterFactory? getters;
+
+    public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> inputColumns, OutputGetterFactory? getters = null)
     {
         Schema = schema;
         InputCount = inputCount;
         InputColumns = inputColumns;
+        this.getters = getters;
     }
 
     public DataViewSchema Schema { get; }
     public int InputCount { get; }
-    /// <summary>The input's Sentence1 (and Sentence2) columns.</summary>
+    /// <summary>The input columns scoring reads (a classifier's Sentence1 and Sentence2, an image column...).</summary>
     public IReadOnlyList<DataViewSchema.Column> InputColumns { get; }
     public int ScoreIndex => InputCount;
     public int PredictedLabelIndex => InputCount + 1;
 
     public bool IsOutput(int index) => index >= InputCount;
 
+    /// <summary>The getter of output column <paramref name="index"/> over the current row's scorer output.</summary>
+    public ValueGetter<TValue> Getter<TValue>(int index, Func<object> output)
+    {
+        if (getters is not null)
+        {
+            return getters(index, output) as ValueGetter<TValue>
+                ?? throw new InvalidOperationException($"Column '{Schema[index].Name}' is {Schema[index].Type.RawType.Name}, not {typeof(TValue).Name}.");
+        }
+        return ClassifierGetter<TValue>(index, () => (float[])output());
+    }
+
     /// <summary>Getter for Score (copy of the probabilities) or PredictedLabel (1-based key of the largest).</summary>
-    public ValueGetter<TValue> Getter<TValue>(int index, Func<float[]> probabilities)
+    private ValueGetter<TValue> ClassifierGetter<TValue>(int index, Func<float[]> probabilities)
     {
         if (index == ScoreIndex)
         {
@@ -159,8 +180,8 @@ internal sealed class OutputColumns
 
 /// <summary>
 /// What a classification transformer gives the shared scoring view and row mapper: its output schema over an input
-/// schema, a reader of one row's inputs (the columns <see cref="OutputColumns.InputColumns"/> names), and class
-/// probabilities of a batch of those inputs.
+/// schema, a reader of one row's inputs (the columns <see cref="OutputColumns.InputColumns"/> names), and the outputs of a
+/// batch of those inputs (class probabilities for a classifier, or what the task's <see cref="OutputGetterFactory"/> reads).
 /// </summary>
 internal interface IRowScorer
 {
@@ -176,6 +197,6 @@ internal interface IRowScorer
     /// <summary>Whether two values of <see cref="InputReader"/> are the same input (a prediction engine's row is scored once).</summary>
     bool SameInput(object a, object b);
 
-    /// <summary>Class probabilities of each input.</summary>
-    float[][] Score(IReadOnlyList<object> inputs);
+    /// <summary>The output of each input, in order.</summary>
+    IReadOnlyList<object> Score(IReadOnlyList<object> inputs);
 }

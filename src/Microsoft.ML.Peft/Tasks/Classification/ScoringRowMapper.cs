@@ -41,7 +41,7 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         private readonly Func<object>? reader;
         private object? cachedInput;
         private long cachedPosition = -1;
-        private float[] cached = Array.Empty<float>();
+        private object cached = Array.Empty<float>();
 
         public Row(ScoringRowMapper mapper, DataViewRow input, HashSet<int> active)
         {
@@ -65,11 +65,11 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
         {
             if (!mapper.columns.IsOutput(column.Index)) return input.GetGetter<TValue>(mapper.InputSchema[column.Index]);
             if (reader is null) throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
-            return mapper.columns.Getter<TValue>(column.Index, Probabilities);
+            return mapper.columns.Getter<TValue>(column.Index, Output);
         }
 
         /// <summary>Scores the current row once, whichever output is read first.</summary>
-        private float[] Probabilities()
+        private object Output()
         {
             var value = reader!();
             if (cachedPosition != input.Position || cachedInput is null || !mapper.parent.SameInput(value, cachedInput))

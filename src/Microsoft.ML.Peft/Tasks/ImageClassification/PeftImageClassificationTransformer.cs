@@ -96,7 +96,7 @@ public sealed class PeftImageClassificationTransformer : ITransformer, IDisposab
     bool IRowScorer.SameInput(object a, object b) =>
         a is DecodedImage x && b is DecodedImage y && x.Width == y.Width && x.Height == y.Height && x.Rgb.AsSpan().SequenceEqual(y.Rgb);
 
-    float[][] IRowScorer.Score(IReadOnlyList<object> inputs) => model.Predict(inputs.Cast<DecodedImage>().ToList());
+    IReadOnlyList<object> IRowScorer.Score(IReadOnlyList<object> inputs) => model.Predict(inputs.Cast<DecodedImage>().ToList());
 
     internal OutputColumns Bind(DataViewSchema input)
     {

@@ -1,11 +1,15 @@
 namespace Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
 
 /// <summary>One sentence of a CoNLL file: its words, their tags, and the 1-based line of its first word.</summary>
-internal sealed record ConllSentence(string[] Words, string[] Tags, int FirstLine);
+/// <param name="Words">The tokens of the sentence (column 0).</param>
+/// <param name="Tags">The tag of each token.</param>
+/// <param name="FirstLine">The 1-based line of the first token, for messages.</param>
+public sealed record ConllSentence(string[] Words, string[] Tags, int FirstLine);
 
 /// <summary>The sentences of a CoNLL file and the layout they were read with.</summary>
-internal sealed class ConllData
+public sealed class ConllData
 {
+    /// <summary>Sentences read with a layout.</summary>
     public ConllData(IReadOnlyList<ConllSentence> sentences, int tagColumn, int columnCount, int docStartLines)
     {
         Sentences = sentences;
@@ -14,6 +18,7 @@ internal sealed class ConllData
         DocStartLines = docStartLines;
     }
 
+    /// <summary>The sentences, in file order.</summary>
     public IReadOnlyList<ConllSentence> Sentences { get; }
 
     /// <summary>The 0-based column the tags were read from.</summary>
@@ -33,7 +38,7 @@ internal sealed class ConllData
 /// the last column after the first whose values are all BIO tags (O, B-X, I-X): the NER tags of <c>token pos chunk tag</c>,
 /// not its chunk tags.
 /// </summary>
-internal static class ConllFile
+public static class ConllFile
 {
     private const string DocStart = "-DOCSTART-";
     private static readonly char[] Separators = { ' ', '\t' };

@@ -127,7 +127,7 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
 
     bool IRowScorer.SameInput(object a, object b) => a.Equals(b);
 
-    float[][] IRowScorer.Score(IReadOnlyList<object> inputs)
+    IReadOnlyList<object> IRowScorer.Score(IReadOnlyList<object> inputs)
     {
         var pairs = inputs.Cast<(string First, string? Second)>().ToList();
         return Score(pairs.Select(p => p.First).ToList(), model.Settings.Sentence2ColumnName is null ? null : pairs.Select(p => p.Second ?? "").ToList());
