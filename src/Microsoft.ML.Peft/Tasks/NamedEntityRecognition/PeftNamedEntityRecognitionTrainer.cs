@@ -42,8 +42,9 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         /// <summary>Tokens per window, <c>[CLS]</c> and <c>[SEP]</c> included; longer sentences are cut into overlapping windows. Default 128.</summary>
         public int MaxSequenceLength = 128;
 
-        /// <summary>WordPieces shared by consecutive windows of a long sentence, at most half a window. Default 32.</summary>
-        public int WindowOverlap = 32;
+        /// <summary>WordPieces shared by consecutive windows of a long sentence, at most half a window. Default (null): a quarter
+        /// of the window (31 pieces at the default <see cref="MaxSequenceLength"/>).</summary>
+        public int? WindowOverlap;
 
         /// <summary>Dropout before the token head during training. Default 0.1.</summary>
         public float HeadDropout = 0.1f;
@@ -58,7 +59,7 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         {
             base.Validate();
             if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
-            if (WindowOverlap < 0 || WindowOverlap > (MaxSequenceLength - 2) / 2)
+            if (WindowOverlap is < 0 || WindowOverlap > (MaxSequenceLength - 2) / 2)
                 throw new ArgumentOutOfRangeException(nameof(WindowOverlap), WindowOverlap, $"WindowOverlap must be between 0 and half a window ({(MaxSequenceLength - 2) / 2} pieces).");
             if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (PredictionColumnName, nameof(PredictionColumnName)) })
@@ -124,7 +125,7 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
             SentenceColumnName = options.Sentence1ColumnName,
             PredictionColumnName = options.PredictionColumnName,
             MaxSequenceLength = options.MaxSequenceLength,
-            WindowOverlap = options.WindowOverlap,
+            WindowOverlap = options.WindowOverlap ?? (options.MaxSequenceLength - 2) / 4,
             BatchSize = options.BatchSize,
             Tags = label.Values!.ToList(),
             CaseFeatures = options.CaseFeatures ?? baseModel.Source.LowerCase,
