@@ -99,6 +99,8 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
     public PeftNamedEntityRecognitionTransformer Fit(IDataView input)
     {
         if (input is null) throw new ArgumentNullException(nameof(input));
+        if (options.InitialAdapterPath is not null)
+            throw new ArgumentException("InitialAdapterPath applies to text classification; named-entity recognition starts from a new adapter.", nameof(Options.InitialAdapterPath));
         TorchBackend.EnsureAvailable();
         var device = TorchBackend.ParseDevice(options.Device);
         using var ch = host.Start("Training");
@@ -134,8 +136,6 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         var model = new NerModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
         try
         {
-            if (options.InitialAdapterPath is not null)
-                throw new ArgumentException("InitialAdapterPath applies to text classification; named-entity recognition starts from a new adapter.", nameof(Options.InitialAdapterPath));
             model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
             ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%); " +
