@@ -109,8 +109,11 @@ internal sealed class ScoringDataView : IDataView
     }
 }
 
-/// <summary>The output schema of the transformer over one input schema, and getters for its two new columns.</summary>
-internal sealed class OutputColumns
+/// <summary>
+/// The output schema of the transformer over one input schema, and getters for its new columns: a classifier's Score
+/// (probabilities) and PredictedLabel; a task with other outputs (a regression's single Score) overrides <see cref="Getter"/>.
+/// </summary>
+internal class OutputColumns
 {
     public OutputColumns(DataViewSchema schema, int inputCount, IReadOnlyList<DataViewSchema.Column> inputColumns)
     {
@@ -129,7 +132,7 @@ internal sealed class OutputColumns
     public bool IsOutput(int index) => index >= InputCount;
 
     /// <summary>Getter for Score (copy of the probabilities) or PredictedLabel (1-based key of the largest).</summary>
-    public ValueGetter<TValue> Getter<TValue>(int index, Func<float[]> probabilities)
+    public virtual ValueGetter<TValue> Getter<TValue>(int index, Func<float[]> probabilities)
     {
         if (index == ScoreIndex)
         {
@@ -160,7 +163,7 @@ internal sealed class OutputColumns
 /// <summary>
 /// What a classification transformer gives the shared scoring view and row mapper: its output schema over an input
 /// schema, a reader of one row's inputs (the columns <see cref="OutputColumns.InputColumns"/> names), and class
-/// probabilities of a batch of those inputs.
+/// probabilities of a batch of those inputs (for a regression, one value per input, read by its <see cref="OutputColumns"/>).
 /// </summary>
 internal interface IRowScorer
 {
@@ -176,6 +179,6 @@ internal interface IRowScorer
     /// <summary>Whether two values of <see cref="InputReader"/> are the same input (a prediction engine's row is scored once).</summary>
     bool SameInput(object a, object b);
 
-    /// <summary>Class probabilities of each input.</summary>
+    /// <summary>Class probabilities of each input (a regression: its one score).</summary>
     float[][] Score(IReadOnlyList<object> inputs);
 }
