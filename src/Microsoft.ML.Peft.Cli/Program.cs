@@ -14,6 +14,7 @@ var root = new RootCommand("Fine-tune pretrained text encoders with PEFT methods
 root.Options.Add(verbose);
 root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(ImageClassificationCommand.Create());
+root.Subcommands.Add(SentenceSimilarityCommand.Create());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());

@@ -182,7 +182,7 @@ internal static class TextClassificationCommand
         return file.Load(mlContext, columns, s.MaxRows);
     }
 
-    private static BaseModelSource? ResolveBaseModel(string? model, string? vocab)
+    internal static BaseModelSource? ResolveBaseModel(string? model, string? vocab)
     {
         if (model is null) return null;
         if (!File.Exists(model) && !Directory.Exists(model))
