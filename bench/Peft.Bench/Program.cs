@@ -45,6 +45,29 @@ internal static class Program
                 return 2;
             }
         }
+        foreach (var (name, run, usage) in new (string, Func<IReadOnlyList<string>, string, int>, string)[]
+        {
+            ("stsb", StsbBenchmark.Run, StsbBenchmark.Usage),
+            ("mrpc", MrpcBenchmark.Run, MrpcBenchmark.Usage),
+        })
+        {
+            if (args.Length == 0 || args[0] != name) continue;
+            try
+            {
+                return run(args, FindRepositoryRoot());
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                Console.Error.WriteLine(usage);
+                return 2;
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+        }
         if (args.Length > 0 && args[0] == "methods")
         {
             try
