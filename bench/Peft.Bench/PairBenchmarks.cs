@@ -369,7 +369,7 @@ internal static class MrpcBenchmark
         var (train, test) = a.Split(all);
         var description = string.Create(CultureInfo.InvariantCulture,
             $"{train.Count:N0} training pairs and {test.Count:N0} test pairs of mrpc/train.tsv ({all.Count:N0} pairs; seeded shuffle, the last {a.TestFraction * 100:F0}% held apart; " +
-            $"{test.Count(r => r.Label == "1") / (double)Math.Max(1, test.Count):P1} of the test pairs are paraphrases)");
+            $"{100.0 * test.Count(r => r.Label == "1") / Math.Max(1, test.Count):F1}% of the test pairs are paraphrases)");
         Program.Log($"MRPC: {description}; {a.Epochs} epoch(s), max length {a.MaxLength}, seed {a.Seed}.");
         var ml = PairBench.Context(a.Seed, "PeftTextClassification");
         var rows = new JsonArray { Classic(ml, train, test) };
