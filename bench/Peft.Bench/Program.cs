@@ -45,16 +45,27 @@ internal static class Program
                 return 2;
             }
         }
-        if (args.Length > 0 && args[0] == "conll")
+        foreach (var (name, run, usage) in new (string, Func<IReadOnlyList<string>, string, int>, string)[]
         {
+            ("stsb", StsbBenchmark.Run, StsbBenchmark.Usage),
+            ("mrpc", MrpcBenchmark.Run, MrpcBenchmark.Usage),
+            ("conll", NerComparison.Run, NerComparison.Usage),
+        })
+        {
+            if (args.Length == 0 || args[0] != name) continue;
             try
             {
-                return NerComparison.Run(args, FindRepositoryRoot());
+                return run(args, FindRepositoryRoot());
             }
             catch (ArgumentException e)
             {
                 Console.Error.WriteLine(e.Message);
-                Console.Error.WriteLine(NerComparison.Usage);
+                Console.Error.WriteLine(usage);
+                return 2;
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+            {
+                Console.Error.WriteLine(e.Message);
                 return 2;
             }
         }

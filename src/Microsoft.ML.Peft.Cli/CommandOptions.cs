@@ -20,6 +20,17 @@ internal static class CommandOptions
 
     public static Option<string> Text2Column() => new("--text2-col") { Description = "An optional second text column, for sentence pairs." };
 
+    /// <summary><c>--max-rows</c>: read at most this many rows of each file (positive).</summary>
+    public static Option<long?> MaxRows()
+    {
+        var option = new Option<long?>("--max-rows") { Description = "Read at most this many rows of each file." };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0 and var value) result.AddError($"--max-rows must be positive; got {value}.");
+        });
+        return option;
+    }
+
     /// <summary>Adds a check that the option's value is at least <paramref name="minimum"/>.</summary>
     public static Option<T> AtLeast<T>(this Option<T> option, T minimum) where T : INumber<T>
     {

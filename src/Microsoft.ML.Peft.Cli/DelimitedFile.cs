@@ -95,11 +95,15 @@ internal sealed class DelimitedFile
     public string ColumnName(int index, string fallback) => Header is { } header && index < header.Count && header[index].Length > 0 ? header[index] : fallback;
 
     /// <summary>Reads the given columns as text, each under the given name, at most <paramref name="maxRows"/> rows.</summary>
-    public IDataView Load(MLContext mlContext, IEnumerable<(string Name, int Index)> columns, long? maxRows)
+    public IDataView Load(MLContext mlContext, IEnumerable<(string Name, int Index)> columns, long? maxRows) =>
+        Load(mlContext, columns.Select(c => (c.Name, c.Index, DataKind.String)), maxRows);
+
+    /// <summary>Reads the given columns, each under the given name and as the given kind (a number that does not parse is missing: NaN), at most <paramref name="maxRows"/> rows.</summary>
+    public IDataView Load(MLContext mlContext, IEnumerable<(string Name, int Index, DataKind Kind)> columns, long? maxRows)
     {
         var options = new TextLoader.Options
         {
-            Columns = columns.Select(c => new TextLoader.Column(c.Name, DataKind.String, c.Index)).ToArray(),
+            Columns = columns.Select(c => new TextLoader.Column(c.Name, c.Kind, c.Index)).ToArray(),
             HasHeader = Format.HasHeader,
             Separators = new[] { Format.Separator },
             AllowQuoting = Format.AllowQuoting,

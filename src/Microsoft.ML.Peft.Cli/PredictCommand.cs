@@ -15,7 +15,7 @@ internal static class PredictCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "The model file written by text-classification, image-classification or ner (.zip).", Required = true };
+        var model = new Option<string>("--model") { Description = "The model file written by text-classification, sentence-similarity, image-classification or ner (.zip).", Required = true };
         var dataset = CommandOptions.Dataset("The data to score: for a text model a delimited text file (a label column, if any, is ignored); for an image model a folder of images (flat or with class sub-folders) or a TSV of image paths; for a named-entity recognizer a CoNLL file or plain text, one sentence a line.");
         var hasHeader = CommandOptions.HasHeader();
         var separator = CommandOptions.Separator();
@@ -23,7 +23,7 @@ internal static class PredictCommand
         textCol.Required = false;
         textCol.Description += " Required for text models.";
         var text2Col = CommandOptions.Text2Column();
-        var output = new Option<string>("--output") { Description = "The TSV file to write: the text (or image path), PredictedLabel and one probability column per class.", Required = true };
+        var output = new Option<string>("--output") { Description = "The TSV file to write: the text (or image path), PredictedLabel and one probability column per class; for a sentence-similarity model the two sentences and the Score.", Required = true };
         var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory), if it moved since training." };
 
         var command = new Command("predict", "Score a file with a saved model.")
@@ -108,8 +108,11 @@ internal static class PredictCommand
 
             console.MarkupLine($"Scoring [green]{Markup.Escape(file.Path)}[/]");
             long rows = 0;
-            OutputFiles.WriteAtomically(outputPath, temporary =>
-                rows = Write(data, textNames, textIndices.Select((index, i) => file.ColumnName(index, textNames[i])).ToList(), temporary));
+            var headerNames = textIndices.Select((index, i) => file.ColumnName(index, textNames[i])).ToList();
+            // A similarity model's Score is one number per row; a classifier's a vector of probabilities with PredictedLabel.
+            OutputFiles.WriteAtomically(outputPath, temporary => rows = SimilarityPredictions.Applies(data)
+                ? SimilarityPredictions.Write(data, textNames, headerNames, temporary)
+                : Write(data, textNames, headerNames, temporary));
             console.MarkupLine($"Wrote {rows.ToString(CultureInfo.InvariantCulture)} predictions to [green]{Markup.Escape(outputPath)}[/]");
             return 0;
         }

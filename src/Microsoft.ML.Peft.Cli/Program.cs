@@ -15,6 +15,7 @@ root.Options.Add(verbose);
 root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(ImageClassificationCommand.Create());
 root.Subcommands.Add(NerCommand.Create());
+root.Subcommands.Add(SentenceSimilarityCommand.Create());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());

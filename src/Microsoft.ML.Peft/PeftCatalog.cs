@@ -123,6 +123,65 @@ public static class PeftCatalog
         if (catalog is null) throw new ArgumentNullException(nameof(catalog));
         return Tasks.NamedEntityRecognition.EntityEvaluator.Evaluate(data, labelColumnName, predictedLabelColumnName);
     }
+
+    /// <summary>
+    /// Fine-tunes a pretrained encoder with a PEFT method (LoRA by default) to score the similarity of two sentences, as a
+    /// cross-encoder or a bi-encoder (<see cref="Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer.Options.Architecture"/>).
+    /// The label is a Single score; predictions are in its units and may fall outside the training range.
+    /// </summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="options">Columns, base model, architecture, method and training settings.</param>
+    public static Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer PeftSentenceSimilarity(
+        this RegressionCatalog.RegressionTrainers catalog,
+        Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Fine-tunes the default encoder (all-MiniLM-L6-v2) with LoRA to score sentence pairs; same arguments as Microsoft.ML.TorchSharp's <c>SentenceSimilarity</c>.</summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="labelColumnName">The Single label column.</param>
+    /// <param name="scoreColumnName">The output column of the score.</param>
+    /// <param name="sentence1ColumnName">The first sentence's column.</param>
+    /// <param name="sentence2ColumnName">The second sentence's column.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer PeftSentenceSimilarity(
+        this RegressionCatalog.RegressionTrainers catalog,
+        string labelColumnName = "Label",
+        string scoreColumnName = "Score",
+        string sentence1ColumnName = "Sentence1",
+        string sentence2ColumnName = "Sentence2",
+        int batchSize = 32,
+        int maxEpochs = 10,
+        IDataView? validationSet = null) =>
+        catalog.PeftSentenceSimilarity(new Tasks.SentenceSimilarity.PeftSentenceSimilarityTrainer.Options
+        {
+            LabelColumnName = labelColumnName,
+            ScoreColumnName = scoreColumnName,
+            Sentence1ColumnName = sentence1ColumnName,
+            Sentence2ColumnName = sentence2ColumnName,
+            BatchSize = batchSize,
+            MaxEpoch = maxEpochs,
+            ValidationSet = validationSet,
+        });
+
+    /// <summary>
+    /// Pearson and Spearman correlation (ties by average rank) of predicted similarity scores and labels, the metrics of
+    /// STS benchmarks. Rows with a missing (NaN) label or score are skipped and counted.
+    /// </summary>
+    /// <param name="catalog">The regression catalog.</param>
+    /// <param name="data">Scored data.</param>
+    /// <param name="labelColumnName">The label column (Single or Double).</param>
+    /// <param name="scoreColumnName">The score column (Single or Double).</param>
+    public static Tasks.SentenceSimilarity.SentenceSimilarityMetrics EvaluateSentenceSimilarity(this RegressionCatalog catalog, IDataView data,
+        string labelColumnName = "Label", string scoreColumnName = "Score")
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return Tasks.SentenceSimilarity.SentenceSimilarityMetrics.Evaluate(data, labelColumnName, scoreColumnName);
+    }
 }
 
 /// <summary>Loading PEFT models: from another base-model location, or onto another device.</summary>

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Peft.Tests;
 /// <summary>The <c>mlnet-peft</c> command line, run as separate processes on a small slice of SST-2.</summary>
 [TestFixture]
 [NonParallelizable]
-public class CliTests
+public partial class CliTests
 {
     private static readonly TimeSpan ProcessTimeout = TimeSpan.FromMinutes(20);
     private string workDir = "";

@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Peft.Heads;
 
 /// <summary>
-/// A classification head over pooled features: dropout, then one Linear layer giving a logit per class. Its parameters
+/// A classification head over pooled features: dropout, then one Linear layer giving a logit per class (or, with one
+/// output, a regression head: the sentence-similarity cross-encoder's score). Its parameters
 /// are <c>weight</c> (classes x features) and <c>bias</c>, so inside a task network named <c>classifier</c> they save as
 /// <c>classifier.weight</c> and <c>classifier.bias</c>, as Hugging Face's <c>BertForSequenceClassification</c> names them.
 /// </summary>
@@ -17,7 +18,8 @@ internal sealed class ClassificationHead : nn.Module<Tensor, Tensor>
 
     public ClassificationHead(long features, int classes, double dropoutProbability, Generator? generator = null) : base("classifier")
     {
-        if (classes < 2) throw new ArgumentOutOfRangeException(nameof(classes), classes, "A classifier needs at least two classes.");
+        // Classifiers check for two classes or more where the label is read; one output is a regression head.
+        if (classes < 1) throw new ArgumentOutOfRangeException(nameof(classes), classes, "A head needs at least one output.");
         weight = new Parameter(empty(classes, features));
         bias = new Parameter(empty(classes));
         dropout = new RunDropout(dropoutProbability);
