@@ -266,4 +266,31 @@ public class NerTrainerTests
         Assert.That(predicted[1], Is.Empty);
         Assert.That(predicted[0], Has.Length.EqualTo(rows[^2].Label.Length));
     }
+
+    [Test]
+    public void CasedVocabularyKeepsTheCaseAndNeedsNoCaseFeatures()
+    {
+        var cased = TinyBert.WriteDirectory();
+        try
+        {
+            File.WriteAllText(Path.Combine(cased, "tokenizer_config.json"), "{\"do_lower_case\": false}");
+            var ml = new MLContext(1);
+            var options = Options();
+            options.BaseModel = BaseModelSource.FromHuggingFace(cased);
+            options.MaxEpoch = 1;
+            using var uncasedModel = (PeftNamedEntityRecognitionTransformer)((IEnumerable<ITransformer>)Pipeline(ml, Options()).Fit(ml.Data.LoadFromEnumerable(Rows(20, seed: 13)))).Last();
+            using var casedModel = (PeftNamedEntityRecognitionTransformer)((IEnumerable<ITransformer>)Pipeline(ml, options).Fit(ml.Data.LoadFromEnumerable(Rows(20, seed: 13)))).Last();
+            Assert.That(uncasedModel.CaseFeatures, Is.True, "uncased vocabulary: the head gets the case shapes");
+            Assert.That(casedModel.CaseFeatures, Is.False, "cased vocabulary: the tokens keep the case");
+            // The tiny vocabulary has lower-case entries only: a cased tokenizer maps "Actor" to [UNK], an uncased one to "actor".
+            var casedEncoder = casedModel.Model.Encoder;
+            var uncasedEncoder = uncasedModel.Model.Encoder;
+            Assert.That(casedEncoder.Tokens("Actor"), Is.Not.EqualTo(uncasedEncoder.Tokens("Actor")));
+            Assert.That(uncasedEncoder.Tokens("Actor"), Is.EqualTo(uncasedEncoder.Tokens("actor")));
+        }
+        finally
+        {
+            Directory.Delete(cased, recursive: true);
+        }
+    }
 }
