@@ -58,19 +58,23 @@ internal abstract class TextTaskModel : IDisposable
     /// <summary>The task network: the backbone registered under its name, and the head.</summary>
     public nn.Module Network => network ?? throw new InvalidOperationException("The task network is not set.");
 
-    /// <summary>The saved name of the head module (its parameters save as <c>name.parameter</c>).</summary>
+    /// <summary>The saved name of the head module (its parameters save as <c>name.parameter</c>); unused without a head.</summary>
     protected abstract string HeadName { get; }
 
     /// <summary>The task's saved name and settings, for the metadata.</summary>
     protected abstract (string Task, JsonObject Settings) TaskMetadata();
 
-    /// <summary>Sets the network (which registers the backbone) and its head, and moves it to the device; disposes the backbone on failure.</summary>
-    protected void SetNetwork(Func<nn.Module> create, Func<nn.Module> headOf)
+    /// <summary>
+    /// Sets the network (which registers the backbone) and its head (null for a task without one), and moves it to the
+    /// device; disposes the backbone on failure.
+    /// </summary>
+    protected void SetNetwork<TNetwork>(Func<TNetwork> create, Func<TNetwork, nn.Module?> headOf) where TNetwork : nn.Module
     {
         try
         {
-            network = create();
-            head = headOf();
+            var created = create();
+            network = created;
+            head = headOf(created);
             network.to(Device);
         }
         catch
@@ -82,7 +86,7 @@ internal abstract class TextTaskModel : IDisposable
     }
 
     private IEnumerable<NamedParameter> HeadParameters() =>
-        head!.named_parameters().Select(p => new NamedParameter(HeadName + "." + p.name, p.parameter));
+        head?.named_parameters().Select(p => new NamedParameter(HeadName + "." + p.name, p.parameter)) ?? Enumerable.Empty<NamedParameter>();
 
     /// <summary>The method's parameters and the head's, under their saved keys.</summary>
     public IReadOnlyList<NamedParameter> TrainableParameters() => Adapted.Parameters().Concat(HeadParameters()).ToList();
@@ -98,16 +102,30 @@ internal abstract class TextTaskModel : IDisposable
 
     public long TotalParameterCount => Network.parameters().Sum(p => p.numel());
 
-    /// <summary>Optimizer groups: the method's, then the head at the trainer's rate.</summary>
-    public IReadOnlyList<ParameterGroup> ParameterGroups() =>
-        Adapted.Method.ParameterGroups(Adapted.Method.Parameters(Adapted.Backbone))
-            .Append(new ParameterGroup(head!.parameters().ToList(), 1.0)).ToList();
+    /// <summary>Optimizer groups: the method's, then the head (if the task has one) at the trainer's rate.</summary>
+    public IReadOnlyList<ParameterGroup> ParameterGroups()
+    {
+        var groups = Adapted.Method.ParameterGroups(Adapted.Method.Parameters(Adapted.Backbone)).ToList();
+        if (head is not null) groups.Add(new ParameterGroup(head.parameters().ToList(), 1.0));
+        return groups;
+    }
 
     /// <summary>Tensors of a padded batch on the model's device: input ids, attention mask, token types.</summary>
     public (Tensor Ids, Tensor Mask, Tensor Types) ToTensors(EncodedBatch batch)
     {
         var shape = new long[] { batch.Rows, batch.Length };
         return (tensor(batch.InputIds, shape).to(Device), tensor(batch.AttentionMask, shape).to(Device), tensor(batch.TokenTypeIds, shape).to(Device));
+    }
+
+    /// <summary>
+    /// The indices of <paramref name="count"/> rows sorted by <paramref name="length"/> (stable) and cut into batches of
+    /// <paramref name="batchSize"/>, so short rows are not padded to long ones.
+    /// </summary>
+    protected static IEnumerable<int[]> LengthOrderedBatches(int count, Func<int, int> length, int batchSize)
+    {
+        var order = Enumerable.Range(0, count).OrderBy(length).ToArray();
+        for (int start = 0; start < order.Length; start += batchSize)
+            yield return order.AsSpan(start, Math.Min(batchSize, order.Length - start)).ToArray();
     }
 
     /// <summary>The model's entries for saving.</summary>

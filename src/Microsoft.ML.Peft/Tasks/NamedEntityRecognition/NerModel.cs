@@ -59,7 +59,7 @@ internal sealed class NerModel : TextTaskModel
         Settings = settings;
         long features = Backbone.FeatureSize + (settings.CaseFeatures ? WordWindows.CaseShapeCount : 0);
         SetNetwork(() => new NerNetwork(Backbone, new ClassificationHead(features, settings.Tags.Count, headDropout, generator), settings.CaseFeatures),
-            () => ((NerNetwork)Network).Head);
+            network => network.Head);
     }
 
     public NerSettings Settings { get; }
@@ -120,10 +120,9 @@ internal sealed class NerModel : TextTaskModel
         cutWords = tokenized.Sum(t => t.CutWords);
         int tags = Settings.Tags.Count;
         var logProbabilities = tokenized.Select(t => new float[t.Pieces.Length * tags]).ToArray();
-        var order = Enumerable.Range(0, windows.Count).OrderBy(i => windows[i].Row.Ids.Length).ToArray();
-        for (int start = 0; start < order.Length; start += Settings.BatchSize)
+        foreach (var batch in LengthOrderedBatches(windows.Count, i => windows[i].Row.Ids.Length, Settings.BatchSize))
         {
-            var chunk = order.AsSpan(start, Math.Min(Settings.BatchSize, order.Length - start)).ToArray().Select(i => windows[i]).ToList();
+            var chunk = batch.Select(i => windows[i]).ToList();
             using var scope = NewDisposeScope();
             using var mode = inference_mode();
             var values = nn.functional.log_softmax(Logits(chunk, tokenized), 1).cpu().data<float>().ToArray();

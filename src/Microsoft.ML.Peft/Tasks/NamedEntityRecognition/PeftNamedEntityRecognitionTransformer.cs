@@ -159,43 +159,8 @@ internal static class NerLoader
 {
     public const string Source = "The PEFT named-entity recognition model";
 
-    public static NerModel Load(ModelEntries entries, PeftLoadOptions? options, IChannel ch)
-    {
-        var metadata = ModelMetadata.Parse(entries.MetadataBytes, Source);
-        if (metadata.Task != NerSettings.TaskName)
-            throw new InvalidDataException($"{Source} holds a '{metadata.Task}' model, not {NerSettings.TaskName}.");
-        var settings = metadata.Settings<NerSettings>(Source);
-        if (metadata.Config is null) throw new InvalidDataException($"{Source}: the metadata has no backbone configuration.");
-        settings.Validate(metadata.Config, Source);
-        var method = Methods.MethodRegistry.FromJson(metadata.Method, Source);
-        if (metadata.BaseModelEmbedded && entries.BaseModelBytes is null)
-            throw new InvalidDataException($"{Source} says it embeds its base model, but has no '{ModelEntries.BaseModel}' entry.");
-        var baseModel = BaseModelLocator.Resolve(metadata, entries.VocabBytes, metadata.BaseModelEmbedded ? entries.BaseModelBytes : null,
-            options?.BaseModelPath, Source);
-        var device = Torch.TorchBackend.LoadDevice(options?.Device, ch);
-        using var generator = new TorchSharp.torch.Generator(0);
-        NerModel model;
-        try
-        {
-            model = new NerModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{Source}: the saved method and settings do not fit the base model: {e.Message}", e);
-        }
-        try
-        {
-            if (metadata.AdaptedModules.Count > 0 && !model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
-                throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
-                    $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-            AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), Source);
-            if (options?.ShareBaseModel ?? true) model.ShareBaseWeights(baseModel.Sha256);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static NerModel Load(ModelEntries entries, PeftLoadOptions? options, IChannel ch) =>
+        TextTaskLoader.Load<NerSettings, NerModel>(Source, NerSettings.TaskName, ModelMetadata.Parse(entries.MetadataBytes, Source), entries, options, ch,
+            (settings, config) => settings.Validate(config, Source),
+            (settings, baseModel, method, embed, device, generator) => new NerModel(settings, baseModel, method, embed, device, generator));
 }

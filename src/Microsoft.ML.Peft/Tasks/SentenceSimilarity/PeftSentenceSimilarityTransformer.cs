@@ -36,10 +36,9 @@ public sealed class PeftSentenceSimilarityTransformer : ITransformer, IDisposabl
         this.model = model;
         TrainingHistory = history;
         Cache = new EmbeddingCache(model.IsBiEncoder ? EmbeddingCacheCapacity : 0);
-        model.Network.eval();
-        // The adapter is fixed from now on: fold it into the base weights, unless they are shared with other models.
-        if (model.SharedBase is null) model.Adapted.Merge();
-        else model.Adapted.Backbone.PrepareInference();
+        // The adapter is fixed from now on: folded into the base weights so scoring costs no extra matmuls, unless the
+        // base weights are shared with other loaded models (then they must not change).
+        model.PrepareForScoring();
     }
 
     /// <summary>The PEFT method (<c>LORA</c>, <c>BITFIT</c>, <c>FULL</c>...).</summary>

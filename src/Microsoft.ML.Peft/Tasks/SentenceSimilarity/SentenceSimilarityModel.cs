@@ -1,5 +1,5 @@
+using System.Text.Json.Nodes;
 using Microsoft.ML.Peft.Backbones;
-using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Heads;
 using Microsoft.ML.Peft.Inputs;
 using Microsoft.ML.Peft.Methods;
@@ -42,83 +42,42 @@ internal sealed class SentenceSimilarityNetwork : nn.Module<Tensor, Tensor, Tens
 /// A fine-tuned sentence-similarity model: the base model with its method applied, the head (cross-encoder), the
 /// tokenizer and the saved settings. What the trainer fits and the transformer scores with; scoring changes no state.
 /// </summary>
-internal sealed class SentenceSimilarityModel : IDisposable
+internal sealed class SentenceSimilarityModel : TextTaskModel
 {
     public SentenceSimilarityModel(SentenceSimilaritySettings settings, LoadedBaseModel baseModel, PeftMethodOptions method,
         bool embedBaseModel, Device device, Generator? generator, float headDropout = 0)
+        : base(baseModel, method, Checked(settings, baseModel).MaxSequenceLength, embedBaseModel, device, generator)
     {
-        settings.Validate(baseModel.Config, "sentence similarity settings");
         Settings = settings;
-        BaseModel = BaseModelReference.From(baseModel);
-        BaseModelFile = embedBaseModel ? baseModel.File : null;
-        Vocab = baseModel.Vocab;
-        Device = device;
-        Config = baseModel.Config;
-        Encoder = new TextEncoder(baseModel.Vocab, baseModel.Source.LowerCase, settings.MaxSequenceLength);
-        var backbone = (ITextBackbone)baseModel.CreateBackbone();
-        try
-        {
-            Adapted = new AdaptedBackbone(backbone, method, generator);
-            if (settings.MaxSequenceLength > backbone.MaxInputLength)
-                throw new ArgumentOutOfRangeException(nameof(settings.MaxSequenceLength), settings.MaxSequenceLength,
-                    $"MaxSequenceLength and the method's {backbone.MaxPositions - backbone.MaxInputLength} virtual tokens exceed the base model's " +
-                    $"{backbone.MaxPositions} positions: lower MaxSequenceLength to at most {backbone.MaxInputLength}, or num_virtual_tokens.");
-            var head = settings.Architecture == SimilarityArchitecture.CrossEncoder ? new ClassificationHead(backbone.FeatureSize, 1, headDropout, generator) : null;
-            Network = new SentenceSimilarityNetwork(backbone, head);
-            Network.to(device);
-        }
-        catch
-        {
-            backbone.Module.Dispose();
-            throw;
-        }
+        SetNetwork(() => new SentenceSimilarityNetwork(Backbone,
+                settings.Architecture == SimilarityArchitecture.CrossEncoder ? new ClassificationHead(Backbone.FeatureSize, 1, headDropout, generator) : null),
+            network => network.Head);
     }
 
     public SentenceSimilaritySettings Settings { get; }
-    public BaseModelReference BaseModel { get; }
-    public Backbones.Bert.BertConfig Config { get; }
-    public AdaptedBackbone Adapted { get; }
-    public SentenceSimilarityNetwork Network { get; }
-    public TextEncoder Encoder { get; }
-    public byte[] Vocab { get; }
-    public byte[]? BaseModelFile { get; }
-    public Device Device { get; }
     public bool IsBiEncoder => Settings.Architecture == SimilarityArchitecture.BiEncoder;
 
-    /// <summary>The method's parameters and the head's (cross-encoder), under their saved keys.</summary>
-    public IReadOnlyList<NamedParameter> TrainableParameters() => Adapted.Parameters().Concat(HeadParameters()).ToList();
-
-    /// <summary>What a saved model's adapter entry fills: the trainable parameters and the method's frozen saved tensors.</summary>
-    public IReadOnlyList<NamedParameter> LoadedParameters() => TrainableParameters().Concat(Adapted.FrozenState()).ToList();
-
-    private IEnumerable<NamedParameter> HeadParameters() =>
-        Network.Head?.named_parameters().Select(p => new NamedParameter("classifier." + p.name, p.parameter)) ?? Enumerable.Empty<NamedParameter>();
-
-    /// <summary>The tensors saved for the model (the caller disposes them): the method's saved state and the head.</summary>
-    public IReadOnlyList<NamedTensor> SavedState() =>
-        Adapted.SavedState().Concat(HeadParameters().Select(p => new NamedTensor(p.Key, p.Parameter.detach()))).ToList();
-
-    public long TrainableParameterCount => TrainableParameters().Sum(p => p.Parameter.numel());
-
-    public long TotalParameterCount => Network.parameters().Sum(p => p.numel());
-
-    /// <summary>Optimizer groups: the method's, then the head (cross-encoder) at the trainer's rate.</summary>
-    public IReadOnlyList<ParameterGroup> ParameterGroups()
+    private static SentenceSimilaritySettings Checked(SentenceSimilaritySettings settings, LoadedBaseModel baseModel)
     {
-        var groups = Adapted.Method.ParameterGroups(Adapted.Method.Parameters(Adapted.Backbone)).ToList();
-        if (Network.Head is not null) groups.Add(new ParameterGroup(Network.Head.parameters().ToList(), 1.0));
-        return groups;
+        settings.Validate(baseModel.Config, "sentence similarity settings");
+        return settings;
     }
+
+    public new SentenceSimilarityNetwork Network => (SentenceSimilarityNetwork)base.Network;
+
+    /// <summary>The cross-encoder's regression head; a bi-encoder has none.</summary>
+    protected override string HeadName => "classifier";
+
+    protected override (string Task, JsonObject Settings) TaskMetadata() => (SentenceSimilaritySettings.TaskName, Settings.ToJson());
 
     /// <summary>The network's output for a batch of encoded rows: cross-encoder outputs [rows] or bi-encoder embeddings [rows, hidden].</summary>
     public Tensor Forward(IReadOnlyList<EncodedRow> rows)
     {
-        var batch = Encoder.Pad(rows);
-        var shape = new long[] { batch.Rows, batch.Length };
-        using var ids = tensor(batch.InputIds, shape).to(Device);
-        using var mask = tensor(batch.AttentionMask, shape).to(Device);
-        using var types = tensor(batch.TokenTypeIds, shape).to(Device);
-        return Network.forward(ids, mask, types);
+        var (ids, mask, types) = ToTensors(Encoder.Pad(rows));
+        using (ids)
+        using (mask)
+        using (types)
+            return Network.forward(ids, mask, types);
     }
 
     /// <summary>
@@ -186,49 +145,6 @@ internal sealed class SentenceSimilarityModel : IDisposable
         return (float)sum;
     }
 
-    /// <summary>Row indices sorted by token count, cut into batches, so short rows are not padded to long ones.</summary>
-    private IEnumerable<int[]> LengthOrderedBatches(EncodedRow[] rows)
-    {
-        var order = Enumerable.Range(0, rows.Length).OrderBy(i => rows[i].Ids.Length).ToArray();
-        for (int start = 0; start < order.Length; start += Settings.BatchSize)
-            yield return order.AsSpan(start, Math.Min(Settings.BatchSize, order.Length - start)).ToArray();
-    }
-
-    /// <summary>The model's entries for saving.</summary>
-    public ModelEntries ToEntries()
-    {
-        var state = SavedState();
-        try
-        {
-            return new ModelEntries
-            {
-                MetadataBytes = new ModelMetadata
-                {
-                    Task = SentenceSimilaritySettings.TaskName,
-                    BaseModel = BaseModel,
-                    BaseModelEmbedded = BaseModelFile is not null,
-                    Config = Config,
-                    Method = MethodRegistry.ToJson(Adapted.Method.SavedOptions),
-                    AdapterName = Adapted.Method.AdapterName,
-                    AdaptedModules = Adapted.AdaptedModules.ToList(),
-                    TaskSettings = Settings.ToJson(),
-                }.ToUtf8(),
-                VocabBytes = Vocab,
-                AdapterBytes = AdapterState.Save(state),
-                BaseModelBytes = BaseModelFile,
-            };
-        }
-        finally
-        {
-            foreach (var t in state) t.Value.Dispose();
-        }
-    }
-
-    /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
-    public SharedBaseWeights? SharedBase { get; private set; }
-
-    /// <summary>Shares the frozen base weights with other loaded models of the same base (see <see cref="SharedBaseWeights"/>).</summary>
-    public void ShareBaseWeights(string sha256) => SharedBase = SharedBaseWeights.Share(Adapted, sha256, Device);
-
-    public void Dispose() => Network.Dispose();
+    /// <summary>Row indices sorted by token count, cut into batches of <see cref="SentenceSimilaritySettings.BatchSize"/>.</summary>
+    private IEnumerable<int[]> LengthOrderedBatches(EncodedRow[] rows) => LengthOrderedBatches(rows.Length, i => rows[i].Ids.Length, Settings.BatchSize);
 }

@@ -30,11 +30,9 @@ public sealed class PeftTextClassificationTransformer : ITransformer, IDisposabl
         host = env.Register(nameof(PeftTextClassificationTransformer));
         this.model = model;
         TrainingHistory = history;
-        model.Network.eval();
-        // The adapter is fixed from now on: fold it into the base weights so scoring costs no extra matmuls, unless the
+        // The adapter is fixed from now on: folded into the base weights so scoring costs no extra matmuls, unless the
         // base weights are shared with other loaded models (then they must not change).
-        if (model.SharedBase is null) model.Adapted.Merge();
-        else model.Adapted.Backbone.PrepareInference();
+        model.PrepareForScoring();
     }
 
     /// <summary>The PEFT method (<c>LORA</c>, <c>BITFIT</c>, <c>FULL</c>...).</summary>

@@ -5,7 +5,6 @@ using Microsoft.ML.Peft.Backbones.Bert;
 using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Methods.Lora;
-using Microsoft.ML.Peft.Torch;
 using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Peft.Tasks.TextClassification;
@@ -15,48 +14,11 @@ internal static class TextClassificationLoader
 {
     private const string Source = "The PEFT text classification model";
 
-    public static TextClassificationModel Load(int version, ModelEntries entries, PeftLoadOptions? options, IChannel ch)
-    {
-        var metadata = version == 1 ? FromVersion1(entries.MetadataBytes) : ModelMetadata.Parse(entries.MetadataBytes, Source);
-        if (metadata.Task != TextClassificationSettings.TaskName)
-            throw new InvalidDataException($"{Source} holds a '{metadata.Task}' model, not {TextClassificationSettings.TaskName}.");
-        var settings = metadata.Settings<TextClassificationSettings>(Source);
-        if (metadata.Config is null) throw new InvalidDataException($"{Source}: the metadata has no backbone configuration.");
-        settings.Validate(metadata.Config, Source);
-        var method = MethodRegistry.FromJson(metadata.Method, Source);
-        if (metadata.BaseModelEmbedded && entries.BaseModelBytes is null)
-            throw new InvalidDataException($"{Source} says it embeds its base model, but has no '{ModelEntries.BaseModel}' entry.");
-
-        var baseModel = BaseModelLocator.Resolve(metadata, entries.VocabBytes, metadata.BaseModelEmbedded ? entries.BaseModelBytes : null,
-            options?.BaseModelPath, Source);
-        var device = TorchBackend.LoadDevice(options?.Device, ch);
-        // New parameters are overwritten by the saved ones; a local generator keeps libtorch's global one untouched.
-        using var generator = new TorchSharp.torch.Generator(0);
-        TextClassificationModel model;
-        try
-        {
-            model = new TextClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
-        }
-        catch (ArgumentException e)
-        {
-            // Saved settings that do not fit this base model (virtual tokens beyond its positions, targets it lacks).
-            throw new InvalidDataException($"{Source}: the saved method and settings do not fit the base model: {e.Message}", e);
-        }
-        try
-        {
-            if (metadata.AdaptedModules.Count > 0 && !model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
-                throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
-                    $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-            AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), Source);
-            if (options?.ShareBaseModel ?? true) model.ShareBaseWeights(baseModel.Sha256);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static TextClassificationModel Load(int version, ModelEntries entries, PeftLoadOptions? options, IChannel ch) =>
+        TextTaskLoader.Load<TextClassificationSettings, TextClassificationModel>(Source, TextClassificationSettings.TaskName,
+            version == 1 ? FromVersion1(entries.MetadataBytes) : ModelMetadata.Parse(entries.MetadataBytes, Source), entries, options, ch,
+            (settings, config) => settings.Validate(config, Source),
+            (settings, baseModel, method, embed, device, generator) => new TextClassificationModel(settings, baseModel, method, embed, device, generator));
 
     /// <summary>Version 1 metadata (LoRA only, flat fields) as version 2 metadata. Its training device is ignored: models load where the load options say.</summary>
     private static ModelMetadata FromVersion1(byte[] utf8)
