@@ -95,7 +95,6 @@ internal static class NerCommand
         CheckKnownTags(test, tags, s.TestDataset, "--test-dataset");
         if (validation is not null) CheckKnownTags(validation, tags, s.ValidationDataset!, "--validation-dataset");
         var baseModel = TextClassificationCommand.ResolveBaseModel(s.Model, s.Vocab);
-        if (s.Vocab is not null && baseModel?.Kind != BaseModelKind.Onnx) throw new UsageException("--vocab applies to an ONNX --model only.");
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
         console.MarkupLine($"CoNLL: {train.Sentences.Count:N0} training sentences (tags in column {train.TagColumn}), {test.Sentences.Count:N0} test sentences" +

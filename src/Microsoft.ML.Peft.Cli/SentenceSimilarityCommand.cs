@@ -108,8 +108,6 @@ internal static class SentenceSimilarityCommand
         var validationFile = s.ValidationDataset is null ? null : DelimitedFile.Open(s.ValidationDataset, "--validation-dataset", s.Format);
         var testFile = s.TestDataset is null ? null : DelimitedFile.Open(s.TestDataset, "--test-dataset", s.Format);
         var baseModel = TextClassificationCommand.ResolveBaseModel(s.Model, s.Vocab);
-        if (s.Vocab is not null && baseModel?.Kind != BaseModelKind.Onnx)
-            throw new UsageException("--vocab applies to an ONNX --model only.");
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
 
@@ -118,16 +116,7 @@ internal static class SentenceSimilarityCommand
         IDataView train = Load(mlContext, trainFile, s);
         IDataView? validation = validationFile is null ? null : Load(mlContext, validationFile, s);
         IDataView testData;
-        if (testFile is not null)
-        {
-            testData = Load(mlContext, testFile, s);
-        }
-        else
-        {
-            var split = mlContext.Data.TrainTestSplit(train, testFraction: 0.2, seed: s.Seed);
-            (train, testData) = (split.TrainSet, split.TestSet);
-            console.MarkupLine("No --test-dataset: 20% of the training data is held out for testing.");
-        }
+        (train, testData) = TextClassificationCommand.HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, s), s.Seed);
 
         var trainer = mlContext.Regression.Trainers.PeftSentenceSimilarity(new PeftSentenceSimilarityTrainer.Options
         {

@@ -114,8 +114,6 @@ internal static class TextClassificationCommand
         var validationFile = s.ValidationDataset is null ? null : DelimitedFile.Open(s.ValidationDataset, "--validation-dataset", s.Format);
         var testFile = s.TestDataset is null ? null : DelimitedFile.Open(s.TestDataset, "--test-dataset", s.Format);
         var baseModel = ResolveBaseModel(s.Model, s.Vocab);
-        if (s.Vocab is not null && baseModel?.Kind != BaseModelKind.Onnx)
-            throw new UsageException("--vocab applies to an ONNX --model only.");
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
 
@@ -124,16 +122,7 @@ internal static class TextClassificationCommand
         IDataView train = Load(mlContext, trainFile, s);
         IDataView? validation = validationFile is null ? null : Load(mlContext, validationFile, s);
         IDataView testData;
-        if (testFile is not null)
-        {
-            testData = Load(mlContext, testFile, s);
-        }
-        else
-        {
-            var split = mlContext.Data.TrainTestSplit(train, testFraction: 0.2, seed: s.Seed);
-            (train, testData) = (split.TrainSet, split.TestSet);
-            console.MarkupLine("No --test-dataset: 20% of the training data is held out for testing.");
-        }
+        (train, testData) = HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, s), s.Seed);
 
         // The pipeline is MapValueToKey(Label) -> PeftTextClassification -> MapKeyToValue(PredictedLabel). Its first step is
         // fitted here, on the training data, so that the validation set gets the very same label mapping as the model; the
@@ -182,14 +171,30 @@ internal static class TextClassificationCommand
         return file.Load(mlContext, columns, s.MaxRows);
     }
 
+    /// <summary>The test data: --test-dataset, or without it 20% of the training data, held out (the training data is the rest).</summary>
+    internal static (IDataView Train, IDataView Test) HoldOut(MLContext mlContext, IAnsiConsole console, IDataView train, IDataView? test, int seed)
+    {
+        if (test is not null) return (train, test);
+        var split = mlContext.Data.TrainTestSplit(train, testFraction: 0.2, seed: seed);
+        console.MarkupLine("No --test-dataset: 20% of the training data is held out for testing.");
+        return (split.TrainSet, split.TestSet);
+    }
+
+    /// <summary>The text base model of --model (an ONNX file or a Hugging Face directory) and --vocab; null for the default MiniLM.</summary>
     internal static BaseModelSource? ResolveBaseModel(string? model, string? vocab)
     {
-        if (model is null) return null;
+        if (model is null)
+        {
+            if (vocab is not null) throw new UsageException("--vocab applies to an ONNX --model only.");
+            return null;
+        }
         if (!File.Exists(model) && !Directory.Exists(model))
             throw new FileNotFoundException($"The base model '{model}' (--model) does not exist: give an ONNX file or a Hugging Face directory.", model);
         if (vocab is not null && !File.Exists(vocab))
             throw new FileNotFoundException($"The vocabulary '{vocab}' (--vocab) does not exist.", vocab);
-        return BaseModelSource.FromPath(model, vocab);
+        var source = BaseModelSource.FromPath(model, vocab);
+        if (vocab is not null && source.Kind != BaseModelKind.Onnx) throw new UsageException("--vocab applies to an ONNX --model only.");
+        return source;
     }
 
 }
