@@ -31,6 +31,9 @@ internal sealed class PairArguments
     public int Rank { get; private set; } = 8;
     public double TestFraction { get; private set; } = 0.15;
     public bool SkipFull { get; private set; }
+    public bool SkipCross { get; private set; }
+    public bool SkipBi { get; private set; }
+    public bool BothOrders { get; private set; }
     public string? Output { get; private set; }
     public string? Data { get; private set; }
 
@@ -45,6 +48,9 @@ internal sealed class PairArguments
         "  --full-lr X         peak learning rate of full fine-tuning (default 5e-05)\n" +
         "  --rank N            LoRA rank, every Linear layer (default 8)\n" +
         "  --skip-full         leave out the full fine-tuning row\n" +
+        "  --skip-cross        (stsb) leave out the cross-encoder rows\n" +
+        "  --skip-bi           (stsb) leave out the bi-encoder rows\n" +
+        "  --both-orders       (stsb) cross-encoders train on both orders of each pair and score the mean of both\n" +
         "  --seed N            seed of the split, the MLContext and the trainers (default 1)\n" +
         $"  --output FILE       results file (default bench/results/{task}.json; the table goes beside it as .md)\n" +
         "  --data DIR          data folder (default ../shared/data beside the repository root)";
@@ -75,6 +81,9 @@ internal sealed class PairArguments
                 case "--full-lr": a.FullLearningRate = Rate(args[i]); break;
                 case "--rank": a.Rank = Positive(args[i]); break;
                 case "--skip-full": a.SkipFull = true; break;
+                case "--skip-cross": a.SkipCross = true; break;
+                case "--skip-bi": a.SkipBi = true; break;
+                case "--both-orders": a.BothOrders = true; break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
                 case "--output": a.Output = Value(); break;
                 case "--data": a.Data = Value(); break;
@@ -103,7 +112,7 @@ internal sealed class PairArguments
     public JsonObject Recipe() => new()
     {
         ["epochs"] = Epochs, ["maxLength"] = MaxLength, ["batchSize"] = BatchSize, ["seed"] = Seed, ["loraLearningRate"] = LoraLearningRate,
-        ["fullLearningRate"] = FullLearningRate, ["loraRank"] = Rank, ["loraAlpha"] = 2 * Rank, ["loraTargets"] = "all-linear", ["testFraction"] = TestFraction,
+        ["fullLearningRate"] = FullLearningRate, ["bothOrders"] = BothOrders, ["loraRank"] = Rank, ["loraAlpha"] = 2 * Rank, ["loraTargets"] = "all-linear", ["testFraction"] = TestFraction,
     };
 
     public LoraOptions Lora() => new() { Rank = Rank, Alpha = 2 * Rank };
@@ -205,15 +214,16 @@ internal static class StsbBenchmark
             $"{train.Count:N0} training pairs and {test.Count:N0} test pairs of stsb/train.tsv ({all.Count:N0} pairs; seeded shuffle, the last {a.TestFraction * 100:F0}% held apart)");
         Program.Log($"STS-B: {description}; {a.Epochs} epoch(s), max length {a.MaxLength}, seed {a.Seed}.");
         var ml = PairBench.Context(a.Seed, "PeftSentenceSimilarity");
+        if (a.SkipCross && a.SkipBi) throw new ArgumentException("--skip-cross and --skip-bi leave no PEFT row.");
         var rows = new JsonArray { FrozenCosine(ml, a, test) };
-        var cross = RunPeft(ml, a, train, test, SimilarityArchitecture.CrossEncoder, a.Lora(), a.LoraLearningRate);
-        var bi = RunPeft(ml, a, train, test, SimilarityArchitecture.BiEncoder, a.Lora(), a.LoraLearningRate);
-        rows.Add(cross);
-        rows.Add(bi);
-        var better = Spearman(cross) >= Spearman(bi) ? SimilarityArchitecture.CrossEncoder : SimilarityArchitecture.BiEncoder;
+        var cross = a.SkipCross ? null : RunPeft(ml, a, train, test, SimilarityArchitecture.CrossEncoder, a.Lora(), a.LoraLearningRate);
+        var bi = a.SkipBi ? null : RunPeft(ml, a, train, test, SimilarityArchitecture.BiEncoder, a.Lora(), a.LoraLearningRate);
+        if (cross is not null) rows.Add(cross);
+        if (bi is not null) rows.Add(bi);
+        var better = bi is null || cross is not null && Spearman(cross) >= Spearman(bi) ? SimilarityArchitecture.CrossEncoder : SimilarityArchitecture.BiEncoder;
         if (!a.SkipFull) rows.Add(RunPeft(ml, a, train, test, better, new FullFineTuningOptions(), a.FullLearningRate));
 
-        double bestPeft = Math.Max(Spearman(cross), Spearman(bi));
+        double bestPeft = Math.Max(cross is null ? double.NegativeInfinity : Spearman(cross), bi is null ? double.NegativeInfinity : Spearman(bi));
         double baseline = Spearman(rows[0]!);
         var failures = new List<string>();
         if (bestPeft < SpearmanTarget) failures.Add(string.Create(CultureInfo.InvariantCulture, $"the best LoRA Spearman {bestPeft:F4} is below {SpearmanTarget:F2}"));
@@ -275,13 +285,15 @@ internal static class StsbBenchmark
     private static JsonObject RunPeft(MLContext ml, PairArguments a, IReadOnlyList<PairRow> trainRows, IReadOnlyList<PairRow> testRows,
         SimilarityArchitecture architecture, PeftMethodOptions method, float learningRate)
     {
-        var name = $"{(method is FullFineTuningOptions ? "Full fine-tuning" : $"LoRA r={a.Rank} all-linear")}, {(architecture == SimilarityArchitecture.CrossEncoder ? "cross-encoder" : "bi-encoder")}";
+        var name = $"{(method is FullFineTuningOptions ? "Full fine-tuning" : $"LoRA r={a.Rank} all-linear")}, " +
+            (architecture == SimilarityArchitecture.BiEncoder ? "bi-encoder" : a.BothOrders ? "cross-encoder, both orders" : "cross-encoder");
         Program.Log($"{name}, learning rate {learningRate.ToString("G", CultureInfo.InvariantCulture)} ...");
         var train = ml.Data.LoadFromEnumerable(trainRows);
         var test = ml.Data.LoadFromEnumerable(testRows);
         var trainer = ml.Regression.Trainers.PeftSentenceSimilarity(new PeftSentenceSimilarityTrainer.Options
         {
             Architecture = architecture,
+            BothOrders = a.BothOrders,
             Method = method,
             LearningRate = learningRate,
             MaxEpoch = a.Epochs,

@@ -284,6 +284,36 @@ public class SentenceSimilarityTests
     }
 
     [Test]
+    public void CrossEncoderOnBothOrdersScoresSymmetricallyAndSavesTheSetting()
+    {
+        var ml = new MLContext(1);
+        var options = Options(SimilarityArchitecture.CrossEncoder);
+        options.MaxEpoch = 1;
+        var rows = TinyPairs(24, 1);
+        var swapped = rows.Select(r => new PairRow { Sentence1 = r.Sentence2, Sentence2 = r.Sentence1, Label = r.Label }).ToList();
+        using (var oneOrder = ml.Regression.Trainers.PeftSentenceSimilarity(options).Fit(ml.Data.LoadFromEnumerable(rows)))
+        {
+            // One order: the encoder reads "[CLS] a [SEP] b [SEP]" with token types, so swapping the sentences changes the score.
+            Assert.That(Scores(oneOrder.Transform(ml.Data.LoadFromEnumerable(swapped))), Is.Not.EqualTo(Scores(oneOrder.Transform(ml.Data.LoadFromEnumerable(rows)))));
+        }
+        options.BothOrders = true;
+        using var model = ml.Regression.Trainers.PeftSentenceSimilarity(options).Fit(ml.Data.LoadFromEnumerable(rows));
+        var forward = Scores(model.Transform(ml.Data.LoadFromEnumerable(rows)));
+        Assert.That(Scores(model.Transform(ml.Data.LoadFromEnumerable(swapped))), Is.EqualTo(forward).Within(1e-4));
+        var path = Path.Combine(Path.GetTempPath(), $"sim-both-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(model, null, path);
+            using var loaded = (PeftSentenceSimilarityTransformer)ml.Model.Load(path, out _);
+            Assert.That(Scores(loaded.Transform(ml.Data.LoadFromEnumerable(swapped))), Is.EqualTo(forward).Within(1e-4));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
     public void CrossEncoderHasNoEmbeddings()
     {
         var ml = new MLContext(1);

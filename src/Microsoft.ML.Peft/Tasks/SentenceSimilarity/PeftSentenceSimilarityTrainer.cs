@@ -46,6 +46,12 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         /// </summary>
         public SimilarityArchitecture Architecture = SimilarityArchitecture.BiEncoder;
 
+        /// <summary>
+        /// Cross-encoder only: train on every pair in both orders (a, b) and (b, a), and score a pair as the mean of its two
+        /// orders, so that the score is symmetric as similarity is. Twice the compute of one order. Default false.
+        /// </summary>
+        public bool BothOrders;
+
 
         internal override void Validate()
         {
@@ -118,6 +124,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             MaxSequenceLength = options.MaxSequenceLength,
             BatchSize = options.BatchSize,
             Architecture = options.Architecture,
+            BothOrders = options.Architecture == SimilarityArchitecture.CrossEncoder && options.BothOrders,
             LabelMean = mean,
             LabelStd = std,
             LabelMin = train.Labels.Min(),
@@ -183,19 +190,22 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         }
         else
         {
-            var pairs = model.Encoder.Tokenize(train.First, train.Second);
-            truncated = pairs.Count(r => r.Truncated);
+            // With both orders, rows n.. are the pairs reversed, with the same targets.
+            var pairs = model.Settings.BothOrders
+                ? model.Encoder.Tokenize(train.First.Concat(train.Second).ToList(), train.Second.Concat(train.First).ToList())
+                : model.Encoder.Tokenize(train.First, train.Second);
+            truncated = pairs.Take(train.Count).Count(r => r.Truncated);
             lengths = pairs.Select(r => r.Ids.Length).ToArray();
             loss = rows => nn.functional.mse_loss(model.Forward(rows.Select(i => pairs[i]).ToList()), Targets(rows));
         }
         if (truncated > 0)
             ch.Warning($"{truncated} of {train.Count} training pairs were longer than MaxSequenceLength={model.Settings.MaxSequenceLength} tokens and were truncated.");
 
-        Tensor Targets(int[] rows) => tensor(rows.Select(i => targets[i]).ToArray()).to(model.Device);
+        Tensor Targets(int[] rows) => tensor(rows.Select(i => targets[i % train.Count]).ToArray()).to(model.Device);
 
         return new TrainingJob
         {
-            RowCount = train.Count,
+            RowCount = lengths.Length,
             RowLengths = lengths,
             Loss = loss,
             Validate = validation is null ? null : () => Spearman(model, validation),

@@ -124,16 +124,20 @@ internal sealed class SentenceSimilarityModel : TextTaskModel
             }
             return scores;
         }
-        var rows = Encoder.Tokenize(first, second);
-        truncatedRows = rows.Count(r => r.Truncated);
-        var result = new float[rows.Length];
+        // With both orders, rows n.. are the pairs reversed; a pair's score is the mean of its two outputs.
+        int n = first.Count;
+        var rows = Settings.BothOrders ? Encoder.Tokenize(first.Concat(second).ToList(), second.Concat(first).ToList()) : Encoder.Tokenize(first, second);
+        truncatedRows = Enumerable.Range(0, n).Count(i => rows[i].Truncated);
+        var outputs = new float[rows.Length];
         foreach (var chunk in LengthOrderedBatches(rows))
         {
             using var scope = NewDisposeScope();
             using var mode = inference_mode();
-            var outputs = Forward(chunk.Select(i => rows[i]).ToList()).cpu().data<float>().ToArray();
-            for (int r = 0; r < chunk.Length; r++) result[chunk[r]] = Settings.Score(outputs[r]);
+            var values = Forward(chunk.Select(i => rows[i]).ToList()).cpu().data<float>().ToArray();
+            for (int r = 0; r < chunk.Length; r++) outputs[chunk[r]] = values[r];
         }
+        var result = new float[n];
+        for (int i = 0; i < n; i++) result[i] = Settings.Score(Settings.BothOrders ? (outputs[i] + outputs[n + i]) / 2 : outputs[i]);
         return result;
     }
 

@@ -30,6 +30,9 @@ internal sealed class SentenceSimilaritySettings
     /// <summary>Largest training label (bi-encoder: cosine 1 maps to it).</summary>
     [JsonPropertyName("label_max")] public double LabelMax { get; set; }
 
+    /// <summary>Cross-encoder: trained on each pair in both orders, and scoring averages both orders.</summary>
+    [JsonPropertyName("both_orders")] public bool BothOrders { get; set; }
+
     [JsonIgnore]
     public SimilarityArchitecture Architecture
     {
