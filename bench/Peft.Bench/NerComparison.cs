@@ -162,7 +162,7 @@ internal static class NerComparison
             var perType = string.Concat(types.Select(t => F(r["perType"]![t]) + " | "));
             md.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {r["method"]} ({r["description"]}) | {F(r["f1"])} | {F(r["precision"])} | {F(r["recall"])} | {perType}" +
-                $"{r["trainableParameters"]!.GetValue<long>():N0} | {r["share"]!.GetValue<double>():P2} | {F(r["trainSeconds"], "F0")} | " +
+                $"{r["trainableParameters"]!.GetValue<long>():N0} | {r["share"]!.GetValue<double>() * 100:F2}% | {F(r["trainSeconds"], "F0")} | " +
                 $"{F(r["predictSentencesPerSecond"], "F0")} | {r["modelBytes"]!.GetValue<long>():N0} | {r["learningRate"]} |"));
         }
         return md.ToString();

@@ -34,6 +34,7 @@ internal sealed class PairArguments
     public bool SkipCross { get; private set; }
     public bool SkipBi { get; private set; }
     public bool BothOrders { get; private set; }
+    public SimilarityLoss Loss { get; private set; } = SimilarityLoss.CosineMse;
     public string? Output { get; private set; }
     public string? Data { get; private set; }
 
@@ -51,6 +52,7 @@ internal sealed class PairArguments
         "  --skip-cross        (stsb) leave out the cross-encoder rows\n" +
         "  --skip-bi           (stsb) leave out the bi-encoder rows\n" +
         "  --both-orders       (stsb) cross-encoders train on both orders of each pair and score the mean of both\n" +
+        "  --loss mse|cosent   (stsb) the bi-encoders' training loss (default mse: CosineSimilarityLoss)\n" +
         "  --seed N            seed of the split, the MLContext and the trainers (default 1)\n" +
         $"  --output FILE       results file (default bench/results/{task}.json; the table goes beside it as .md)\n" +
         "  --data DIR          data folder (default ../shared/data beside the repository root)";
@@ -84,6 +86,14 @@ internal sealed class PairArguments
                 case "--skip-cross": a.SkipCross = true; break;
                 case "--skip-bi": a.SkipBi = true; break;
                 case "--both-orders": a.BothOrders = true; break;
+                case "--loss":
+                    a.Loss = Value() switch
+                    {
+                        "mse" => SimilarityLoss.CosineMse,
+                        "cosent" => SimilarityLoss.CoSent,
+                        var other => throw new ArgumentException($"--loss must be mse or cosent, not '{other}'."),
+                    };
+                    break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
                 case "--output": a.Output = Value(); break;
                 case "--data": a.Data = Value(); break;
@@ -112,7 +122,7 @@ internal sealed class PairArguments
     public JsonObject Recipe() => new()
     {
         ["epochs"] = Epochs, ["maxLength"] = MaxLength, ["batchSize"] = BatchSize, ["seed"] = Seed, ["loraLearningRate"] = LoraLearningRate,
-        ["fullLearningRate"] = FullLearningRate, ["bothOrders"] = BothOrders, ["loraRank"] = Rank, ["loraAlpha"] = 2 * Rank, ["loraTargets"] = "all-linear", ["testFraction"] = TestFraction,
+        ["fullLearningRate"] = FullLearningRate, ["bothOrders"] = BothOrders, ["biEncoderLoss"] = Loss.ToString(), ["loraRank"] = Rank, ["loraAlpha"] = 2 * Rank, ["loraTargets"] = "all-linear", ["testFraction"] = TestFraction,
     };
 
     public LoraOptions Lora() => new() { Rank = Rank, Alpha = 2 * Rank };
@@ -286,7 +296,7 @@ internal static class StsbBenchmark
         SimilarityArchitecture architecture, PeftMethodOptions method, float learningRate)
     {
         var name = $"{(method is FullFineTuningOptions ? "Full fine-tuning" : $"LoRA r={a.Rank} all-linear")}, " +
-            (architecture == SimilarityArchitecture.BiEncoder ? "bi-encoder" : a.BothOrders ? "cross-encoder, both orders" : "cross-encoder");
+            (architecture == SimilarityArchitecture.BiEncoder ? (a.Loss == SimilarityLoss.CoSent ? "bi-encoder, CoSENT" : "bi-encoder") : a.BothOrders ? "cross-encoder, both orders" : "cross-encoder");
         Program.Log($"{name}, learning rate {learningRate.ToString("G", CultureInfo.InvariantCulture)} ...");
         var train = ml.Data.LoadFromEnumerable(trainRows);
         var test = ml.Data.LoadFromEnumerable(testRows);
@@ -294,6 +304,7 @@ internal static class StsbBenchmark
         {
             Architecture = architecture,
             BothOrders = a.BothOrders,
+            Loss = a.Loss,
             Method = method,
             LearningRate = learningRate,
             MaxEpoch = a.Epochs,

@@ -314,6 +314,27 @@ public class SentenceSimilarityTests
     }
 
     [Test]
+    public void CoSentPenalisesPairsOrderedAgainstTheirLabels()
+    {
+        float Loss(float[] cosine, float[] labels)
+        {
+            using var c = TorchSharp.torch.tensor(cosine);
+            using var l = TorchSharp.torch.tensor(labels);
+            using var loss = PeftSentenceSimilarityTrainer.CoSent(c, l);
+            return loss.item<float>();
+        }
+        // One ordered couple (label 1 > label 0): log(1 + exp(20 (cos_1 - cos_0))).
+        Assert.That(Loss(new[] { 0.9f, 0.1f }, new[] { 1f, 0f }), Is.EqualTo(Math.Log(1 + Math.Exp(-16))).Within(1e-6));
+        Assert.That(Loss(new[] { 0.1f, 0.9f }, new[] { 1f, 0f }), Is.EqualTo(Math.Log(1 + Math.Exp(16))).Within(1e-4));
+        // Equal labels give no term: log(1) = 0.
+        Assert.That(Loss(new[] { 0.1f, 0.9f }, new[] { 2f, 2f }), Is.EqualTo(0).Within(1e-7));
+        // Three pairs, labels 3 > 2 > 1: the couples (0,1), (0,2), (1,2).
+        var cos = new[] { 0.5f, 0.6f, 0.2f };
+        double expected = Math.Log(1 + Math.Exp(20 * (0.6 - 0.5)) + Math.Exp(20 * (0.2 - 0.5)) + Math.Exp(20 * (0.2 - 0.6)));
+        Assert.That(Loss(cos, new[] { 3f, 2f, 1f }), Is.EqualTo(expected).Within(1e-4));
+    }
+
+    [Test]
     public void CrossEncoderHasNoEmbeddings()
     {
         var ml = new MLContext(1);

@@ -46,6 +46,9 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         /// </summary>
         public SimilarityArchitecture Architecture = SimilarityArchitecture.BiEncoder;
 
+        /// <summary>Bi-encoder only: the training loss (<see cref="SimilarityLoss.CosineMse"/> by default, or <see cref="SimilarityLoss.CoSent"/>).</summary>
+        public SimilarityLoss Loss = SimilarityLoss.CosineMse;
+
         /// <summary>
         /// Cross-encoder only: train on every pair in both orders (a, b) and (b, a), and score a pair as the mean of its two
         /// orders, so that the score is symmetric as similarity is. Twice the compute of one order. Default false.
@@ -56,6 +59,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         internal override void Validate()
         {
             base.Validate();
+            if (!Enum.IsDefined(Loss)) throw new ArgumentOutOfRangeException(nameof(Loss), Loss, "Loss must be CosineMse or CoSent.");
             if (!Enum.IsDefined(Architecture)) throw new ArgumentOutOfRangeException(nameof(Architecture), Architecture, "Architecture must be CrossEncoder or BiEncoder.");
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (Sentence2ColumnName, nameof(Sentence2ColumnName)), (ScoreColumnName, nameof(ScoreColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
@@ -142,7 +146,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
-                TrainingJob(model, train, validation, ch), random, m => EpochCompleted?.Invoke(this, m));
+                TrainingJob(model, train, validation, options.Loss, ch), random, m => EpochCompleted?.Invoke(this, m));
             model.Adapted.Backbone.GradientCheckpointing = false;
             return new PeftSentenceSimilarityTransformer(host, model, history);
         }
@@ -167,10 +171,10 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
     }
 
     /// <summary>What this task hands the training loop: tokenized pairs, the mean squared error against the targets, validation Spearman.</summary>
-    private static TrainingJob TrainingJob(SentenceSimilarityModel model, SimilarityData train, SimilarityData? validation, IChannel ch)
+    private static TrainingJob TrainingJob(SentenceSimilarityModel model, SimilarityData train, SimilarityData? validation, SimilarityLoss loss, IChannel ch)
     {
         var targets = train.Labels.Select(model.Settings.Target).ToArray();
-        Func<int[], Tensor> loss;
+        Func<int[], Tensor> batchLoss;
         int[] lengths;
         int truncated;
         if (model.IsBiEncoder)
@@ -179,13 +183,13 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             var second = model.Encoder.Tokenize(train.Second);
             truncated = first.Zip(second).Count(p => p.First.Truncated || p.Second.Truncated);
             lengths = first.Zip(second, (a, b) => a.Ids.Length + b.Ids.Length).ToArray();
-            loss = rows =>
+            batchLoss = rows =>
             {
                 // Both sentences of every pair in one forward pass: [2n, hidden] unit-norm embeddings.
                 var embeddings = model.Forward(rows.Select(i => first[i]).Concat(rows.Select(i => second[i])).ToList());
                 int n = rows.Length;
                 var cosine = embeddings.narrow(0, 0, n).mul(embeddings.narrow(0, n, n)).sum(1);
-                return nn.functional.mse_loss(cosine, Targets(rows));
+                return loss == SimilarityLoss.CoSent ? CoSent(cosine, Targets(rows)) : nn.functional.mse_loss(cosine, Targets(rows));
             };
         }
         else
@@ -196,7 +200,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
                 : model.Encoder.Tokenize(train.First, train.Second);
             truncated = pairs.Take(train.Count).Count(r => r.Truncated);
             lengths = pairs.Select(r => r.Ids.Length).ToArray();
-            loss = rows => nn.functional.mse_loss(model.Forward(rows.Select(i => pairs[i]).ToList()), Targets(rows));
+            batchLoss = rows => nn.functional.mse_loss(model.Forward(rows.Select(i => pairs[i]).ToList()), Targets(rows));
         }
         if (truncated > 0)
             ch.Warning($"{truncated} of {train.Count} training pairs were longer than MaxSequenceLength={model.Settings.MaxSequenceLength} tokens and were truncated.");
@@ -207,10 +211,22 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
         {
             RowCount = lengths.Length,
             RowLengths = lengths,
-            Loss = loss,
+            Loss = batchLoss,
             Validate = validation is null ? null : () => Spearman(model, validation),
             MetricName = "spearman",
         };
+    }
+
+    /// <summary>
+    /// CoSENT: log(1 + sum over label_i &gt; label_j of exp(20 (cos_j - cos_i))), as logsumexp over those differences and a 0.
+    /// </summary>
+    internal static Tensor CoSent(Tensor cosine, Tensor labels, double scale = 20)
+    {
+        using var scope = NewDisposeScope();
+        var differences = cosine.unsqueeze(0).sub(cosine.unsqueeze(1)).mul(scale); // [i, j] = scale * (cos_j - cos_i)
+        var ordered = labels.unsqueeze(1).gt(labels.unsqueeze(0));                  // [i, j] = label_i > label_j
+        var terms = cat(new[] { zeros(1, dtype: cosine.dtype, device: cosine.device), differences.masked_select(ordered) });
+        return terms.logsumexp(0).MoveToOuterDisposeScope();
     }
 
     private static double Spearman(SentenceSimilarityModel model, SimilarityData data) =>

@@ -19,3 +19,21 @@ public enum SimilarityArchitecture
     /// </summary>
     BiEncoder,
 }
+
+/// <summary>What a bi-encoder's training minimises.</summary>
+public enum SimilarityLoss
+{
+    /// <summary>
+    /// sentence-transformers' <c>CosineSimilarityLoss</c>: the mean squared error between the cosine and the label mapped
+    /// linearly from the training range [min, max] to [0, 1].
+    /// </summary>
+    CosineMse,
+
+    /// <summary>
+    /// CoSENT (Su, 2022; sentence-transformers' <c>CoSENTLoss</c>): for every two pairs of a batch whose labels differ, a
+    /// penalty when the pair with the larger label does not have the larger cosine,
+    /// <c>log(1 + sum exp(20 (cos_j - cos_i)))</c> over label_i &gt; label_j. It trains the order of the cosines, which is
+    /// what Spearman correlation measures; the score is still <c>min + cosine * (max - min)</c>.
+    /// </summary>
+    CoSent,
+}
