@@ -84,7 +84,8 @@ internal sealed class NerModel : TextTaskModel
         for (int s = 0; s < sentences.Count; s++)
         {
             tokenized[s] = WordWindows.Tokenize(Encoder, sentences[s]);
-            windows.AddRange(WordWindows.Split(s, tokenized[s], Encoder, Settings.WindowOverlap));
+            // A window whose words are all tagged in a neighbour with more context (possible around words of many pieces) adds nothing.
+            windows.AddRange(WordWindows.Split(s, tokenized[s], Encoder, Settings.WindowOverlap).Where(w => w.Words.Length > 0));
         }
         return (windows, tokenized);
     }
