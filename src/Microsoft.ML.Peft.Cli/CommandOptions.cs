@@ -20,6 +20,35 @@ internal static class CommandOptions
 
     public static Option<string> Text2Column() => new("--text2-col") { Description = "An optional second text column, for sentence pairs." };
 
+    /// <summary>--model of the text commands: the base encoder.</summary>
+    public static Option<string> TextBaseModel() => new("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2 (uncased)." };
+
+    /// <summary>--vocab of the text commands.</summary>
+    public static Option<string> Vocab() => new("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
+
+    /// <summary>--method of the text commands (LoRA by default); its options come from <see cref="MethodChoices.CreateOptions"/>.</summary>
+    public static Option<string> TextMethod() => new("--method")
+    {
+        Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Select(m => $"{m.Name} ({m.Description})")) + ".",
+        DefaultValueFactory = _ => "lora",
+    };
+
+    /// <summary>--epochs, at least 1.</summary>
+    public static Option<int> Epochs(int defaultValue, string what = "the training data") =>
+        new Option<int>("--epochs") { Description = $"Passes over {what}.", DefaultValueFactory = _ => defaultValue }.AtLeast(1);
+
+    /// <summary>--batch-size, at least 1; <paramref name="rows"/> names what a step takes (rows, pairs, windows, images).</summary>
+    public static Option<int> BatchSize(int defaultValue, string rows) =>
+        new Option<int>("--batch-size") { Description = $"{rows} per training step.", DefaultValueFactory = _ => defaultValue }.AtLeast(1);
+
+    /// <summary>--learning-rate, a positive number.</summary>
+    public static Option<float> LearningRate(float defaultValue) =>
+        new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaultValue }.Positive();
+
+    /// <summary>--seed; <paramref name="uses"/> says what it seeds.</summary>
+    public static Option<int> Seed(int defaultValue, string uses = "the split, initialisation, dropout and shuffling") =>
+        new("--seed") { Description = $"Seed of {uses}.", DefaultValueFactory = _ => defaultValue };
+
     /// <summary><c>--max-rows</c>: read at most this many rows of each file (positive).</summary>
     public static Option<long?> MaxRows()
     {

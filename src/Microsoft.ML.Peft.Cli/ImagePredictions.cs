@@ -13,17 +13,7 @@ internal static class ImagePredictions
         var outputPath = OutputFiles.Check(output, "--output");
         var mlContext = new MLContext(1);
         using var cancellation = Cancellation.Attach(mlContext);
-        ITransformer model;
-        try
-        {
-            model = baseModelPath is null
-                ? mlContext.Model.Load(modelPath, out _)
-                : mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out _);
-        }
-        catch (FormatException e)
-        {
-            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}.", e);
-        }
+        var model = PredictCommand.LoadModel(mlContext, modelPath, baseModelPath, out _);
         var transformers = PredictCommand.Flatten(model).ToList();
         try
         {

@@ -34,17 +34,13 @@ internal static class NerCommand
         {
             if (r.GetValueOrDefault<int?>() is < 1 and var v) r.AddError($"--tag-col must be at least 1 (column 0 holds the tokens); got {v}.");
         });
-        var model = new Option<string>("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2 (uncased)." };
-        var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
-        var method = new Option<string>("--method")
-        {
-            Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Select(m => $"{m.Name} ({m.Description})")) + ".",
-            DefaultValueFactory = _ => "lora",
-        };
+        var model = CommandOptions.TextBaseModel();
+        var vocab = CommandOptions.Vocab();
+        var method = CommandOptions.TextMethod();
         var methodOptions = MethodChoices.CreateOptions();
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => 3 }.AtLeast(1);
-        var batchSize = new Option<int>("--batch-size") { Description = "Windows per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
-        var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
+        var epochs = CommandOptions.Epochs(3);
+        var batchSize = CommandOptions.BatchSize(defaults.BatchSize, "Windows");
+        var learningRate = CommandOptions.LearningRate(defaults.LearningRate);
         var maxLength = new Option<int>("--max-length") { Description = "Tokens per window; longer sentences are cut into overlapping windows.", DefaultValueFactory = _ => defaults.MaxSequenceLength }.AtLeast(3);
         var noCase = new Option<bool>("--no-case-features") { Description = "Do not give the head each word's case shape (by default it does when the vocabulary is uncased)." };
         var earlyStopping = new Option<int>("--early-stopping") { Description = "With --validation-dataset: stop after this many epochs without a better entity F1 and keep the best epoch (0: off).", DefaultValueFactory = _ => 0 }.AtLeast(0);
@@ -53,7 +49,7 @@ internal static class NerCommand
         {
             if (r.GetValueOrDefault<int?>() is <= 0 and var v) r.AddError($"--max-rows must be positive; got {v}.");
         });
-        var seed = new Option<int>("--seed") { Description = "Seed of initialisation, dropout and shuffling.", DefaultValueFactory = _ => defaults.Seed };
+        var seed = CommandOptions.Seed(defaults.Seed, "initialisation, dropout and shuffling");
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
 
@@ -253,17 +249,7 @@ internal static class NerPredictions
             : ConllFile.ReadPlainText(dataset);
         var mlContext = new MLContext(1);
         using var cancellation = Cancellation.Attach(mlContext);
-        ITransformer model;
-        try
-        {
-            model = baseModelPath is null
-                ? mlContext.Model.Load(modelPath, out _)
-                : mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out _);
-        }
-        catch (FormatException e)
-        {
-            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}.", e);
-        }
+        var model = PredictCommand.LoadModel(mlContext, modelPath, baseModelPath, out _);
         var transformers = PredictCommand.Flatten(model).ToList();
         try
         {

@@ -67,19 +67,7 @@ internal static class PredictCommand
 
         var mlContext = new MLContext(1);
         using var cancellation = Cancellation.Attach(mlContext);
-        DataViewSchema inputSchema;
-        ITransformer model;
-        try
-        {
-            model = baseModelPath is null
-                ? mlContext.Model.Load(modelPath, out inputSchema)
-                : mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out inputSchema);
-        }
-        catch (FormatException e)
-        {
-            // ML.NET reports a file that is not a zip archive this way.
-            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}.", e);
-        }
+        var model = LoadModel(mlContext, modelPath, baseModelPath, out var inputSchema);
         var transformers = Flatten(model).ToList();
         try
         {
@@ -143,6 +131,22 @@ internal static class PredictCommand
         catch (InvalidDataException e)
         {
             throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Loads a saved model (from --model), its PEFT base model from --base-model when given; a file that is not a model is a clear error.</summary>
+    internal static ITransformer LoadModel(MLContext mlContext, string modelPath, string? baseModelPath, out DataViewSchema inputSchema)
+    {
+        try
+        {
+            return baseModelPath is null
+                ? mlContext.Model.Load(modelPath, out inputSchema)
+                : mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out inputSchema);
+        }
+        catch (FormatException e)
+        {
+            // ML.NET reports a file that is not a zip archive this way.
+            throw new InvalidDataException($"The model file '{modelPath}' (--model) is not an ML.NET model: {e.Message}.", e);
         }
     }
 

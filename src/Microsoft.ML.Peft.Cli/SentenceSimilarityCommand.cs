@@ -37,8 +37,8 @@ internal static class SentenceSimilarityCommand
         var separator = CommandOptions.Separator();
         var validation = new Option<string>("--validation-dataset") { Description = "Validation pairs (same layout): Spearman correlation is reported after each epoch." };
         var test = new Option<string>("--test-dataset") { Description = "Test pairs (same layout) for the final metrics. Default: 20% of the training data is held out." };
-        var model = new Option<string>("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2." };
-        var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
+        var model = CommandOptions.TextBaseModel();
+        var vocab = CommandOptions.Vocab();
         var architecture = new Option<string>("--architecture")
         {
             Description = "cross: the pair as one sequence, a regression head; bi: each sentence embedded alone, cosine similarity (default).",
@@ -48,18 +48,14 @@ internal static class SentenceSimilarityCommand
         {
             if (result.GetValueOrDefault<string>() is not ("cross" or "bi") and var value) result.AddError($"--architecture must be cross or bi; got '{value}'.");
         });
-        var method = new Option<string>("--method")
-        {
-            Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Select(m => $"{m.Name} ({m.Description})")) + ".",
-            DefaultValueFactory = _ => "lora",
-        };
+        var method = CommandOptions.TextMethod();
         var methodOptions = MethodChoices.CreateOptions();
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
-        var batchSize = new Option<int>("--batch-size") { Description = "Pairs per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
-        var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
+        var epochs = CommandOptions.Epochs(defaults.MaxEpoch);
+        var batchSize = CommandOptions.BatchSize(defaults.BatchSize, "Pairs");
+        var learningRate = CommandOptions.LearningRate(defaults.LearningRate);
         var maxLength = new Option<int>("--max-length") { Description = "Longest token sequence (of the pair for cross, of each sentence for bi); longer texts are truncated.", DefaultValueFactory = _ => defaults.MaxSequenceLength }.AtLeast(3);
         var maxRows = CommandOptions.MaxRows();
-        var seed = new Option<int>("--seed") { Description = "Seed of the split, initialisation, dropout and shuffling.", DefaultValueFactory = _ => defaults.Seed };
+        var seed = CommandOptions.Seed(defaults.Seed);
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };

@@ -32,24 +32,20 @@ internal static class TextClassificationCommand
         var separator = CommandOptions.Separator();
         var validation = new Option<string>("--validation-dataset") { Description = "Validation data (same layout): accuracy is reported after each epoch." };
         var test = new Option<string>("--test-dataset") { Description = "Test data (same layout) for the final metrics. Default: 20% of the training data is held out." };
-        var model = new Option<string>("--model") { Description = "The base model: an ONNX file (with vocab.txt beside it or --vocab) or a Hugging Face directory. Default: all-MiniLM-L6-v2." };
-        var vocab = new Option<string>("--vocab") { Description = "The WordPiece vocab.txt of an ONNX --model." };
-        var method = new Option<string>("--method")
-        {
-            Description = "The PEFT method: " + string.Join("; ", MethodChoices.Methods.Select(m => $"{m.Name} ({m.Description})")) + ".",
-            DefaultValueFactory = _ => "lora",
-        };
+        var model = CommandOptions.TextBaseModel();
+        var vocab = CommandOptions.Vocab();
+        var method = CommandOptions.TextMethod();
         var methodOptions = MethodChoices.CreateOptions();
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => defaults.MaxEpoch }.AtLeast(1);
-        var batchSize = new Option<int>("--batch-size") { Description = "Rows per training step.", DefaultValueFactory = _ => defaults.BatchSize }.AtLeast(1);
-        var learningRate = new Option<float>("--learning-rate") { Description = "Peak learning rate of AdamW.", DefaultValueFactory = _ => defaults.LearningRate }.Positive();
+        var epochs = CommandOptions.Epochs(defaults.MaxEpoch);
+        var batchSize = CommandOptions.BatchSize(defaults.BatchSize, "Rows");
+        var learningRate = CommandOptions.LearningRate(defaults.LearningRate);
         var maxLength = new Option<int>("--max-length") { Description = "Longest token sequence; longer texts are truncated.", DefaultValueFactory = _ => defaults.MaxSequenceLength }.AtLeast(3);
         var maxRows = new Option<long?>("--max-rows") { Description = "Read at most this many rows of each file." };
         maxRows.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<long?>() is <= 0 and var value) result.AddError($"--max-rows must be positive; got {value}.");
         });
-        var seed = new Option<int>("--seed") { Description = "Seed of the split, initialisation, dropout and shuffling.", DefaultValueFactory = _ => defaults.Seed };
+        var seed = CommandOptions.Seed(defaults.Seed);
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
