@@ -140,6 +140,28 @@ public class MatrixFactorizationTests
     }
 
     [Test]
+    public void ClampedScoresAreTheUnclampedOnesCutToTheTrainingRange()
+    {
+        var ml = new MLContext(seed: 1);
+        // Training ratings cut to [2, 4]: the model still learns the structure, so cells rated outside it are predicted outside it.
+        var (all, test) = LowRank(seed: 13);
+        var train = all.Where(r => r.Label >= 2 && r.Label <= 4).ToList();
+        var trainView = ml.Data.LoadFromEnumerable(train);
+        var keys = Keys(ml, trainView);
+        var options = Options();
+        options.NumberOfIterations = 20;
+        using var free = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(keys.Transform(trainView));
+        options.ClampScores = true;
+        using var clamped = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(keys.Transform(trainView));
+        var testView = keys.Transform(ml.Data.LoadFromEnumerable(test));
+        var unclamped = Scores(ml, free, testView);
+        float low = train.Min(r => r.Label), high = train.Max(r => r.Label);
+        Assert.That(clamped.TrainingRatingRange, Is.EqualTo((low, high)));
+        Assert.That(unclamped.Count(s => s < low || s > high), Is.GreaterThan(0), "some predictions leave the training range");
+        Assert.That(Scores(ml, clamped, testView), Is.EqualTo(unclamped.Select(s => Math.Min(Math.Max(s, low), high)).ToArray()));
+    }
+
+    [Test]
     public void UnknownUsersAndItemsFallBackToBiasesAndTheGlobalMean()
     {
         var ml = new MLContext(seed: 1);

@@ -50,8 +50,11 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         /// </summary>
         public double Lambda = 0.05;
 
-        /// <summary>Adam's learning rate. Default 0.003.</summary>
+        /// <summary>The learning rate of <see cref="Optimizer"/>. Default 0.003 (Adam).</summary>
         public double LearningRate = 0.003;
+
+        /// <summary>The optimiser: <see cref="MatrixFactorizationOptimizer.Adam"/> (default) or plain mini-batch SGD.</summary>
+        public MatrixFactorizationOptimizer Optimizer = MatrixFactorizationOptimizer.Adam;
 
         /// <summary>Passes over the training ratings. Default 30.</summary>
         public int NumberOfIterations = 30;
@@ -81,6 +84,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
                 throw new ArgumentOutOfRangeException(nameof(ApproximationRank), ApproximationRank, $"ApproximationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
             if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), Lambda, "Lambda must be a finite number, 0 or more.");
             if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be a positive finite number.");
+            if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Optimizer must be Adam or Sgd.");
             if (NumberOfIterations <= 0) throw new ArgumentOutOfRangeException(nameof(NumberOfIterations), NumberOfIterations, "NumberOfIterations must be positive.");
             if (BatchSize <= 0 || BatchSize > 1 << 20) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 1048576.");
             if (!(InitialStandardDeviation >= 0) || double.IsInfinity(InitialStandardDeviation))
@@ -175,7 +179,9 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         using var items = tensor(data.Items.Select(i => (long)i).ToArray()).to(device);
         using var ratings = tensor(data.Ratings).to(device);
         var parameters = network.NamedParameters().Select(p => p.Parameter).ToList();
-        using var optimizer = optim.Adam(parameters, options.LearningRate);
+        using optim.Optimizer optimizer = options.Optimizer == MatrixFactorizationOptimizer.Sgd
+            ? optim.SGD(parameters, options.LearningRate)
+            : optim.Adam(parameters, options.LearningRate);
         int n = data.Count;
         for (int iteration = 1; iteration <= options.NumberOfIterations; iteration++)
         {
@@ -210,4 +216,14 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
             IterationCompleted?.Invoke(this, (iteration, squaredError / n));
         }
     }
+}
+
+/// <summary>How <see cref="PeftMatrixFactorizationTrainer"/> updates the factors.</summary>
+public enum MatrixFactorizationOptimizer
+{
+    /// <summary>Adam over every parameter (rows not in a batch move by their moment estimates).</summary>
+    Adam,
+
+    /// <summary>Plain stochastic gradient descent on the batch's mean loss (the learning rate applies to that mean).</summary>
+    Sgd,
 }
