@@ -200,7 +200,7 @@ public static class PeftCatalog
         string matrixColumnIndexColumnName,
         string matrixRowIndexColumnName,
         int approximationRank = 64,
-        double learningRate = 0.003,
+        double learningRate = 0.001,
         int numberOfIterations = 30) =>
         catalog.PeftMatrixFactorization(new Tasks.Recommendation.PeftMatrixFactorizationTrainer.Options
         {

@@ -258,12 +258,19 @@ public class MatrixFactorizationTests
         rank.ApproximationRank = 0;
         Assert.Throws<ArgumentOutOfRangeException>(() => ml.Regression.Trainers.PeftMatrixFactorization(rank));
 
+        // A learning rate far too large for SGD makes the loss overflow: a clear error, not a model of NaNs.
+        var (ratings, _) = LowRank(seed: 11);
+        var ratingView = ml.Data.LoadFromEnumerable(ratings);
+        var diverging = Options();
+        diverging.Optimizer = MatrixFactorizationOptimizer.Sgd;
+        diverging.LearningRate = 100;
+        var ex = Assert.Throws<InvalidOperationException>(() => ml.Regression.Trainers.PeftMatrixFactorization(diverging).Fit(Keys(ml, ratingView).Transform(ratingView)))!;
+        Assert.That(ex.Message, Does.Contain("diverged").And.Contain("LearningRate"));
+
         // Scoring needs key columns as well.
-        var (train, _) = LowRank(seed: 11);
-        var trainView = ml.Data.LoadFromEnumerable(train);
         var options = Options();
         options.NumberOfIterations = 1;
-        using var model = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(Keys(ml, trainView).Transform(trainView));
+        using var model = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(Keys(ml, ratingView).Transform(ratingView));
         e = Assert.Throws<ArgumentException>(() => model.Transform(numeric))!;
         Assert.That(e.Message, Does.Contain("MapValueToKey"));
     }

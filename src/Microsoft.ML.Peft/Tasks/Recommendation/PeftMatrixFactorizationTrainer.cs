@@ -41,22 +41,32 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         /// <summary>The output column of the predicted rating (Single). Default <c>Score</c>.</summary>
         public string ScoreColumnName = "Score";
 
-        /// <summary>Rank of the user and item factors. Default 64.</summary>
+        /// <summary>
+        /// Rank of the user and item factors. Default 64. The defaults are the best recipe measured on MovieLens-100K (random
+        /// 80/20 split, seed 1): RMSE 0.912 (rank 32: 0.917, rank 128: 0.914 at LearningRate 0.003; user and item biases
+        /// alone 0.945; the global mean 1.130).
+        /// </summary>
         public int ApproximationRank = 64;
 
         /// <summary>
         /// L2 regularisation: the loss adds Lambda times the mean, over a batch's ratings, of the squared norms of the rated
-        /// user's and item's factors and biases (so a row is regularised in proportion to its ratings). Default 0.05.
+        /// user's and item's factors and biases (so a row is regularised in proportion to its ratings). Default 0.1 (on
+        /// MovieLens-100K at rank 64 with LearningRate 0.003: 0.07 gave RMSE 0.926, 0.1 0.915, 0.13 0.917, 0.2 0.937; at the
+        /// default LearningRate, 0.05 gave 0.941).
         /// </summary>
-        public double Lambda = 0.05;
+        public double Lambda = 0.1;
 
-        /// <summary>The learning rate of <see cref="Optimizer"/>. Default 0.003 (Adam).</summary>
-        public double LearningRate = 0.003;
+        /// <summary>The learning rate of <see cref="Optimizer"/>. Default 0.001 (Adam; 0.003 and 0.01 gave RMSE 0.915 and 0.923 on MovieLens-100K).</summary>
+        public double LearningRate = 0.001;
 
-        /// <summary>The optimiser: <see cref="MatrixFactorizationOptimizer.Adam"/> (default) or plain mini-batch SGD.</summary>
+        /// <summary>
+        /// The optimiser: <see cref="MatrixFactorizationOptimizer.Adam"/> (default) or plain mini-batch SGD. On MovieLens-100K
+        /// SGD on the batch's mean loss converged far more slowly (RMSE 0.996 after 60 passes at rate 0.4, rank 64, Lambda
+        /// 0.05) and diverged at rate 1, where the global mean's step overshoots.
+        /// </summary>
         public MatrixFactorizationOptimizer Optimizer = MatrixFactorizationOptimizer.Adam;
 
-        /// <summary>Passes over the training ratings. Default 30.</summary>
+        /// <summary>Passes over the training ratings. Default 30 (20 and 50 passes scored within 0.001 of 30 on MovieLens-100K).</summary>
         public int NumberOfIterations = 30;
 
         /// <summary>Ratings per training step, and per batch when scoring. Default 256.</summary>
@@ -201,7 +211,11 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
                     optimizer.zero_grad();
                     loss.backward();
                     optimizer.step();
-                    squaredError += mse.item<float>() * rows.shape[0];
+                    float batchMse = mse.item<float>();
+                    if (!float.IsFinite(batchMse))
+                        throw new InvalidOperationException($"Training diverged in pass {iteration}: the squared error of a batch is {batchMse}. " +
+                            $"Lower {nameof(Options.LearningRate)} (now {options.LearningRate}){(options.Optimizer == MatrixFactorizationOptimizer.Sgd ? " or use the Adam optimizer" : "")}.");
+                    squaredError += batchMse * rows.shape[0];
                 }
             }
             using (NewDisposeScope())
