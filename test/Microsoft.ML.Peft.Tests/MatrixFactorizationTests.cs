@@ -167,7 +167,8 @@ public class MatrixFactorizationTests
         var ml = new MLContext(seed: 1);
         var (train, _) = LowRank(seed: 7);
         var trainView = ml.Data.LoadFromEnumerable(train);
-        var keys = Keys(ml, trainView);
+        // "ghost" has a key (its only rating is missing), but no training rating: it is scored as unknown too.
+        var keys = Keys(ml, ml.Data.LoadFromEnumerable(train.Append(new RatingRow { User = "ghost", Item = "i3", Label = float.NaN })));
         var options = Options();
         options.NumberOfIterations = 3;
         using var model = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(keys.Transform(trainView));
@@ -184,12 +185,16 @@ public class MatrixFactorizationTests
         Assert.That(itemFactors.Take(rank), Has.All.Zero);
 
         // A user id the key mapping never saw becomes key 0: global mean + the item's bias.
-        var rows = new List<RatingRow> { new() { User = "stranger", Item = "i3" }, new() { User = "u2", Item = "unseen" }, new() { User = "nobody", Item = "nothing" } };
+        var rows = new List<RatingRow> { new() { User = "stranger", Item = "i3" }, new() { User = "u2", Item = "unseen" }, new() { User = "nobody", Item = "nothing" }, new() { User = "ghost", Item = "i3" } };
         var scores = Scores(ml, model, keys.Transform(ml.Data.LoadFromEnumerable(rows)));
         uint item3 = KeyOf(ml, keys, "i3", "Item"), user2 = KeyOf(ml, keys, "u2", "User");
         Assert.That(scores[0], Is.EqualTo(mean + itemBias[item3]).Within(1e-5));
         Assert.That(scores[1], Is.EqualTo(mean + userBias[user2]).Within(1e-5));
         Assert.That(scores[2], Is.EqualTo(mean).Within(1e-6));
+        uint ghost = KeyOf(ml, keys, "ghost", "User");
+        Assert.That(ghost, Is.GreaterThan(0u).And.LessThanOrEqualTo((uint)model.UserCount));
+        Assert.That(userFactors.Skip((int)ghost * rank).Take(rank), Has.All.Zero);
+        Assert.That(scores[3], Is.EqualTo(scores[0]));
 
         // Keys beyond the training key count are unknown too; a known pair is the full formula.
         var direct = model.Predict(new[] { ((uint)model.UserCount + 5, item3), (user2, (uint)model.ItemCount + 1), (user2, item3) });

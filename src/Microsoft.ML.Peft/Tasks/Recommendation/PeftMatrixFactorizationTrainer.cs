@@ -17,8 +17,8 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation;
 /// </summary>
 /// <remarks>
 /// The output <c>Score</c> (Single, with ML.NET's regression annotations) is evaluated with ML.NET's
-/// <c>mlContext.Regression.Evaluate</c> (RMSE, MAE). Users or items not seen in training (key 0, or a key beyond the
-/// training key count) are scored from what is known: the item's bias for an unknown user, the user's bias for an
+/// <c>mlContext.Regression.Evaluate</c> (RMSE, MAE). Users or items not seen in training (key 0, a key beyond the
+/// training key count, or a key no training rating names: its row is zeroed after training) are scored from what is known: the item's bias for an unknown user, the user's bias for an
 /// unknown item, the global mean for both. The trained tables are the base that adapters will later change.
 /// </remarks>
 public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactorizationTransformer>
@@ -229,6 +229,24 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
             }
             IterationCompleted?.Invoke(this, (iteration, squaredError / n));
         }
+        ForgetUnrated(network.UserFactors, network.UserBias, data.Users, data.UserCount, device);
+        ForgetUnrated(network.ItemFactors, network.ItemBias, data.Items, data.ItemCount, device);
+    }
+
+    /// <summary>
+    /// Zeroes the rows of keys that no training rating names (a key type may hold ids seen only in other data): they kept
+    /// their random initial factors, and are scored as unknown keys instead.
+    /// </summary>
+    private static void ForgetUnrated(TorchSharp.Modules.Parameter factors, TorchSharp.Modules.Parameter bias, int[] keys, int count, Device device)
+    {
+        var rated = new bool[count + 1];
+        foreach (var key in keys) rated[key] = true;
+        var unrated = Enumerable.Range(0, count + 1).Where(k => !rated[k]).Select(k => (long)k).ToArray();
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var rows = tensor(unrated).to(device);
+        factors.index_fill_(0, rows, 0);
+        bias.index_fill_(0, rows, 0);
     }
 }
 

@@ -16,8 +16,8 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation;
 /// A trained matrix-factorisation recommender. <see cref="Transform"/> adds <c>Score</c> (Single, the predicted rating,
 /// with ML.NET's regression annotations, clamped to the training ratings' range unless <c>ClampScores</c> was false)
 /// lazily, one batch of rows at a time; it works with <c>PredictionEngine</c> and saves with <c>mlContext.Model.Save</c>
-/// (the factor tables and biases are in the file). A user or item the model was not trained on (key 0, or a key beyond
-/// the training key count) is scored from what is known: global mean + item bias for an unknown user, global mean +
+/// (the factor tables and biases are in the file). A user or item the model was not trained on (key 0, a key beyond
+/// the training key count, or a key with no training rating) is scored from what is known: global mean + item bias for an unknown user, global mean +
 /// user bias for an unknown item, the global mean when both are unknown.
 /// </summary>
 public sealed class PeftMatrixFactorizationTransformer : ITransformer, IDisposable, IRowScorer
