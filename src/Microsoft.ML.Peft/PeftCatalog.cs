@@ -169,6 +169,50 @@ public static class PeftCatalog
         });
 
     /// <summary>
+    /// Trains a biased matrix-factorisation recommender (global mean, user and item biases, user and item factors of rank
+    /// <c>ApproximationRank</c>) on explicit ratings, with options named as ML.NET's <c>MatrixFactorizationTrainer.Options</c>.
+    /// It hangs off the regression catalog because ML.NET's <c>mlContext.Recommendation()</c> catalog lives in
+    /// Microsoft.ML.Recommender (not in Microsoft.ML), and an extension of the same name here would make calls ambiguous
+    /// in applications that reference both; its <c>Score</c> is a regression score, evaluated with
+    /// <c>mlContext.Regression.Evaluate</c> (RMSE, MAE), as ML.NET's recommendation evaluator does.
+    /// </summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="options">The user and item key columns, the rating column, rank, regularisation and training settings.</param>
+    public static Tasks.Recommendation.PeftMatrixFactorizationTrainer PeftMatrixFactorization(
+        this RegressionCatalog.RegressionTrainers catalog,
+        Tasks.Recommendation.PeftMatrixFactorizationTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.Recommendation.PeftMatrixFactorizationTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Matrix factorisation with the default recipe; same arguments as ML.NET's <c>Recommendation().Trainers.MatrixFactorization</c>.</summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="labelColumnName">The Single rating column.</param>
+    /// <param name="matrixColumnIndexColumnName">The user key column.</param>
+    /// <param name="matrixRowIndexColumnName">The item key column.</param>
+    /// <param name="approximationRank">Rank of the factors.</param>
+    /// <param name="learningRate">Adam's learning rate.</param>
+    /// <param name="numberOfIterations">Passes over the ratings.</param>
+    public static Tasks.Recommendation.PeftMatrixFactorizationTrainer PeftMatrixFactorization(
+        this RegressionCatalog.RegressionTrainers catalog,
+        string labelColumnName,
+        string matrixColumnIndexColumnName,
+        string matrixRowIndexColumnName,
+        int approximationRank = 64,
+        double learningRate = 0.001,
+        int numberOfIterations = 30) =>
+        catalog.PeftMatrixFactorization(new Tasks.Recommendation.PeftMatrixFactorizationTrainer.Options
+        {
+            LabelColumnName = labelColumnName,
+            MatrixColumnIndexColumnName = matrixColumnIndexColumnName,
+            MatrixRowIndexColumnName = matrixRowIndexColumnName,
+            ApproximationRank = approximationRank,
+            LearningRate = learningRate,
+            NumberOfIterations = numberOfIterations,
+        });
+
+    /// <summary>
     /// Pearson and Spearman correlation (ties by average rank) of predicted similarity scores and labels, the metrics of
     /// STS benchmarks. Rows with a missing (NaN) label or score are skipped and counted.
     /// </summary>
