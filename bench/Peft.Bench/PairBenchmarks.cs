@@ -192,6 +192,26 @@ internal static class PairBench
         Console.WriteLine($"Results written to {Path.GetRelativePath(root, resultsFile)} and {Path.GetRelativePath(root, Path.ChangeExtension(resultsFile, ".md"))}.");
     }
 
+    /// <summary>The Markdown table of a pair benchmark's report: its setup line, then one row per model with two metric columns.</summary>
+    public static string Table(JsonObject report, string title, (string Header, string Key) first, (string Header, string Key) second)
+    {
+        var s = new StringBuilder();
+        var recipe = report["recipe"]!;
+        s.AppendLine(CultureInfo.InvariantCulture, $"{title}: {report["data"]}; {recipe["epochs"]} epoch(s), max length {recipe["maxLength"]}, batch {recipe["batchSize"]}, seed {recipe["seed"]}.");
+        s.AppendLine();
+        s.AppendLine($"| model | {first.Header} | {second.Header} | trainable parameters | share | train s | adapter bytes | lr |");
+        s.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in report["rows"]!.AsArray())
+        {
+            long trainable = r!["trainableParameters"]!.GetValue<long>(), total = r["totalParameters"]?.GetValue<long>() ?? 0;
+            s.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r["name"]} | {F(r[first.Key], "F4")} | {F(r[second.Key], "F4")} | {trainable:N0} | " +
+                $"{(trainable == 0 ? 0 : 100.0 * trainable / total).ToString("F2", CultureInfo.InvariantCulture)}% | {F(r["trainSeconds"], "F0")} | " +
+                $"{r["adapterBytes"]!.GetValue<long>():N0} | {F(r["learningRate"], "G")} |");
+        }
+        return s.ToString();
+    }
+
     public static string F(JsonNode? n, string format) =>
         n is null ? "" : double.Parse(n.ToJsonString(), CultureInfo.InvariantCulture).ToString(format, CultureInfo.InvariantCulture);
 }
@@ -337,24 +357,7 @@ internal static class StsbBenchmark
         return row;
     }
 
-    private static string Table(JsonObject report)
-    {
-        var s = new StringBuilder();
-        var recipe = report["recipe"]!;
-        s.AppendLine(CultureInfo.InvariantCulture, $"STS-B: {report["data"]}; {recipe["epochs"]} epoch(s), max length {recipe["maxLength"]}, batch {recipe["batchSize"]}, seed {recipe["seed"]}.");
-        s.AppendLine();
-        s.AppendLine("| model | Pearson | Spearman | trainable parameters | share | train s | adapter bytes | lr |");
-        s.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var r in report["rows"]!.AsArray())
-        {
-            long trainable = r!["trainableParameters"]!.GetValue<long>(), total = r["totalParameters"]?.GetValue<long>() ?? 0;
-            s.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r["name"]} | {PairBench.F(r["pearson"], "F4")} | {PairBench.F(r["spearman"], "F4")} | {trainable:N0} | " +
-                $"{(trainable == 0 ? 0 : 100.0 * trainable / total).ToString("F2", CultureInfo.InvariantCulture)}% | {PairBench.F(r["trainSeconds"], "F0")} | " +
-                $"{r["adapterBytes"]!.GetValue<long>():N0} | {PairBench.F(r["learningRate"], "G")} |");
-        }
-        return s.ToString();
-    }
+    private static string Table(JsonObject report) => PairBench.Table(report, "STS-B", ("Pearson", "pearson"), ("Spearman", "spearman"));
 
     private sealed class PairRow
     {
@@ -522,24 +525,7 @@ internal static class MrpcBenchmark
         }
     }
 
-    private static string Table(JsonObject report)
-    {
-        var s = new StringBuilder();
-        var recipe = report["recipe"]!;
-        s.AppendLine(CultureInfo.InvariantCulture, $"MRPC: {report["data"]}; {recipe["epochs"]} epoch(s), max length {recipe["maxLength"]}, batch {recipe["batchSize"]}, seed {recipe["seed"]}.");
-        s.AppendLine();
-        s.AppendLine("| model | accuracy | F1 (paraphrase) | trainable parameters | share | train s | adapter bytes | lr |");
-        s.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var r in report["rows"]!.AsArray())
-        {
-            long trainable = r!["trainableParameters"]!.GetValue<long>(), total = r["totalParameters"]?.GetValue<long>() ?? 0;
-            s.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r["name"]} | {PairBench.F(r["accuracy"], "F4")} | {PairBench.F(r["f1"], "F4")} | {trainable:N0} | " +
-                $"{(trainable == 0 ? 0 : 100.0 * trainable / total).ToString("F2", CultureInfo.InvariantCulture)}% | {PairBench.F(r["trainSeconds"], "F0")} | " +
-                $"{r["adapterBytes"]!.GetValue<long>():N0} | {PairBench.F(r["learningRate"], "G")} |");
-        }
-        return s.ToString();
-    }
+    private static string Table(JsonObject report) => PairBench.Table(report, "MRPC", ("accuracy", "accuracy"), ("F1 (paraphrase)", "f1"));
 
     private sealed class PairRow
     {
