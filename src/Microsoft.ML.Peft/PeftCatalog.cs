@@ -189,8 +189,8 @@ public static class PeftCatalog
     /// <summary>Matrix factorisation with the default recipe; same arguments as ML.NET's <c>Recommendation().Trainers.MatrixFactorization</c>.</summary>
     /// <param name="catalog">The regression trainers' catalog.</param>
     /// <param name="labelColumnName">The Single rating column.</param>
-    /// <param name="matrixColumnIndexColumnName">The user key column.</param>
-    /// <param name="matrixRowIndexColumnName">The item key column.</param>
+    /// <param name="matrixColumnIndexColumnName">The user id column (key, text or integer).</param>
+    /// <param name="matrixRowIndexColumnName">The item id column (key, text or integer).</param>
     /// <param name="approximationRank">Rank of the factors.</param>
     /// <param name="learningRate">Adam's learning rate.</param>
     /// <param name="numberOfIterations">Passes over the ratings.</param>
@@ -211,6 +211,23 @@ public static class PeftCatalog
             LearningRate = learningRate,
             NumberOfIterations = numberOfIterations,
         });
+
+    /// <summary>
+    /// Adapts a trained matrix-factorisation model to new ratings with its tables frozen: a small adapter (low-rank factor
+    /// offsets and re-fitted biases by default) trained on the new ratings only, with rows of its own for users and items
+    /// the base never saw. Several adaptations of one base share its tables.
+    /// </summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="baseModel">The trained base (from <c>PeftMatrixFactorization</c>, or loaded from its file).</param>
+    /// <param name="options">The adaptation method and its training settings; null for the defaults.</param>
+    public static Tasks.Recommendation.PeftMatrixFactorizationAdaptationTrainer PeftMatrixFactorizationAdaptation(
+        this RegressionCatalog.RegressionTrainers catalog,
+        Tasks.Recommendation.PeftMatrixFactorizationTransformer baseModel,
+        Tasks.Recommendation.PeftMatrixFactorizationAdaptationTrainer.Options? options = null)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.Recommendation.PeftMatrixFactorizationAdaptationTrainer(CatalogUtils.GetEnvironment(catalog), baseModel, options ?? new());
+    }
 
     /// <summary>
     /// Pearson and Spearman correlation (ties by average rank) of predicted similarity scores and labels, the metrics of

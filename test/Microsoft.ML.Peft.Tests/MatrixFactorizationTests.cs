@@ -187,32 +187,22 @@ public class MatrixFactorizationTests
         // A user id the key mapping never saw becomes key 0: global mean + the item's bias.
         var rows = new List<RatingRow> { new() { User = "stranger", Item = "i3" }, new() { User = "u2", Item = "unseen" }, new() { User = "nobody", Item = "nothing" }, new() { User = "ghost", Item = "i3" } };
         var scores = Scores(ml, model, keys.Transform(ml.Data.LoadFromEnumerable(rows)));
-        uint item3 = KeyOf(ml, keys, "i3", "Item"), user2 = KeyOf(ml, keys, "u2", "User");
+        int item3 = model.ItemIds.ToList().IndexOf("i3") + 1, user2 = model.UserIds.ToList().IndexOf("u2") + 1;
         Assert.That(scores[0], Is.EqualTo(mean + itemBias[item3]).Within(1e-5));
         Assert.That(scores[1], Is.EqualTo(mean + userBias[user2]).Within(1e-5));
         Assert.That(scores[2], Is.EqualTo(mean).Within(1e-6));
-        uint ghost = KeyOf(ml, keys, "ghost", "User");
-        Assert.That(ghost, Is.GreaterThan(0u).And.LessThanOrEqualTo((uint)model.UserCount));
-        Assert.That(userFactors.Skip((int)ghost * rank).Take(rank), Has.All.Zero);
+        // "ghost" has a key but no training rating: the model has no row for it, and it scores as unknown.
+        Assert.That(model.UserIds, Does.Not.Contain("ghost"));
+        Assert.That(model.UserCount, Is.EqualTo(train.Select(r => r.User).Distinct().Count()));
         Assert.That(scores[3], Is.EqualTo(scores[0]));
 
-        // Keys beyond the training key count are unknown too; a known pair is the full formula.
-        var direct = model.Predict(new[] { ((uint)model.UserCount + 5, item3), (user2, (uint)model.ItemCount + 1), (user2, item3) });
+        // Ids are matched by value: the same scores from text ids with no key mapping, and from Predict.
+        Assert.That(Scores(ml, model, ml.Data.LoadFromEnumerable(rows)), Is.EqualTo(scores));
+        var direct = model.Predict(new[] { ("stranger", "i3"), ("u2", "unseen"), ("u2", "i3") });
         Assert.That(direct[0], Is.EqualTo(scores[0]));
         Assert.That(direct[1], Is.EqualTo(scores[1]));
         double dot = Enumerable.Range(0, rank).Sum(k => (double)userFactors[user2 * rank + k] * itemFactors[item3 * rank + k]);
         Assert.That(direct[2], Is.EqualTo(mean + userBias[user2] + itemBias[item3] + dot).Within(1e-4));
-    }
-
-    private static uint KeyOf(MLContext ml, ITransformer keys, string id, string column)
-    {
-        var view = keys.Transform(ml.Data.LoadFromEnumerable(new[] { new RatingRow { User = column == "User" ? id : "", Item = column == "Item" ? id : "" } }));
-        using var cursor = view.GetRowCursor(view.Schema);
-        var getter = cursor.GetGetter<uint>(view.Schema[column]);
-        cursor.MoveNext();
-        uint key = 0;
-        getter(ref key);
-        return key;
     }
 
     [Test]
@@ -244,7 +234,7 @@ public class MatrixFactorizationTests
         var ml = new MLContext(seed: 1);
         var numeric = ml.Data.LoadFromEnumerable(new[] { new NumericRatingRow { User = 1, Item = 2, Label = 4 } });
         var e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftMatrixFactorization(Options()).Fit(numeric))!;
-        Assert.That(e.Message, Does.Contain("'User' (MatrixColumnIndexColumnName)").And.Contain("key type").And.Contain("MapValueToKey"));
+        Assert.That(e.Message, Does.Contain("'User' (MatrixColumnIndexColumnName)").And.Contain("Single").And.Contain("MapValueToKey"));
 
         var ids = ml.Data.LoadFromEnumerable(new[] { new RatingRow { User = "a", Item = "b", Label = float.NaN }, new RatingRow { User = "c", Item = "b", Label = float.NaN } });
         var keyed = Keys(ml, ids).Transform(ids);

@@ -123,8 +123,8 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
             if (col.Kind != SchemaShape.Column.VectorKind.Scalar || !ok(col))
                 throw new ArgumentException($"The column '{name}' ({option}) must be {needed}, found {col.ItemType}.", option);
         }
-        Require(options.MatrixColumnIndexColumnName, nameof(Options.MatrixColumnIndexColumnName), c => c.IsKey, "a key scalar (use MapValueToKey)");
-        Require(options.MatrixRowIndexColumnName, nameof(Options.MatrixRowIndexColumnName), c => c.IsKey, "a key scalar (use MapValueToKey)");
+        Require(options.MatrixColumnIndexColumnName, nameof(Options.MatrixColumnIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
+        Require(options.MatrixRowIndexColumnName, nameof(Options.MatrixRowIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
         Require(options.LabelColumnName, nameof(Options.LabelColumnName), c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
         return SentenceSimilarity.SimilaritySchema.OutputShape(inputSchema, options.ScoreColumnName);
     }
@@ -137,13 +137,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         var device = TorchBackend.ParseDevice(options.Device);
         using var ch = host.Start("Training");
         var data = RatingData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, options.LabelColumnName, "training data");
-        var skipped = data.MissingRatingRows + data.MissingKeyRows + data.InfiniteRatingRows;
-        if (data.Count == 0)
-            throw new ArgumentException($"The training data has no row with a rating in column '{options.LabelColumnName}' and known user and item keys" +
-                (skipped > 0 ? $" ({data.MissingRatingRows} rows have a missing (NaN) rating, {data.InfiniteRatingRows} an infinite one, {data.MissingKeyRows} a missing user or item key)." : ": it is empty."), nameof(input));
-        if (data.MissingRatingRows > 0) ch.Warning($"{data.MissingRatingRows} training rows with a missing (NaN) rating in '{options.LabelColumnName}' were skipped.");
-        if (data.InfiniteRatingRows > 0) ch.Warning($"{data.InfiniteRatingRows} training rows with an infinite rating in '{options.LabelColumnName}' were skipped.");
-        if (data.MissingKeyRows > 0) ch.Warning($"{data.MissingKeyRows} training rows with a missing user or item key (key 0) were skipped.");
+        data.CheckUsable(ch, options.LabelColumnName, "training data");
 
         double mean = data.Ratings.Average(r => (double)r);
         var settings = new MatrixFactorizationSettings
@@ -162,9 +156,9 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         };
         if ((long)(settings.UserCount + 1L + settings.ItemCount + 1L) * settings.Rank > 1L << 31)
             throw new ArgumentException($"{settings.UserCount:N0} users and {settings.ItemCount:N0} items at rank {settings.Rank} make tables of more than 2^31 values; lower ApproximationRank.", nameof(Options.ApproximationRank));
-        ch.Info($"{data.Count:N0} ratings of {settings.UserCount:N0} user keys and {settings.ItemCount:N0} item keys, from {settings.RatingMin:G4} to {settings.RatingMax:G4} (mean {mean:G4}); rank {settings.Rank}.");
+        ch.Info($"{data.Count:N0} ratings of {settings.UserCount:N0} users and {settings.ItemCount:N0} items, from {settings.RatingMin:G4} to {settings.RatingMax:G4} (mean {mean:G4}); rank {settings.Rank}.");
 
-        var model = new MatrixFactorizationModel(settings, device);
+        var model = new MatrixFactorizationModel(settings, data.UserIds, data.ItemIds, device);
         try
         {
             var clock = Stopwatch.StartNew();
@@ -183,71 +177,10 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         }
     }
 
-    private void Train(MatrixFactorizationNetwork network, RatingData data, Generator generator, Device device)
-    {
-        using var users = tensor(data.Users.Select(u => (long)u).ToArray()).to(device);
-        using var items = tensor(data.Items.Select(i => (long)i).ToArray()).to(device);
-        using var ratings = tensor(data.Ratings).to(device);
-        var parameters = network.NamedParameters().Select(p => p.Parameter).ToList();
-        using optim.Optimizer optimizer = options.Optimizer == MatrixFactorizationOptimizer.Sgd
-            ? optim.SGD(parameters, options.LearningRate)
-            : optim.Adam(parameters, options.LearningRate);
-        int n = data.Count;
-        for (int iteration = 1; iteration <= options.NumberOfIterations; iteration++)
-        {
-            double squaredError = 0;
-            using (var order = randperm(n, generator: generator).to(device))
-            {
-                for (int start = 0; start < n; start += options.BatchSize)
-                {
-                    host.CheckAlive();
-                    using var scope = NewDisposeScope();
-                    var rows = order.narrow(0, start, Math.Min(options.BatchSize, n - start));
-                    var u = users.index_select(0, rows);
-                    var i = items.index_select(0, rows);
-                    var error = network.forward(u, i).sub(ratings.index_select(0, rows));
-                    var mse = error.square().mean();
-                    var loss = options.Lambda > 0 ? mse.add(network.Regularisation(u, i).mul(options.Lambda)) : mse;
-                    optimizer.zero_grad();
-                    loss.backward();
-                    optimizer.step();
-                    float batchMse = mse.item<float>();
-                    if (!float.IsFinite(batchMse))
-                        throw new InvalidOperationException($"Training diverged in pass {iteration}: the squared error of a batch is {batchMse}. " +
-                            $"Lower {nameof(Options.LearningRate)} (now {options.LearningRate}){(options.Optimizer == MatrixFactorizationOptimizer.Sgd ? " or use the Adam optimizer" : "")}.");
-                    squaredError += batchMse * rows.shape[0];
-                }
-            }
-            using (NewDisposeScope())
-            using (no_grad())
-            {
-                // The unknown rows get no gradient (training keys are never 0); kept exactly zero all the same.
-                network.UserFactors[0].zero_();
-                network.ItemFactors[0].zero_();
-                network.UserBias[0].zero_();
-                network.ItemBias[0].zero_();
-            }
-            IterationCompleted?.Invoke(this, (iteration, squaredError / n));
-        }
-        ForgetUnrated(network.UserFactors, network.UserBias, data.Users, data.UserCount, device);
-        ForgetUnrated(network.ItemFactors, network.ItemBias, data.Items, data.ItemCount, device);
-    }
-
-    /// <summary>
-    /// Zeroes the rows of keys that no training rating names (a key type may hold ids seen only in other data): they kept
-    /// their random initial factors, and are scored as unknown keys instead.
-    /// </summary>
-    private static void ForgetUnrated(TorchSharp.Modules.Parameter factors, TorchSharp.Modules.Parameter bias, int[] keys, int count, Device device)
-    {
-        var rated = new bool[count + 1];
-        foreach (var key in keys) rated[key] = true;
-        var unrated = Enumerable.Range(0, count + 1).Where(k => !rated[k]).Select(k => (long)k).ToArray();
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var rows = tensor(unrated).to(device);
-        factors.index_fill_(0, rows, 0);
-        bias.index_fill_(0, rows, 0);
-    }
+    private void Train(MatrixFactorizationNetwork network, RatingData data, Generator generator, Device device) =>
+        RatingLoop.Run(host, data, device, generator, network.NamedParameters().Select(p => p.Parameter).ToList(),
+            new RatingLoop.Settings(options.Optimizer, options.LearningRate, options.Lambda, options.NumberOfIterations, options.BatchSize),
+            network.forward, network.Regularisation, (pass, mse) => IterationCompleted?.Invoke(this, (pass, mse)));
 }
 
 /// <summary>How <see cref="PeftMatrixFactorizationTrainer"/> updates the factors.</summary>

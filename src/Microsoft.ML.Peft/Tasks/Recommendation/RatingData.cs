@@ -1,51 +1,77 @@
+using Microsoft.ML.Runtime;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 
 namespace Microsoft.ML.Peft.Tasks.Recommendation;
 
 /// <summary>
-/// The (user, item, rating) triples of an ML.NET data view with key-typed user and item columns and a Single rating.
-/// Rows with a missing user or item (key 0) or a missing (NaN) rating are skipped and counted.
+/// The (user, item, rating) triples of an ML.NET data view with user and item id columns (keys, text or integers; see
+/// <see cref="IdColumn"/>) and a Single rating, with users and items numbered as table rows: the ids of a given
+/// vocabulary (a base model's) keep their rows, ids first seen here get the next rows in order of appearance.
+/// Rows with a missing user or item or a missing (NaN) or infinite rating are skipped and counted.
 /// </summary>
 internal sealed class RatingData
 {
-    /// <summary>The largest key count accepted for users or items (the tables hold one row per key).</summary>
+    /// <summary>The largest number of users or items accepted (the tables hold one row per id).</summary>
     public const ulong MaxKeyCount = 50_000_000;
 
+    /// <summary>Table rows of the users (1-based).</summary>
     public required int[] Users { get; init; }
+    /// <summary>Table rows of the items (1-based).</summary>
     public required int[] Items { get; init; }
     public required float[] Ratings { get; init; }
-    /// <summary>The user key type's count: keys 1..UserCount.</summary>
-    public required int UserCount { get; init; }
-    /// <summary>The item key type's count: keys 1..ItemCount.</summary>
-    public required int ItemCount { get; init; }
+    /// <summary>Every user id with a row: the given vocabulary's, then the new ones.</summary>
+    public required IdVocabulary UserIds { get; init; }
+    /// <summary>Every item id with a row: the given vocabulary's, then the new ones.</summary>
+    public required IdVocabulary ItemIds { get; init; }
+    /// <summary>Rows of the given user vocabulary (0 when none was given); rows beyond are new users.</summary>
+    public int KnownUserCount { get; init; }
+    /// <summary>Rows of the given item vocabulary (0 when none was given); rows beyond are new items.</summary>
+    public int KnownItemCount { get; init; }
     public long MissingRatingRows { get; init; }
     public long MissingKeyRows { get; init; }
     public long InfiniteRatingRows { get; init; }
 
     public int Count => Ratings.Length;
+    public int UserCount => UserIds.Count;
+    public int ItemCount => ItemIds.Count;
 
-    public static RatingData Read(IDataView data, string userColumn, string itemColumn, string labelColumn, string what)
+    /// <summary>Refuses data with no usable rating (saying why) and warns of skipped rows on <paramref name="ch"/>.</summary>
+    public void CheckUsable(IChannel ch, string labelColumn, string what)
     {
-        var user = KeyColumn(data.Schema, userColumn, "MatrixColumnIndexColumnName", "user", what);
-        var item = KeyColumn(data.Schema, itemColumn, "MatrixRowIndexColumnName", "item", what);
+        var skipped = MissingRatingRows + MissingKeyRows + InfiniteRatingRows;
+        if (Count == 0)
+            throw new ArgumentException($"The {what} has no row with a rating in column '{labelColumn}' and a user and an item" +
+                (skipped > 0 ? $" ({MissingRatingRows} rows have a missing (NaN) rating, {InfiniteRatingRows} an infinite one, {MissingKeyRows} a missing user or item)." : ": it is empty."), "input");
+        if (MissingRatingRows > 0) ch.Warning($"{MissingRatingRows} rows of the {what} with a missing (NaN) rating in '{labelColumn}' were skipped.");
+        if (InfiniteRatingRows > 0) ch.Warning($"{InfiniteRatingRows} rows of the {what} with an infinite rating in '{labelColumn}' were skipped.");
+        if (MissingKeyRows > 0) ch.Warning($"{MissingKeyRows} rows of the {what} with a missing user or item (key 0 or empty) were skipped.");
+    }
+
+    public static RatingData Read(IDataView data, string userColumn, string itemColumn, string labelColumn, string what,
+        IdVocabulary? knownUsers = null, IdVocabulary? knownItems = null)
+    {
+        var user = IdColumn.Find(data.Schema, userColumn, "MatrixColumnIndexColumnName", "user", what);
+        var item = IdColumn.Find(data.Schema, itemColumn, "MatrixRowIndexColumnName", "item", what);
         var label = ColumnChecks.Find(data.Schema, labelColumn, "LabelColumnName", what);
         if (label.Type != NumberDataViewType.Single)
             throw new ArgumentException($"The rating column '{labelColumn}' (LabelColumnName) of the {what} has type {label.Type}; a Single column is needed.", "LabelColumnName");
+        var userRows = new Numbering(knownUsers, "user", userColumn);
+        var itemRows = new Numbering(knownItems, "item", itemColumn);
         var users = new List<int>();
         var items = new List<int>();
         var ratings = new List<float>();
         long missingRating = 0, missingKey = 0, infinite = 0;
         using (var cursor = data.GetRowCursor(new[] { user, item, label }))
         {
-            var userGetter = KeyReader(cursor, user);
-            var itemGetter = KeyReader(cursor, item);
+            var userGetter = IdColumn.Reader(cursor, user);
+            var itemGetter = IdColumn.Reader(cursor, item);
             var labelGetter = cursor.GetGetter<float>(label);
             float rating = 0;
             while (cursor.MoveNext())
             {
                 labelGetter(ref rating);
-                ulong u = userGetter(), i = itemGetter();
+                string? u = userGetter(), i = itemGetter();
                 if (float.IsNaN(rating))
                 {
                     missingRating++;
@@ -56,13 +82,13 @@ internal sealed class RatingData
                     infinite++;
                     continue;
                 }
-                if (u == 0 || i == 0)
+                if (u is null || i is null)
                 {
                     missingKey++;
                     continue;
                 }
-                users.Add((int)u);
-                items.Add((int)i);
+                users.Add(userRows.RowOf(u));
+                items.Add(itemRows.RowOf(i));
                 ratings.Add(rating);
             }
         }
@@ -71,55 +97,35 @@ internal sealed class RatingData
             Users = users.ToArray(),
             Items = items.ToArray(),
             Ratings = ratings.ToArray(),
-            UserCount = (int)user.Type.GetKeyCount(),
-            ItemCount = (int)item.Type.GetKeyCount(),
+            UserIds = userRows.Vocabulary(what),
+            ItemIds = itemRows.Vocabulary(what),
+            KnownUserCount = knownUsers?.Count ?? 0,
+            KnownItemCount = knownItems?.Count ?? 0,
             MissingRatingRows = missingRating,
             MissingKeyRows = missingKey,
             InfiniteRatingRows = infinite,
         };
     }
 
-    /// <summary>Finds a key-typed column; any other type is refused with the way to make keys.</summary>
-    public static DataViewSchema.Column KeyColumn(DataViewSchema schema, string name, string option, string role, string what)
+    /// <summary>Gives rows to ids: a known vocabulary's first, new ids after, in order of appearance.</summary>
+    private sealed class Numbering(IdVocabulary? known, string role, string column)
     {
-        var column = ColumnChecks.Find(schema, name, option, what);
-        if (column.Type is not KeyDataViewType key)
-            throw new ArgumentException($"The {role} column '{name}' ({option}) of the {what} has type {column.Type}; a key type is needed. " +
-                $"Map the {role} ids to keys first, for example mlContext.Transforms.Conversion.MapValueToKey(\"{name}\"), and keep that transform in the pipeline so that scoring maps ids the same way.", option);
-        if (key.Count == 0 || key.Count > MaxKeyCount)
-            throw new ArgumentException($"The {role} column '{name}' ({option}) of the {what} is a key type with {(key.Count == 0 ? "no known count" : $"{key.Count:N0} values")}; " +
-                $"keys with a known count of 1 to {MaxKeyCount:N0} are needed (MapValueToKey gives one).", option);
-        return column;
-    }
+        private readonly Dictionary<string, int> added = new(StringComparer.Ordinal);
+        private readonly List<string> ids = known?.Ids.ToList() ?? new List<string>();
 
-    /// <summary>A reader of a key column of any raw type (byte, ushort, uint, ulong) as ulong.</summary>
-    public static Func<ulong> KeyReader(DataViewRow row, DataViewSchema.Column column)
-    {
-        var raw = column.Type.RawType;
-        if (raw == typeof(uint))
+        public int RowOf(string id)
         {
-            var getter = row.GetGetter<uint>(column);
-            uint v = 0;
-            return () => { getter(ref v); return v; };
+            int row = known?.RowOf(id) ?? 0;
+            if (row > 0) return row;
+            if (added.TryGetValue(id, out row)) return row;
+            if (id.Length > IdVocabulary.MaxIdLength)
+                throw new ArgumentException($"A {role} id in column '{column}' is {id.Length:N0} characters long; ids of at most {IdVocabulary.MaxIdLength} are supported.");
+            if ((ulong)ids.Count >= MaxKeyCount) throw new ArgumentException($"The {role} column '{column}' has more than {MaxKeyCount:N0} distinct ids.");
+            ids.Add(id);
+            added[id] = ids.Count;
+            return ids.Count;
         }
-        if (raw == typeof(ulong))
-        {
-            var getter = row.GetGetter<ulong>(column);
-            ulong v = 0;
-            return () => { getter(ref v); return v; };
-        }
-        if (raw == typeof(ushort))
-        {
-            var getter = row.GetGetter<ushort>(column);
-            ushort v = 0;
-            return () => { getter(ref v); return v; };
-        }
-        if (raw == typeof(byte))
-        {
-            var getter = row.GetGetter<byte>(column);
-            byte v = 0;
-            return () => { getter(ref v); return v; };
-        }
-        throw new ArgumentException($"The key column '{column.Name}' has raw type {raw.Name}, which is not a key's.");
+
+        public IdVocabulary Vocabulary(string what) => new(ids, $"The {role} ids of the {what}");
     }
 }
