@@ -24,13 +24,25 @@ internal static class PredictCommand
         textCol.Description += " Required for text models.";
         var text2Col = CommandOptions.Text2Column();
         var output = new Option<string>("--output") { Description = "The TSV file to write: the text (or image path), PredictedLabel and one probability column per class; for a sentence-similarity model the two sentences and the Score.", Required = true };
-        var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory), if it moved since training." };
+        var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory; for an adapted recommender the base model file), if it moved since training." };
+        var userCol = new Option<string>("--user-col") { Description = "For a recommender: the user id column (a header name with --has-header, or a 0-based index)." };
+        var itemCol = new Option<string>("--item-col") { Description = "For a recommender: the item id column." };
 
         var command = new Command("predict", "Score a file with a saved model.")
         {
-            model, dataset, hasHeader, separator, textCol, text2Col, output, baseModel,
+            model, dataset, hasHeader, separator, textCol, text2Col, userCol, itemCol, output, baseModel,
         };
-        command.SetAction(parse => Run(
+        command.SetAction(parse => parse.GetValue(userCol) is not null || parse.GetValue(itemCol) is not null || IsRecommender(parse.GetValue(model)!)
+            ? RecommendationPredictions.Run(
+                parse.GetValue(model)!,
+                parse.GetValue(dataset)!,
+                new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader)),
+                parse.GetValue(userCol),
+                parse.GetValue(itemCol),
+                parse.GetValue(textCol) ?? parse.GetValue(text2Col),
+                parse.GetValue(output)!,
+                parse.GetValue(baseModel))
+            : Run(
             parse.GetValue(model)!,
             parse.GetValue(dataset)!,
             new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader)),
@@ -110,11 +122,24 @@ internal static class PredictCommand
         }
     }
 
-    /// <summary>The transformers of a loaded model, nested chains opened.</summary>
+    /// <summary>Whether the model file holds a PEFT recommender (its version stamp), read without loading it; false for anything that is not a readable model.</summary>
+    private static bool IsRecommender(string modelPath)
+    {
+        if (!File.Exists(modelPath)) return false;
+        try
+        {
+            return SavedSignatures(modelPath).Contains("PEFTMFAC");
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>The model signatures in the saved model's version stamps (<c>Model.key</c> entries: PEFTIMGC for an image classifier, PEFTNERT for a named-entity recognizer...), read without loading the model.</summary>
     private static HashSet<string> SavedSignatures(string modelPath)
     {
-        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC" };
+        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC" };
         try
         {
             using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);
@@ -150,6 +175,7 @@ internal static class PredictCommand
         }
     }
 
+    /// <summary>The transformers of a loaded model, nested chains opened.</summary>
     internal static IEnumerable<ITransformer> Flatten(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
 

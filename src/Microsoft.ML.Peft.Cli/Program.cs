@@ -16,6 +16,8 @@ root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(ImageClassificationCommand.Create());
 root.Subcommands.Add(NerCommand.Create());
 root.Subcommands.Add(SentenceSimilarityCommand.Create());
+root.Subcommands.Add(RecommendationCommand.Create());
+root.Subcommands.Add(RecommendationCommand.CreateAdapt());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());

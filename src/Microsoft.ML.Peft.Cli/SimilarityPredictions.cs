@@ -11,14 +11,15 @@ internal static class SimilarityPredictions
     public static bool Applies(IDataView scored) =>
         scored.Schema.GetColumnOrNull(SentenceSimilarityCommand.ScoreColumn)?.Type == NumberDataViewType.Single;
 
-    public static long Write(IDataView scored, IReadOnlyList<string> textNames, IReadOnlyList<string> headerNames, string path)
+    /// <summary>Writes the text columns and the Single score (<paramref name="scoreColumn"/>, default <c>Score</c>) of each row as TSV.</summary>
+    public static long Write(IDataView scored, IReadOnlyList<string> textNames, IReadOnlyList<string> headerNames, string path, string scoreColumn = SentenceSimilarityCommand.ScoreColumn)
     {
         var schema = scored.Schema;
         var textColumns = textNames.Select(n => schema.GetColumnOrNull(n) ?? throw new InvalidOperationException($"The scored data has no column '{n}'.")).ToList();
-        var score = schema[SentenceSimilarityCommand.ScoreColumn];
+        var score = schema[scoreColumn];
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         using var writer = new StreamWriter(path, append: false, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false)) { NewLine = "\n" };
-        writer.WriteLine(string.Join('\t', headerNames.Append(SentenceSimilarityCommand.ScoreColumn).Select(Clean)));
+        writer.WriteLine(string.Join('\t', headerNames.Append(scoreColumn).Select(Clean)));
         using var cursor = scored.GetRowCursor(textColumns.Append(score));
         var textGetters = textColumns.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToList();
         var scoreGetter = cursor.GetGetter<float>(score);

@@ -249,6 +249,20 @@ public static class PeftCatalog
 public static class PeftModelOperations
 {
     /// <summary>
+    /// Loads the PEFT matrix-factorisation model (base or adaptation) of a file saved with <c>mlContext.Model.Save</c>,
+    /// alone or at the end of a chain: what <c>PeftMatrixFactorizationAdaptation</c> takes as its base. A file that is not
+    /// an ML.NET model, or holds another kind of model, is a clear error naming it.
+    /// </summary>
+    /// <param name="catalog">The model operations catalog.</param>
+    /// <param name="modelPath">The model file.</param>
+    public static Tasks.Recommendation.PeftMatrixFactorizationTransformer LoadMatrixFactorization(this ModelOperationsCatalog catalog, string modelPath)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("The model path is empty.", nameof(modelPath));
+        return Tasks.Recommendation.PeftMatrixFactorizationTransformer.LoadFile(CatalogUtils.GetEnvironment(catalog), Path.GetFullPath(modelPath), $"The model file '{modelPath}'", asBase: false);
+    }
+
+    /// <summary>
     /// Loads a model saved with <c>mlContext.Model.Save</c>, taking the PEFT base model from <paramref name="baseModelPath"/>
     /// (an ONNX file or a Hugging Face directory) instead of its stored location. Its size and SHA-256 must match the saved ones.
     /// </summary>

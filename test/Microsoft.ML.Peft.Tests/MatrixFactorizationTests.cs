@@ -52,7 +52,8 @@ public class MatrixFactorizationTests
         return (train, test);
     }
 
-    private static PeftMatrixFactorizationTrainer.Options Options() => new()
+    /// <summary>A quick recipe for the small synthetic tables of these tests.</summary>
+    internal static PeftMatrixFactorizationTrainer.Options Options() => new()
     {
         MatrixColumnIndexColumnName = "User",
         MatrixRowIndexColumnName = "Item",

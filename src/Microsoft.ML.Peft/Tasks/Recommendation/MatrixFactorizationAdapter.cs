@@ -14,7 +14,8 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation;
 /// Rows 1..BaseUserCount are the base's users; rows beyond are users the base never saw (cold start): their base part
 /// is the base's <em>mean</em> user (the mean of its factor rows and biases, stored with the adapter), and what the
 /// adaptation learns for them is their own offset from it. Row 0 (ids the adapted model does not know) stays zero, as
-/// in the base: an unknown user scores from the item's side and the (shifted) global mean.
+/// in the base, until <see cref="FixUnknownRows"/> makes the unknown user the mean of the new users the adaptation
+/// trained (the newcomers of the adaptation's period are the best guess of who comes next), and likewise for items.
 /// </para>
 /// </summary>
 internal sealed class MatrixFactorizationAdapter : nn.Module
@@ -24,11 +25,13 @@ internal sealed class MatrixFactorizationAdapter : nn.Module
     public const string ItemBiasDeltaName = "item_bias_delta";
     public const string UserMeanName = "user_mean";
     public const string ItemMeanName = "item_mean";
+    public const string UnknownUserName = "unknown_user";
+    public const string UnknownItemName = "unknown_item";
 
     private readonly List<NamedParameter> trained = new();
     private readonly List<NamedParameter> constants = new();
     private readonly Parameter globalMeanDelta, userBiasDelta, itemBiasDelta;
-    private readonly Parameter userMean, itemMean;
+    private readonly Parameter userMean, itemMean, unknownUser, unknownItem;
     private readonly Parameter? userA, userB, itemA, itemB, userDelta, itemDelta;
 
     public MatrixFactorizationAdapter(MatrixFactorizationAdaptation method, int baseUserCount, int baseItemCount, int userCount, int itemCount, int rank, int loraRank)
@@ -66,10 +69,14 @@ internal sealed class MatrixFactorizationAdapter : nn.Module
         // The base's mean user and item (factors, then bias): fixed when the adaptation starts, saved with it.
         userMean = new Parameter(zeros(rank + 1), requires_grad: false);
         itemMean = new Parameter(zeros(rank + 1), requires_grad: false);
-        constants.Add(new NamedParameter(UserMeanName, userMean) { TopLevel = true });
-        constants.Add(new NamedParameter(ItemMeanName, itemMean) { TopLevel = true });
-        register_parameter(UserMeanName, userMean);
-        register_parameter(ItemMeanName, itemMean);
+        // Who an id the adapted model does not know is taken to be: the mean of the new users (items) the adaptation saw.
+        unknownUser = new Parameter(zeros(rank + 1), requires_grad: false);
+        unknownItem = new Parameter(zeros(rank + 1), requires_grad: false);
+        foreach (var (name, p) in new[] { (UserMeanName, userMean), (ItemMeanName, itemMean), (UnknownUserName, unknownUser), (UnknownItemName, unknownItem) })
+        {
+            constants.Add(new NamedParameter(name, p) { TopLevel = true });
+            register_parameter(name, p);
+        }
     }
 
     public MatrixFactorizationAdaptation Method { get; }
@@ -104,16 +111,37 @@ internal sealed class MatrixFactorizationAdapter : nn.Module
             b?.copy_(randn(b.shape, generator: generator).mul_(std));
     }
 
+    /// <summary>
+    /// Fixes who unknown ids are (cold start at scoring time): the mean adapted row of the new users, and of the new items,
+    /// that the adaptation trained, since the ids that come next resemble the newcomers of the adaptation's period more
+    /// than the base's average. Without new users (items) the unknown user (item) stays the base's: zero offsets.
+    /// </summary>
+    public void FixUnknownRows(MatrixFactorizationNetwork network)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (var (unknown, baseCount, count, users) in new[] { (unknownUser, BaseUserCount, UserCount, true), (unknownItem, BaseItemCount, ItemCount, false) })
+        {
+            if (count == baseCount) continue;
+            var rows = arange(baseCount + 1, count + 1, dtype: ScalarType.Int64, device: unknown.device);
+            var (factors, bias) = users
+                ? Rows(rows, network.UserFactors, network.UserBias, userMean, unknownUser, BaseUserCount, userBiasDelta, userA, userB, userDelta)
+                : Rows(rows, network.ItemFactors, network.ItemBias, itemMean, unknownItem, BaseItemCount, itemBiasDelta, itemA, itemB, itemDelta);
+            unknown.copy_(cat(new[] { factors.mean(new long[] { 0 }), bias.mean(new long[] { 0 }).reshape(1) }));
+        }
+    }
+
     /// <summary>The adapted factors and bias of table rows <paramref name="rows"/> (int64 [n]): [n, rank] and [n].</summary>
-    private (Tensor Factors, Tensor Bias) Rows(Tensor rows, Parameter baseFactors, Parameter baseBias, Parameter mean, int baseCount,
+    private (Tensor Factors, Tensor Bias) Rows(Tensor rows, Parameter baseFactors, Parameter baseBias, Parameter mean, Parameter unknown, int baseCount,
         Parameter biasDelta, Parameter? a, Parameter? b, Parameter? delta)
     {
         var isNew = rows.gt(baseCount);
         var baseRows = rows.masked_fill(isNew, 0);
-        var newRows = isNew.to_type(ScalarType.Float32).unsqueeze(1);
+        // New rows start from the base's mean row; row 0 (unknown ids) is the fixed unknown row.
+        var start = isNew.to_type(ScalarType.Float32).unsqueeze(1).mul(mean).add(rows.eq(0).to_type(ScalarType.Float32).unsqueeze(1).mul(unknown));
         // The base is frozen: its rows are read without a gradient.
-        var factors = baseFactors.detach().index_select(0, baseRows).add(newRows.mul(mean.narrow(0, 0, Rank)));
-        var bias = baseBias.detach().index_select(0, baseRows).add(newRows.squeeze(1).mul(mean[Rank])).add(biasDelta.index_select(0, rows));
+        var factors = baseFactors.detach().index_select(0, baseRows).add(start.narrow(1, 0, Rank));
+        var bias = baseBias.detach().index_select(0, baseRows).add(start.select(1, Rank)).add(biasDelta.index_select(0, rows));
         if (a is not null && b is not null) factors = factors.add(a.index_select(0, rows).matmul(b));
         if (delta is not null) factors = factors.add(delta.index_select(0, rows));
         return (factors, bias);
@@ -123,8 +151,8 @@ internal sealed class MatrixFactorizationAdapter : nn.Module
     public Tensor Forward(MatrixFactorizationNetwork network, Tensor users, Tensor items)
     {
         using var scope = NewDisposeScope();
-        var (p, bu) = Rows(users, network.UserFactors, network.UserBias, userMean, BaseUserCount, userBiasDelta, userA, userB, userDelta);
-        var (q, bi) = Rows(items, network.ItemFactors, network.ItemBias, itemMean, BaseItemCount, itemBiasDelta, itemA, itemB, itemDelta);
+        var (p, bu) = Rows(users, network.UserFactors, network.UserBias, userMean, unknownUser, BaseUserCount, userBiasDelta, userA, userB, userDelta);
+        var (q, bi) = Rows(items, network.ItemFactors, network.ItemBias, itemMean, unknownItem, BaseItemCount, itemBiasDelta, itemA, itemB, itemDelta);
         return p.mul(q).sum(1).add(bu).add(bi).add(network.GlobalMean.detach()).add(globalMeanDelta).MoveToOuterDisposeScope();
     }
 

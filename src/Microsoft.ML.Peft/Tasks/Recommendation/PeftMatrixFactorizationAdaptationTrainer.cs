@@ -17,8 +17,10 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation;
 /// than the base's, or carry text ids.</para>
 /// <para><b>Cold start.</b> A user (or item) the base never saw but the new ratings name gets a row of its own in the
 /// adapter. It starts as the base's mean user: the mean of the base's factor rows and biases. The adaptation then learns
-/// its offset from that mean, under the same regularisation as everyone's offsets. Users known to neither score as
-/// unknown: the item's adapted bias plus the shifted global mean.</para>
+/// its offset from that mean, under the same regularisation as everyone's offsets. A user known to neither (an id
+/// first seen when scoring) is taken to be the mean of the new users the adaptation trained: the newcomers of the
+/// adaptation's period are the best guess of who comes next. Without new users in the adaptation data, an unknown user
+/// scores as in the base (the item's adapted bias plus the shifted global mean). Items likewise.</para>
 /// <para>The adapted model uses the base transformer's tables in memory (they are not copied): keep the base alive while
 /// the adapted model is in use. Adapted models loaded from files share one copy of their base's tables.</para>
 /// </remarks>
@@ -40,14 +42,18 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
         /// <summary>
         /// L2 regularisation of the offsets: the loss adds Lambda times the mean, over a batch's ratings, of the squared
         /// norms of the rated user's and item's factor and bias offsets, so the model moves from its base only as far as
-        /// the new ratings justify. Default 0.1.
+        /// the new ratings justify. Default 1 (on the MovieLens-100K temporal benchmark, 0.1 over-fitted the 10,000 new
+        /// ratings: RMSE 1.041 against 1.025 at 1 and 1.026 at 3, before the cold-start policy).
         /// </summary>
-        public double Lambda = 0.1;
+        public double Lambda = 1;
 
-        /// <summary>Adam's learning rate. Default 0.003.</summary>
-        public double LearningRate = 0.003;
+        /// <summary>The learning rate of <see cref="Optimizer"/>. Default 0.001 (0.003 and 0.0005 scored within 0.001).</summary>
+        public double LearningRate = 0.001;
 
-        /// <summary>Passes over the new ratings. Default 20.</summary>
+        /// <summary>The optimiser: Adam (default) or plain mini-batch SGD on the batch's mean loss (far worse on MovieLens: RMSE 1.115).</summary>
+        public MatrixFactorizationOptimizer Optimizer = MatrixFactorizationOptimizer.Adam;
+
+        /// <summary>Passes over the new ratings. Default 20 (10 scored within 0.001).</summary>
         public int NumberOfIterations = 20;
 
         /// <summary>Ratings per training step. Default 256.</summary>
@@ -55,6 +61,13 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
 
         /// <summary>Standard deviation of LoRA's B matrices at the start (A starts at zero). Default 0.1.</summary>
         public double InitialStandardDeviation = 0.1;
+
+        /// <summary>
+        /// Score ids the adapted model does not know as the mean of the new users (items) the adaptation trained, rather
+        /// than as the base's unknown user (zero offsets). Default true: on the MovieLens-100K temporal benchmark, where
+        /// 71% of the test ratings are by users unseen in all training data, it lowered the adaptations' RMSE by about 0.005.
+        /// </summary>
+        public bool UnknownIdsAsNewcomers = true;
 
         /// <summary>Seed of the initial values and the order of the ratings.</summary>
         public int Seed = 1;
@@ -73,6 +86,7 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
                 throw new ArgumentOutOfRangeException(nameof(AdaptationRank), AdaptationRank, $"AdaptationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
             if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), Lambda, "Lambda must be a finite number, 0 or more.");
             if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be a positive finite number.");
+            if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Optimizer must be Adam or Sgd.");
             if (NumberOfIterations <= 0) throw new ArgumentOutOfRangeException(nameof(NumberOfIterations), NumberOfIterations, "NumberOfIterations must be positive.");
             if (BatchSize <= 0 || BatchSize > 1 << 20) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 1048576.");
             if (!(InitialStandardDeviation >= 0) || double.IsInfinity(InitialStandardDeviation))
@@ -114,7 +128,7 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
         string? basePath = options.BaseModelPath is null ? null : Path.GetFullPath(options.BaseModelPath);
         if (basePath is not null)
         {
-            var onDisk = PeftMatrixFactorizationTransformer.LoadFile(host, basePath, $"The base model file '{options.BaseModelPath}' (BaseModelPath)");
+            var onDisk = PeftMatrixFactorizationTransformer.LoadFile(host, basePath, $"The base model file '{options.BaseModelPath}' (BaseModelPath)", asBase: true);
             if (onDisk.BaseModelSha256 != baseModel.BaseModelSha256)
                 throw new ArgumentException($"The base model file '{options.BaseModelPath}' (BaseModelPath) holds other tables than the base model being adapted.", nameof(Options.BaseModelPath));
             onDisk.Dispose();
@@ -160,8 +174,9 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
             {
                 adapter.Initialise(model.Network, options.InitialStandardDeviation, generator);
                 RatingLoop.Run(host, data, device, generator, adapter.TrainedParameters.Select(p => p.Parameter).ToList(),
-                    new RatingLoop.Settings(MatrixFactorizationOptimizer.Adam, options.LearningRate, options.Lambda, options.NumberOfIterations, options.BatchSize),
+                    new RatingLoop.Settings(options.Optimizer, options.LearningRate, options.Lambda, options.NumberOfIterations, options.BatchSize),
                     model.Forward, adapter.Regularisation, (pass, mse) => IterationCompleted?.Invoke(this, (pass, mse)));
+                if (options.UnknownIdsAsNewcomers) adapter.FixUnknownRows(model.Network);
             }
             ch.Info($"Adapted in {clock.Elapsed.TotalSeconds:F1} s: {adapter.TrainedParameterCount:N0} trained parameters beside the base's {model.Network.ParameterCount:N0}.");
             return new PeftMatrixFactorizationTransformer(host, model, clock.Elapsed);

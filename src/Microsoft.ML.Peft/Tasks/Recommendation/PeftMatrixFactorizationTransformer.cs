@@ -165,7 +165,7 @@ public sealed class PeftMatrixFactorizationTransformer : ITransformer, IDisposab
         using var ch = host.Start("Loading");
         var device = TorchBackend.LoadDevice(PeftLoadOptions.Current.Value?.Device, ch);
         if (LoadingBase.Value) return new PeftMatrixFactorizationTransformer(env, MatrixFactorizationModel.Load(version, entries, device, _ =>
-            throw new InvalidDataException($"{MatrixFactorizationModel.Source}: the base model file of an adaptation is itself an adaptation; give the base it was adapted from.")), TimeSpan.Zero);
+            throw new InvalidDataException($"{MatrixFactorizationModel.Source} is an adaptation whose base is in another file; a base model (trained by PeftMatrixFactorization) is needed here, not an adaptation of one.")), TimeSpan.Zero);
         var given = PeftLoadOptions.Current.Value?.BaseModelPath;
         return new PeftMatrixFactorizationTransformer(env, MatrixFactorizationModel.Load(version, entries, device, adaptation =>
         {
@@ -173,7 +173,7 @@ public sealed class PeftMatrixFactorizationTransformer : ITransformer, IDisposab
             var where = given is null ? $"its recorded base model file '{path}'" : $"the base model file '{path}'";
             if (!File.Exists(path))
                 throw new FileNotFoundException($"{MatrixFactorizationModel.Source} is an adaptation; {where} does not exist. Pass the base's location with mlContext.Model.LoadWithBaseModel(modelPath, baseModelPath, out schema).", path);
-            return LoadFile(env, path, where).model;
+            return LoadFile(env, path, where, asBase: true).model;
         }), TimeSpan.Zero);
     }
 
@@ -184,14 +184,14 @@ public sealed class PeftMatrixFactorizationTransformer : ITransformer, IDisposab
     /// Loads an ML.NET model file and returns the PEFT matrix-factorisation transformer in it (alone or in a chain), or a
     /// clear error naming the file when it is not an ML.NET model or holds another kind of model.
     /// </summary>
-    internal static PeftMatrixFactorizationTransformer LoadFile(IHostEnvironment env, string path, string what)
+    internal static PeftMatrixFactorizationTransformer LoadFile(IHostEnvironment env, string path, string what, bool asBase)
     {
         var info = new FileInfo(path);
         if (!info.Exists || info.Attributes.HasFlag(FileAttributes.Device) || info.Length == 0)
             throw new FileNotFoundException($"{what} is not a regular, non-empty file.", path);
         var previous = (PeftLoadOptions.Current.Value, LoadingBase.Value);
-        PeftLoadOptions.Current.Value = new PeftLoadOptions { Device = previous.Item1?.Device ?? "cpu" };
-        LoadingBase.Value = true;
+        if (asBase) PeftLoadOptions.Current.Value = new PeftLoadOptions { Device = previous.Item1?.Device ?? "cpu" };
+        LoadingBase.Value = asBase;
         ITransformer loaded;
         try
         {
