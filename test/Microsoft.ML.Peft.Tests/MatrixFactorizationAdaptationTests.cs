@@ -219,6 +219,22 @@ public class MatrixFactorizationAdaptationTests
             Assert.That(ReferenceEquals(self.Model.Network, bias.Model.Network), Is.True, "an embedded base with the same tables is shared too");
             using var engine = ml.Model.CreatePredictionEngine<RatingRow, RatingScore>(lora);
             Assert.That(engine.Predict(test[0]).Score, Is.EqualTo(expected[0][0]));
+
+            // A file whose metadata claims tables far larger than its entries hold is refused before they are allocated.
+            foreach (var (key, value) in new[] { ("user_count", 40_000_000), ("rank", 4000) })
+            {
+                var tampered = SafeLoadingTests.RewriteEntry(paths[0], "Metadata.json", b => SafeLoadingTests.EditMetadata(b, json => json[key] = value));
+                try
+                {
+                    var error = Assert.Catch(() => ml.Model.LoadPeft(tampered, new Format.PeftLoadOptions(), out _))!;
+                    Assert.That(error, Is.InstanceOf<InvalidDataException>(), error.ToString());
+                    Assert.That(error.Message, Does.Contain(key == "rank" ? "too few" : "id lists"));
+                }
+                finally
+                {
+                    File.Delete(tampered);
+                }
+            }
         }
         finally
         {

@@ -45,10 +45,14 @@ public class SafeLoadingTests
     }
 
     /// <summary>A copy of the saved model whose entry was changed and whose hash in the header was recomputed to match.</summary>
-    private string Rewrite(string entrySuffix, Func<byte[], byte[]> change, bool recomputeHash = true, Func<byte[], byte[]>? rawChange = null)
+    private string Rewrite(string entrySuffix, Func<byte[], byte[]> change, bool recomputeHash = true, Func<byte[], byte[]>? rawChange = null) =>
+        RewriteEntry(savedModel, entrySuffix, change, recomputeHash, rawChange);
+
+    /// <summary>A copy of <paramref name="source"/> whose entry was changed and whose hash in the header was recomputed to match.</summary>
+    internal static string RewriteEntry(string source, string entrySuffix, Func<byte[], byte[]> change, bool recomputeHash = true, Func<byte[], byte[]>? rawChange = null)
     {
         var copy = Path.Combine(Path.GetTempPath(), $"peft-rewritten-{Guid.NewGuid():N}.zip");
-        File.Copy(savedModel, copy);
+        File.Copy(source, copy);
         using var zip = ZipFile.Open(copy, ZipArchiveMode.Update);
         var entry = zip.Entries.Single(e => e.FullName.EndsWith(entrySuffix, StringComparison.Ordinal));
         var raw = Read(entry);
@@ -84,7 +88,7 @@ public class SafeLoadingTests
 
     private static int IndexOf(byte[] haystack, byte[] needle) => haystack.AsSpan().IndexOf(needle);
 
-    private static byte[] EditMetadata(byte[] bytes, Action<JsonObject> edit)
+    internal static byte[] EditMetadata(byte[] bytes, Action<JsonObject> edit)
     {
         var json = JsonNode.Parse(bytes)!.AsObject();
         edit(json);

@@ -105,6 +105,10 @@ internal sealed class MatrixFactorizationModel : IDisposable
         if (version < 2) throw new InvalidDataException($"{Source} has format version {version}; matrix factorization models start at version 2.");
         var settings = MatrixFactorizationSettings.Parse(entries.MetadataBytes, Source);
         var (users, items) = IdLists.Parse(entries.VocabBytes, settings, Source);
+        // The sizes the metadata claims decide what is allocated: the entries must hold that many float32 values first.
+        var tables = settings.Adaptation is null ? settings : BaseSettings(settings);
+        CheckHolds(entries.BaseModelBytes, ((tables.UserCount + 1L) + (tables.ItemCount + 1L)) * (tables.Rank + 1) + 1, "base-model");
+        if (settings.Adaptation is { } claimed) CheckHolds(entries.AdapterBytes, AdapterValues(settings, claimed), "adapter");
         if (settings.Adaptation is not { } adaptation)
         {
             if (entries.BaseModelBytes is null) throw new InvalidDataException($"{Source} has no base-model entry: the factor tables are missing.");
@@ -156,6 +160,26 @@ internal sealed class MatrixFactorizationModel : IDisposable
             adapted.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Refuses an entry too short for the float32 values the metadata claims (before anything that size is allocated).</summary>
+    private static void CheckHolds(byte[]? entry, long values, string what)
+    {
+        if (entry is not null && entry.LongLength < values * sizeof(float))
+            throw new InvalidDataException($"{Source}: the {what} entry has {entry.LongLength:N0} bytes, too few for the {values:N0} values its metadata claims.");
+    }
+
+    /// <summary>The number of values an adapter of these settings saves.</summary>
+    private static long AdapterValues(MatrixFactorizationSettings settings, AdaptationSettings adaptation)
+    {
+        long rows = settings.UserCount + 1L + settings.ItemCount + 1L;
+        long values = 1 + rows + 4L * (settings.Rank + 1);
+        return values + adaptation.Method switch
+        {
+            MatrixFactorizationAdaptation.Lora => rows * adaptation.LoraRank + 2L * adaptation.LoraRank * settings.Rank,
+            MatrixFactorizationAdaptation.Full => rows * settings.Rank,
+            _ => 0,
+        };
     }
 
     /// <summary>The base model found for an adaptation, checked: same tables (hash), and its ids the adaptation's first ids.</summary>
