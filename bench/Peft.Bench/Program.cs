@@ -50,6 +50,7 @@ internal static class Program
             ("stsb", StsbBenchmark.Run, StsbBenchmark.Usage),
             ("mrpc", MrpcBenchmark.Run, MrpcBenchmark.Usage),
             ("conll", NerComparison.Run, NerComparison.Usage),
+            ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;

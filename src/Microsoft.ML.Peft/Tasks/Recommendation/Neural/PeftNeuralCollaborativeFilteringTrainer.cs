@@ -66,7 +66,11 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
         /// </summary>
         public double Lambda = 0.01;
 
-        /// <summary>Adam's learning rate. Default 0.001.</summary>
+        /// <summary>
+        /// Adam's learning rate. Default 0.001. For implicit feedback on MovieLens-100K (leave-last-out, validation split),
+        /// 0.003 with <see cref="Lambda"/> 0.03 and <see cref="InitialStandardDeviation"/> 0.01 ranked best of the recipes
+        /// tried (HR@10 0.676 against 0.648 with the defaults; see the <c>movielens-implicit</c> benchmark).
+        /// </summary>
         public double LearningRate = 0.001;
 
         /// <summary>Passes over the training rows. Default 20.</summary>
