@@ -136,6 +136,17 @@ public class ImplicitFeedbackTests
     }
 
     [Test]
+    public void AnImplicitMatrixFactorizationIsNotAdaptedWithRatings()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = MatrixFactorization(ImplicitFeedbackLoss.Bpr);
+        options.NumberOfIterations = 1;
+        using var model = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(ml.Data.LoadFromEnumerable(Groups(seed: 5)));
+        var e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(model))!;
+        Assert.That(e.Message, Does.Contain("implicit feedback"));
+    }
+
+    [Test]
     public void SameSeedGivesTheSameModelAndAnotherSeedAnother()
     {
         var ml = new MLContext(seed: 1);

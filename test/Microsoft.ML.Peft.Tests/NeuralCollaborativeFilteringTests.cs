@@ -190,6 +190,28 @@ public class NeuralCollaborativeFilteringTests
     }
 
     [Test]
+    public void SavedSettingsAreCheckedOnLoad()
+    {
+        var settings = new NeuralCollaborativeFilteringSettings
+        {
+            UserColumnName = "User", ItemColumnName = "Item", LabelColumnName = "Label", ScoreColumnName = "Score",
+            UserCount = 3, ItemCount = 4, Rank = 2, HiddenLayerSizes = new[] { 4, 2 }, BatchSize = 8, RatingMin = 1, RatingMax = 5, ClampScores = true,
+        };
+        var json = Encoding.UTF8.GetString(settings.ToUtf8());
+        Assert.That(NeuralCollaborativeFilteringSettings.Parse(Encoding.UTF8.GetBytes(json), "test").HiddenLayerSizes, Is.EqualTo(new[] { 4, 2 }));
+        foreach (var (from, to) in new[]
+        {
+            ("\"hidden_layers\":[4,2]", "\"hidden_layers\":[]"), ("\"hidden_layers\":[4,2]", "\"hidden_layers\":[4,0]"),
+            ("\"feedback\":\"Explicit\"", "\"feedback\":\"Implicit\""), ("\"feedback\":\"Explicit\"", "\"feedback\":9"),
+            ("\"rank\":2", "\"rank\":0"), ("\"task\":\"recommendation-neural-collaborative-filtering\"", "\"task\":\"recommendation-matrix-factorization\""),
+        })
+        {
+            Assert.That(json, Does.Contain(from));
+            Assert.Throws<InvalidDataException>(() => NeuralCollaborativeFilteringSettings.Parse(Encoding.UTF8.GetBytes(json.Replace(from, to)), "test"), to);
+        }
+    }
+
+    [Test]
     public void BadInputGivesClearErrors()
     {
         var ml = new MLContext(seed: 1);
