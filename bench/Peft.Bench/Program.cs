@@ -51,6 +51,7 @@ internal static class Program
             ("mrpc", MrpcBenchmark.Run, MrpcBenchmark.Usage),
             ("conll", NerComparison.Run, NerComparison.Usage),
             ("movielens", RecommendationBenchmark.Run, RecommendationBenchmark.Usage),
+            ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;

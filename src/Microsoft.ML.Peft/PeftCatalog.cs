@@ -230,6 +230,57 @@ public static class PeftCatalog
     }
 
     /// <summary>
+    /// Neural collaborative filtering (NeuMF: a generalised-matrix-factorisation branch and an MLP branch over user and item
+    /// embeddings, fused by a linear layer, with a global mean and biases) on explicit ratings or implicit feedback
+    /// (<c>Feedback</c>), with options named as ML.NET's <c>MatrixFactorizationTrainer.Options</c>. Explicit scores are
+    /// evaluated with <c>mlContext.Regression.Evaluate</c>, implicit ones with <see cref="EvaluateRecommendations"/>.
+    /// </summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="options">The user, item and rating columns, the embedding and layer sizes, the feedback kind and training settings.</param>
+    public static Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTrainer PeftNeuralCollaborativeFiltering(
+        this RegressionCatalog.RegressionTrainers catalog,
+        Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>
+    /// Hit rate and NDCG at K of a recommender under the leave-last-out protocol: each row of <paramref name="testSet"/> is a
+    /// held-out interaction whose item is ranked, by <paramref name="model"/>'s score for its user, among
+    /// <c>NegativeCount</c> (99) items drawn with <c>Seed</c> from those the user never interacted with in either set (or
+    /// all of them). <paramref name="model"/> is any transformer (a whole pipeline) that scores rows of the user and item
+    /// columns alone; higher scores rank first. Split the data with <see cref="LeaveLastOutSplit"/>.
+    /// </summary>
+    /// <param name="catalog">The regression catalog.</param>
+    /// <param name="model">The trained model or pipeline.</param>
+    /// <param name="trainSet">The interactions the model was trained on (they are never drawn as negatives).</param>
+    /// <param name="testSet">The held-out interactions, with the same user and item columns.</param>
+    /// <param name="options">The user and item columns, the score column, K and the negatives.</param>
+    public static Tasks.Recommendation.Ranking.RecommendationRankingMetrics EvaluateRecommendations(this RegressionCatalog catalog,
+        ITransformer model, IDataView trainSet, IDataView testSet, Tasks.Recommendation.Ranking.RecommendationRankingOptions options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return Tasks.Recommendation.Ranking.RecommendationRankingEvaluator.Evaluate(CatalogUtils.GetEnvironment(catalog), model, trainSet, testSet, options);
+    }
+
+    /// <summary>
+    /// Splits interactions leave-last-out: each user's latest interaction (greatest <paramref name="timestampColumnName"/>;
+    /// of equal timestamps, the last row) is the test set, the rest the training set; a user with a single interaction
+    /// stays in the training set. Both sets are views of <paramref name="data"/> with its columns.
+    /// </summary>
+    /// <param name="catalog">The data operations catalog.</param>
+    /// <param name="data">The interactions.</param>
+    /// <param name="userColumnName">The user column (key, text or integer).</param>
+    /// <param name="timestampColumnName">The time of each interaction: a number, DateTime or DateTimeOffset column.</param>
+    public static DataOperationsCatalog.TrainTestData LeaveLastOutSplit(this DataOperationsCatalog catalog, IDataView data, string userColumnName, string timestampColumnName)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        var (train, test) = Tasks.Recommendation.Ranking.LeaveLastOutSplit.Split(data, userColumnName, timestampColumnName);
+        return new DataOperationsCatalog.TrainTestData(train, test);
+    }
+
+    /// <summary>
     /// Pearson and Spearman correlation (ties by average rank) of predicted similarity scores and labels, the metrics of
     /// STS benchmarks. Rows with a missing (NaN) label or score are skipped and counted.
     /// </summary>

@@ -24,6 +24,8 @@ internal sealed class MatrixFactorizationSettings
     [JsonPropertyName("rating_min")] public float RatingMin { get; set; }
     [JsonPropertyName("rating_max")] public float RatingMax { get; set; }
     [JsonPropertyName("clamp_scores")] public bool ClampScores { get; set; }
+    /// <summary>Explicit ratings or implicit feedback (files written before this field: explicit). Implicit models never clamp.</summary>
+    [JsonPropertyName("feedback"), JsonConverter(typeof(JsonStringEnumConverter))] public RecommendationFeedback Feedback { get; set; } = RecommendationFeedback.Explicit;
     /// <summary>Present in an adapted model: what the adapter changes and which base it adapts.</summary>
     [JsonPropertyName("adaptation")] public AdaptationSettings? Adaptation { get; set; }
 
@@ -59,6 +61,8 @@ internal sealed class MatrixFactorizationSettings
         if (BatchSize <= 0 || BatchSize > 1 << 20) throw new InvalidDataException($"{source}: the saved BatchSize {BatchSize} is not valid.");
         if (!float.IsFinite(RatingMin) || !float.IsFinite(RatingMax) || RatingMax < RatingMin)
             throw new InvalidDataException($"{source}: the saved rating range [{RatingMin}, {RatingMax}] is not valid.");
+        if (!Enum.IsDefined(Feedback) || Feedback == RecommendationFeedback.Implicit && ClampScores)
+            throw new InvalidDataException($"{source}: the saved feedback kind {Feedback} is not valid{(ClampScores ? " with clamped scores" : "")}.");
         Adaptation?.Validate(this, source);
     }
 }
@@ -96,7 +100,11 @@ internal sealed class IdLists
     public static byte[] ToUtf8(IdVocabulary users, IdVocabulary items) =>
         JsonSerializer.SerializeToUtf8Bytes(new IdLists { Users = users.Ids.ToList(), Items = items.Ids.ToList() });
 
-    public static (IdVocabulary Users, IdVocabulary Items) Parse(byte[] utf8, MatrixFactorizationSettings settings, string source)
+    public static (IdVocabulary Users, IdVocabulary Items) Parse(byte[] utf8, MatrixFactorizationSettings settings, string source) =>
+        Parse(utf8, settings.UserCount, settings.ItemCount, source);
+
+    /// <summary>The id lists, checked against the model's table sizes.</summary>
+    public static (IdVocabulary Users, IdVocabulary Items) Parse(byte[] utf8, int userCount, int itemCount, string source)
     {
         if (utf8.Length == 0) throw new InvalidDataException($"{source} has no id lists (a preview's file); train it again.");
         IdLists? lists;
@@ -109,8 +117,8 @@ internal sealed class IdLists
             throw new InvalidDataException($"{source}: the id lists are not valid JSON: {e.Message}", e);
         }
         if (lists?.Users is null || lists.Items is null) throw new InvalidDataException($"{source}: the id lists are missing.");
-        if (lists.Users.Count != settings.UserCount || lists.Items.Count != settings.ItemCount)
-            throw new InvalidDataException($"{source}: the id lists ({lists.Users.Count} users, {lists.Items.Count} items) do not match the tables ({settings.UserCount}, {settings.ItemCount}).");
+        if (lists.Users.Count != userCount || lists.Items.Count != itemCount)
+            throw new InvalidDataException($"{source}: the id lists ({lists.Users.Count} users, {lists.Items.Count} items) do not match the tables ({userCount}, {itemCount}).");
         return (new IdVocabulary(lists.Users, source + " (user ids)"), new IdVocabulary(lists.Items, source + " (item ids)"));
     }
 }

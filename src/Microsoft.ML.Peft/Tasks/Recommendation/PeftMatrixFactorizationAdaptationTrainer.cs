@@ -103,6 +103,8 @@ public sealed class PeftMatrixFactorizationAdaptationTrainer : IEstimator<PeftMa
         options.Validate();
         if (baseModel.AdaptationMethod is not null)
             throw new ArgumentException("The base model is itself an adaptation; adapt the base model it was adapted from.", nameof(baseModel));
+        if (baseModel.Feedback == RecommendationFeedback.Implicit)
+            throw new ArgumentException("The base model was trained on implicit feedback; adaptation trains on explicit ratings and cannot adapt it.", nameof(baseModel));
         host = env.Register(nameof(PeftMatrixFactorizationAdaptationTrainer));
     }
 

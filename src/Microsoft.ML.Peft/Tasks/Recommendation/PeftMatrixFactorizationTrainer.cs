@@ -84,6 +84,19 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         /// <summary>Torch device to train on: <c>cpu</c> (default), <c>cuda</c> or <c>cuda:N</c>. Not saved.</summary>
         public string Device = "cpu";
 
+        /// <summary>
+        /// Explicit ratings (default) or implicit feedback: every row is an interaction (the label column is not read and may
+        /// be absent), the factors are trained with <see cref="ImplicitLoss"/> against sampled negatives, and the score is a
+        /// relevance for ranking (never clamped; <see cref="ClampScores"/> does not apply).
+        /// </summary>
+        public RecommendationFeedback Feedback = RecommendationFeedback.Explicit;
+
+        /// <summary>The ranking loss of implicit feedback. Default <see cref="ImplicitFeedbackLoss.Bpr"/>.</summary>
+        public ImplicitFeedbackLoss ImplicitLoss = ImplicitFeedbackLoss.Bpr;
+
+        /// <summary>Implicit feedback: negatives drawn (with <see cref="Seed"/>) per interaction, from the items its user has not interacted with. Default 4.</summary>
+        public int NegativesPerPositive = 4;
+
         internal void Validate()
         {
             foreach (var (value, name) in new[] { (MatrixColumnIndexColumnName, nameof(MatrixColumnIndexColumnName)), (MatrixRowIndexColumnName, nameof(MatrixRowIndexColumnName)), (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)) })
@@ -99,6 +112,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
             if (BatchSize <= 0 || BatchSize > 1 << 20) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 1048576.");
             if (!(InitialStandardDeviation >= 0) || double.IsInfinity(InitialStandardDeviation))
                 throw new ArgumentOutOfRangeException(nameof(InitialStandardDeviation), InitialStandardDeviation, "InitialStandardDeviation must be a finite number, 0 or more.");
+            ImplicitLoop.Validate(Feedback, ImplicitLoss, NegativesPerPositive);
         }
     }
 
@@ -110,7 +124,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         host = env.Register(nameof(PeftMatrixFactorizationTrainer));
     }
 
-    /// <summary>The training loss (mean squared error of the training ratings, without the regularisation) after each pass, in order.</summary>
+    /// <summary>The training loss (mean squared error of the training ratings, or the mean ranking loss of implicit feedback, without the regularisation) after each pass, in order.</summary>
     public event EventHandler<(int Iteration, double TrainingMse)>? IterationCompleted;
 
     /// <inheritdoc/>
@@ -125,7 +139,8 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         }
         Require(options.MatrixColumnIndexColumnName, nameof(Options.MatrixColumnIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
         Require(options.MatrixRowIndexColumnName, nameof(Options.MatrixRowIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
-        Require(options.LabelColumnName, nameof(Options.LabelColumnName), c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
+        if (options.Feedback == RecommendationFeedback.Explicit)
+            Require(options.LabelColumnName, nameof(Options.LabelColumnName), c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
         return SentenceSimilarity.SimilaritySchema.OutputShape(inputSchema, options.ScoreColumnName);
     }
 
@@ -136,6 +151,8 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         TorchBackend.EnsureAvailable();
         var device = TorchBackend.ParseDevice(options.Device);
         using var ch = host.Start("Training");
+        if (options.Feedback == RecommendationFeedback.Implicit)
+            return ImplicitMatrixFactorization.Fit(host, ch, options, input, device, (pass, loss) => IterationCompleted?.Invoke(this, (pass, loss)));
         var data = RatingData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, options.LabelColumnName, "training data");
         data.CheckUsable(ch, options.LabelColumnName, "training data");
 

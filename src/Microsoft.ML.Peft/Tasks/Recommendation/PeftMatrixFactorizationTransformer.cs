@@ -88,6 +88,9 @@ public sealed class PeftMatrixFactorizationTransformer : ITransformer, IDisposab
     /// <summary>The smallest and largest training rating (scores are clamped to them when <see cref="ClampsScores"/>).</summary>
     public (float Minimum, float Maximum) TrainingRatingRange => (model.Settings.RatingMin, model.Settings.RatingMax);
 
+    /// <summary>Whether the model was trained on explicit ratings (its score is a rating) or implicit feedback (its score is a relevance for ranking).</summary>
+    public RecommendationFeedback Feedback => model.Settings.Feedback;
+
     /// <summary>Whether scores are clamped to <see cref="TrainingRatingRange"/>.</summary>
     public bool ClampsScores => model.Settings.ClampScores;
 

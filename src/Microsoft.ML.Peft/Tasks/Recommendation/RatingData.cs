@@ -108,7 +108,7 @@ internal sealed class RatingData
     }
 
     /// <summary>Gives rows to ids: a known vocabulary's first, new ids after, in order of appearance.</summary>
-    private sealed class Numbering(IdVocabulary? known, string role, string column)
+    internal sealed class Numbering(IdVocabulary? known, string role, string column)
     {
         private readonly Dictionary<string, int> added = new(StringComparer.Ordinal);
         private readonly List<string> ids = known?.Ids.ToList() ?? new List<string>();
