@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.ML;
 using Microsoft.ML.Peft;
 using Microsoft.ML.Peft.Tasks.Recommendation;
+using Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 
 namespace Peft.Bench;
 
@@ -28,8 +29,11 @@ internal static class RecommendationBenchmark
         "  --adapt-lambda X    regularisation of the adaptations (default: the trainer's)\n" +
         "  --adapt-iterations N  passes of the adaptations (default: the trainer's)\n" +
         "  --skip-random       leave out the random 80/20 split\n" +
+        "  --threads N         libtorch intra-op threads (default 1: these models' operations are too small to gain from more)\n" +
         "  --sweep SPECS       instead of the table: train the temporal base once, then adapt it with each of the\n" +
         "                      comma-separated METHOD:OPTIMIZER:LR:LAMBDA:ITERATIONS[:RANK] and print RMSE and MAE\n" +
+        "  --sweep-ncf SPECS   instead of the table: train the neural variant on the random split with each of the\n" +
+        "                      comma-separated LAMBDA:LR:ITERATIONS and print RMSE and MAE\n" +
         "  --output FILE       results file (default bench/results/movielens.json; the table goes beside it as .md)\n" +
         "  --data DIR          data folder (default ../shared/data beside the repository root)";
 
@@ -49,7 +53,8 @@ internal static class RecommendationBenchmark
         int? adaptRank = null, adaptIterations = null;
         double? adaptLr = null, adaptLambda = null;
         bool skipRandom = false;
-        string? output = null, data = null, sweep = null;
+        int threads = 1;
+        string? output = null, data = null, sweep = null, sweepNcf = null;
         for (int k = 1; k < args.Count; k++)
         {
             string Value() => k + 1 < args.Count ? args[++k] : throw new ArgumentException($"{args[k]} needs a value.");
@@ -63,12 +68,15 @@ internal static class RecommendationBenchmark
                 case "--adapt-lambda": adaptLambda = Double(); break;
                 case "--adapt-iterations": adaptIterations = Int(); break;
                 case "--skip-random": skipRandom = true; break;
+                case "--threads": threads = Int(); break;
                 case "--sweep": sweep = Value(); break;
+                case "--sweep-ncf": sweepNcf = Value(); break;
                 case "--output": output = Value(); break;
                 case "--data": data = Value(); break;
                 default: throw new ArgumentException($"Unknown option '{args[k]}'.");
             }
         }
+        TorchSharp.torch.set_num_threads(threads);
         var file = Path.Combine(data ?? Path.Combine(root, "..", "shared", "data"), "movielens-100k", "u.data");
         var ratings = Read(file);
         var ml = PairBench.Context(seed, "Peft");
@@ -76,11 +84,13 @@ internal static class RecommendationBenchmark
         try
         {
             if (sweep is not null) return Sweep(ml, ratings, seed, sweep);
+            if (sweepNcf is not null) return SweepNeural(ml, ratings, seed, sweepNcf);
             var report = new JsonObject
             {
                 ["benchmark"] = "movielens",
                 ["data"] = $"MovieLens-100K, {ratings.Count:N0} ratings",
                 ["seed"] = seed,
+                ["threads"] = threads,
                 ["machine"] = PairBench.Machine(),
             };
             report["temporal"] = Temporal(ml, ratings, seed, work.FullName, adaptRank, adaptLr, adaptLambda, adaptIterations);
@@ -134,7 +144,7 @@ internal static class RecommendationBenchmark
         return options;
     }
 
-    private static JsonObject Row(string name, string trainedOn, MLContext ml, PeftMatrixFactorizationTransformer? model, IDataView test, float? constant,
+    private static JsonObject Row(string name, string trainedOn, MLContext ml, ITransformer? model, IDataView test, float? constant,
         IReadOnlyList<Rating> testRows, double seconds, long trainable, long bytes)
     {
         double rmse, mae;
@@ -217,6 +227,8 @@ internal static class RecommendationBenchmark
         var (retrained, retrainSeconds, retrainBytes, _) = TrainBase(ml, BaseOptions(seed), train90, Path.Combine(work, "retrained.zip"));
         rows.Add(Row($"matrix factorization, rank {retrained.ApproximationRank} (full retraining)", "first 90%", ml, retrained, test, null, last10, retrainSeconds, retrained.TrainableParameterCount, retrainBytes));
         retrained.Dispose();
+        foreach (var (name, view) in new[] { ("first 80%", train80), ("first 90%", train90) })
+            rows.Add(Neural(ml, seed, view, name, test, last10, Path.Combine(work, $"ncf-{name[6..8]}.zip")));
         baseModel.Dispose();
         return new JsonObject
         {
@@ -266,6 +278,46 @@ internal static class RecommendationBenchmark
         return 0;
     }
 
+    /// <summary>Trains the neural variant on the random split with each LAMBDA:LR:ITERATIONS of <paramref name="specs"/> (exploration, no results file).</summary>
+    private static int SweepNeural(MLContext ml, List<Rating> ratings, int seed, string specs)
+    {
+        var split = ml.Data.TrainTestSplit(View(ml, ratings), testFraction: 0.2, seed: seed);
+        foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var f = spec.Split(':');
+            if (f.Length != 3) throw new ArgumentException($"--sweep-ncf: '{spec}' is not LAMBDA:LR:ITERATIONS.");
+            var clock = Stopwatch.StartNew();
+            using var model = ml.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
+            {
+                MatrixColumnIndexColumnName = "User",
+                MatrixRowIndexColumnName = "Item",
+                Lambda = double.Parse(f[0], CultureInfo.InvariantCulture),
+                LearningRate = double.Parse(f[1], CultureInfo.InvariantCulture),
+                NumberOfIterations = int.Parse(f[2], CultureInfo.InvariantCulture),
+                Seed = seed,
+            }).Fit(split.TrainSet);
+            var metrics = ml.Regression.Evaluate(model.Transform(split.TestSet));
+            Console.WriteLine($"{spec}: RMSE {metrics.RootMeanSquaredError:F4}, MAE {metrics.MeanAbsoluteError:F4}, {clock.Elapsed.TotalSeconds:F1} s");
+        }
+        return 0;
+    }
+
+    /// <summary>The neural variant (NeuMF with biases, the trainer's defaults) trained on <paramref name="train"/> and scored on the test ratings.</summary>
+    private static JsonObject Neural(MLContext ml, int seed, IDataView train, string trainedOn, IDataView test, IReadOnlyList<Rating> testRows, string path)
+    {
+        var clock = Stopwatch.StartNew();
+        using var model = ml.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
+        {
+            MatrixColumnIndexColumnName = "User",
+            MatrixRowIndexColumnName = "Item",
+            Seed = seed,
+        }).Fit(train);
+        double seconds = clock.Elapsed.TotalSeconds;
+        ml.Model.Save(model, train.Schema, path);
+        return Row($"neural collaborative filtering (NeuMF, {model.ApproximationRank}, MLP {string.Join('-', model.HiddenLayerSizes)})", trainedOn, ml, model, test, null, testRows,
+            seconds, model.TrainableParameterCount, new FileInfo(path).Length);
+    }
+
     private static long BiasParameters(PeftMatrixFactorizationTransformer bias) => bias.UserCount + bias.ItemCount + 1;
 
     private static JsonObject RandomSplit(MLContext ml, List<Rating> ratings, int seed, string work)
@@ -283,6 +335,7 @@ internal static class RecommendationBenchmark
         var (model, seconds, bytes, _) = TrainBase(ml, BaseOptions(seed), split.TrainSet, Path.Combine(work, "random-mf.zip"));
         rows.Add(Row($"matrix factorization, rank {model.ApproximationRank}", "random 80%", ml, model, split.TestSet, null, testRows, seconds, model.TrainableParameterCount, bytes));
         model.Dispose();
+        rows.Add(Neural(ml, seed, split.TrainSet, "random 80%", split.TestSet, testRows, Path.Combine(work, "random-ncf.zip")));
         return new JsonObject
         {
             ["protocol"] = $"ML.NET TrainTestSplit, 20% test, seed {seed}",

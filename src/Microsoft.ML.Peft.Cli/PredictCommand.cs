@@ -128,7 +128,8 @@ internal static class PredictCommand
         if (!File.Exists(modelPath)) return false;
         try
         {
-            return SavedSignatures(modelPath).Contains("PEFTMFAC");
+            var signatures = SavedSignatures(modelPath);
+            return signatures.Contains("PEFTMFAC") || signatures.Contains("PEFTNCFM");
         }
         catch (InvalidDataException)
         {
@@ -139,7 +140,7 @@ internal static class PredictCommand
     /// <summary>The model signatures in the saved model's version stamps (<c>Model.key</c> entries: PEFTIMGC for an image classifier, PEFTNERT for a named-entity recognizer...), read without loading the model.</summary>
     private static HashSet<string> SavedSignatures(string modelPath)
     {
-        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC" };
+        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC", "PEFTNCFM" };
         try
         {
             using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);

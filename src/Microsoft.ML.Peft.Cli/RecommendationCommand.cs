@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.Recommendation;
+using Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 using Spectre.Console;
 
 namespace Microsoft.ML.Peft.Cli;
@@ -45,10 +46,22 @@ internal static class RecommendationCommand
         var defaults = new PeftMatrixFactorizationTrainer.Options();
         var dataset = CommandOptions.Dataset("The ratings: a delimited text file with user, item and rating columns.");
         var c = CommonOptions(defaults.Seed, defaults.NumberOfIterations, defaults.Lambda, defaults.LearningRate);
-        var rank = new Option<int>("--rank") { Description = $"Rank of the user and item factors (default {defaults.ApproximationRank}).", DefaultValueFactory = _ => defaults.ApproximationRank }.AtLeast(1);
-        var command = new Command("recommendation", "Train a matrix-factorisation recommender on explicit ratings, report RMSE and MAE and save it as an ML.NET model.")
+        var neural = new PeftNeuralCollaborativeFilteringTrainer.Options();
+        var kind = new Option<string>("--model-kind")
         {
-            dataset, c.User, c.Item, c.Label, c.HasHeader, c.Separator, c.Test, c.Seed, rank, c.Iterations, c.Lambda, c.LearningRate, c.Output, c.MetricsJson,
+            Description = "mf: biased matrix factorisation (the default; recommendation-adapt adapts it); ncf: neural collaborative filtering (NeuMF with biases). " +
+                "Options not given take the chosen kind's defaults.",
+            DefaultValueFactory = _ => "mf",
+        };
+        kind.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is not ("mf" or "ncf") and var value) result.AddError($"--model-kind must be mf or ncf; got '{value}'.");
+        });
+        var rank = new Option<int>("--rank") { Description = $"Rank of the user and item factors (embeddings for ncf; default {defaults.ApproximationRank} for mf, {neural.ApproximationRank} for ncf)." }.AtLeast(1);
+        var hidden = new Option<string>("--hidden-layers") { Description = $"ncf: sizes of the MLP's layers, comma-separated (default {string.Join(',', neural.HiddenLayerSizes)})." };
+        var command = new Command("recommendation", "Train a recommender on explicit ratings (matrix factorisation, or neural collaborative filtering), report RMSE and MAE and save it as an ML.NET model.")
+        {
+            dataset, c.User, c.Item, c.Label, c.HasHeader, c.Separator, c.Test, c.Seed, kind, rank, hidden, c.Iterations, c.Lambda, c.LearningRate, c.Output, c.MetricsJson,
         };
         command.SetAction(parse =>
         {
@@ -66,38 +79,66 @@ internal static class RecommendationCommand
             using var cancellation = Cancellation.Attach(mlContext);
             var train = Load(mlContext, trainFile, ids, (UserColumn, ItemColumn, LabelColumn));
             var (trainSet, testSet) = TextClassificationCommand.HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, ids, (UserColumn, ItemColumn, LabelColumn)), seed);
-            var trainer = mlContext.Regression.Trainers.PeftMatrixFactorization(new PeftMatrixFactorizationTrainer.Options
-            {
-                MatrixColumnIndexColumnName = UserColumn,
-                MatrixRowIndexColumnName = ItemColumn,
-                LabelColumnName = LabelColumn,
-                ApproximationRank = parse.GetValue(rank),
-                NumberOfIterations = parse.GetValue(c.Iterations),
-                Lambda = parse.GetValue(c.Lambda),
-                LearningRate = parse.GetValue(c.LearningRate),
-                Seed = seed,
-            });
+            bool isNeural = parse.GetValue(kind) == "ncf";
+            var layers = ParseLayers(parse.GetValue(hidden), isNeural) ?? neural.HiddenLayerSizes;
+            int? rankValue = parse.GetResult(rank) is not { Implicit: false } ? null : parse.GetValue(rank);
+            // The defaults of the options that are not given are each trainer's own.
+            int iterations = parse.GetResult(c.Iterations) is not { Implicit: false } ? (isNeural ? neural.NumberOfIterations : defaults.NumberOfIterations) : parse.GetValue(c.Iterations);
+            double lambda = parse.GetResult(c.Lambda) is not { Implicit: false } ? (isNeural ? neural.Lambda : defaults.Lambda) : parse.GetValue(c.Lambda);
+            double learningRate = parse.GetResult(c.LearningRate) is not { Implicit: false } ? (isNeural ? neural.LearningRate : defaults.LearningRate) : parse.GetValue(c.LearningRate);
+            IEstimator<ITransformer> trainer = isNeural
+                ? mlContext.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
+                {
+                    MatrixColumnIndexColumnName = UserColumn,
+                    MatrixRowIndexColumnName = ItemColumn,
+                    LabelColumnName = LabelColumn,
+                    ApproximationRank = rankValue ?? neural.ApproximationRank,
+                    HiddenLayerSizes = layers,
+                    NumberOfIterations = iterations,
+                    Lambda = lambda,
+                    LearningRate = learningRate,
+                    Seed = seed,
+                })
+                : mlContext.Regression.Trainers.PeftMatrixFactorization(new PeftMatrixFactorizationTrainer.Options
+                {
+                    MatrixColumnIndexColumnName = UserColumn,
+                    MatrixRowIndexColumnName = ItemColumn,
+                    LabelColumnName = LabelColumn,
+                    ApproximationRank = rankValue ?? defaults.ApproximationRank,
+                    NumberOfIterations = iterations,
+                    Lambda = lambda,
+                    LearningRate = learningRate,
+                    Seed = seed,
+                });
             var watch = Stopwatch.StartNew();
-            using var model = TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(trainSet));
+            var model = TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(trainSet));
+            using var owner = (IDisposable)model;
             watch.Stop();
+            var (trainable, users, items, modelRank) = model switch
+            {
+                PeftMatrixFactorizationTransformer mf => (mf.TrainableParameterCount, mf.UserCount, mf.ItemCount, mf.ApproximationRank),
+                PeftNeuralCollaborativeFilteringTransformer ncf => (ncf.TrainableParameterCount, ncf.UserCount, ncf.ItemCount, ncf.ApproximationRank),
+                _ => throw new InvalidOperationException($"Unexpected model {model.GetType().Name}."),
+            };
             var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () => mlContext.Regression.Evaluate(model.Transform(testSet), LabelColumn));
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(model, trainSet.Schema, temporary));
             var report = new RecommendationReport(
                 Rmse: metrics.RootMeanSquaredError,
                 Mae: metrics.MeanAbsoluteError,
                 TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
-                TrainableParameters: model.TrainableParameterCount,
+                TrainableParameters: trainable,
                 ModelBytes: new FileInfo(outputPath).Length,
                 TestRows: Count(testSet),
-                Users: model.UserCount,
-                Items: model.ItemCount,
-                Rank: model.ApproximationRank,
+                Users: users,
+                Items: items,
+                Rank: modelRank,
+                ModelKind: isNeural ? "ncf" : "mf",
                 Method: null,
                 NewUsers: null,
                 NewItems: null,
                 BaseRmse: null,
                 BaseMae: null);
-            Finish(console, report, "Matrix factorization", outputPath, metricsPath);
+            Finish(console, report, isNeural ? "Neural collaborative filtering" : "Matrix factorization", outputPath, metricsPath);
             return 0;
         });
         return command;
@@ -183,6 +224,7 @@ internal static class RecommendationCommand
                 Users: adapted.UserCount,
                 Items: adapted.ItemCount,
                 Rank: adapted.ApproximationRank,
+                ModelKind: "mf",
                 Method: adapted.AdaptationMethod.ToString()!.ToLowerInvariant(),
                 NewUsers: adapted.NewUserCount,
                 NewItems: adapted.NewItemCount,
@@ -222,6 +264,19 @@ internal static class RecommendationCommand
         }
         if (row == 0) throw new InvalidDataException($"{file.Description} has no ratings.");
         return data;
+    }
+
+    /// <summary>The MLP sizes of --hidden-layers (ncf only), or null when not given.</summary>
+    private static int[]? ParseLayers(string? text, bool isNeural)
+    {
+        if (text is null) return null;
+        if (!isNeural) throw new UsageException("--hidden-layers applies to --model-kind ncf only.");
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var sizes = new int[parts.Length];
+        for (int k = 0; k < parts.Length; k++)
+            if (!int.TryParse(parts[k], NumberStyles.Integer, CultureInfo.InvariantCulture, out sizes[k]) || sizes[k] <= 0 || sizes[k] > 65536)
+                throw new UsageException($"--hidden-layers must be positive layer sizes separated by commas, like 64,32,16; got '{text}'.");
+        return sizes;
     }
 
     private static long Count(IDataView data)
@@ -268,6 +323,7 @@ internal sealed record RecommendationReport(
     int Users,
     int Items,
     int Rank,
+    string ModelKind,
     string? Method,
     int? NewUsers,
     int? NewItems,

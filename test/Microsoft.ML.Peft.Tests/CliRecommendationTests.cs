@@ -90,6 +90,35 @@ public partial class CliTests
     }
 
     [Test]
+    public void NeuralRecommenderTrainsAndPredicts()
+    {
+        var ratings = MovieLensByTime();
+        var trainPath = WriteRatings("train.data", ratings.Take(6000));
+        var testLines = ratings.Skip(6000).Take(500).ToList();
+        var testPath = WriteRatings("test.data", testLines);
+        var columns = new[] { "--has-header", "--separator", "|", "--user-col", "user", "--item-col", "item", "--label-col", "rating" };
+        var model = Path.Combine(workDir, "ncf.zip");
+        var run = RunCli(new[] { "recommendation", "--model-kind", "ncf", "--rank", "8", "--hidden-layers", "16,8", "--iterations", "3", "--dataset", trainPath,
+            "--test-dataset", testPath, "--output", model, "--metrics-json", Path.Combine(workDir, "ncf.json") }.Concat(columns).ToArray());
+        Assert.That(run.ExitCode, Is.EqualTo(0), run.ToString());
+        var metrics = Metrics(Path.Combine(workDir, "ncf.json"), "rmse", "mae", "trainSeconds", "trainableParameters", "modelBytes", "modelKind");
+        Assert.That(metrics.GetProperty("modelKind").GetString(), Is.EqualTo("ncf"));
+        Assert.That(metrics.GetProperty("rank").GetInt32(), Is.EqualTo(8));
+        Assert.That(metrics.GetProperty("rmse").GetDouble(), Is.InRange(0.7, 1.5));
+
+        var predictions = Path.Combine(workDir, "scores.tsv");
+        run = RunCli("predict", "--model", model, "--dataset", testPath, "--has-header", "--separator", "|", "--user-col", "user", "--item-col", "item", "--output", predictions);
+        Assert.That(run.ExitCode, Is.EqualTo(0), run.ToString());
+        var scores = File.ReadAllLines(predictions).Skip(1).Select(l => double.Parse(l.Split('\t')[2], CultureInfo.InvariantCulture)).ToList();
+        var labels = testLines.Select(l => double.Parse(l.Split('|')[2], CultureInfo.InvariantCulture)).ToList();
+        Assert.That(Math.Sqrt(scores.Zip(labels, (p, l) => (p - l) * (p - l)).Average()), Is.EqualTo(metrics.GetProperty("rmse").GetDouble()).Within(1e-4));
+
+        run = RunCli(new[] { "recommendation", "--hidden-layers", "16", "--dataset", trainPath, "--output", model }.Concat(columns).ToArray());
+        Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
+        Assert.That(run.StdErr, Does.Contain("--hidden-layers applies to --model-kind ncf"));
+    }
+
+    [Test]
     public void RecommendationBadInputExitsWithClearErrors()
     {
         var ratings = MovieLensByTime();
