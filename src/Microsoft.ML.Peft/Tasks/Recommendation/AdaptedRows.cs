@@ -111,17 +111,16 @@ internal sealed class AdaptedRows
     }
 
     /// <summary>
-    /// Makes the unknown row (row 0) the mean adapted row of the ids the base did not know; returns false, leaving it the
-    /// base's unknown row, when the adaptation had none.
+    /// Makes the unknown row (row 0) the mean adapted row of the ids the base did not know; without any, it stays the
+    /// base's unknown row.
     /// </summary>
-    public bool FixUnknownRow()
+    public void FixUnknownRow()
     {
-        if (Count == BaseCount) return false;
+        if (Count == BaseCount) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var (rows, bias) = Rows(arange(BaseCount + 1, Count + 1, dtype: ScalarType.Int64, device: unknown.device));
         unknown.copy_(cat(rows.Select(r => r.mean(new long[] { 0 })).Append(bias.mean(new long[] { 0 }).reshape(1)).ToArray()));
-        return true;
     }
 
     /// <summary>The adapted table rows ([n, width] per table, in order) and biases ([n]) of <paramref name="rows"/> (int64 [n]).</summary>

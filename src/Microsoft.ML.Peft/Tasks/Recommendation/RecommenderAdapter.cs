@@ -51,16 +51,13 @@ internal abstract class RecommenderAdapter : nn.Module
     /// <summary>What the model kind trains besides the rows (named as saved).</summary>
     protected virtual IEnumerable<NamedParameter> ExtraTrained => Array.Empty<NamedParameter>();
 
-    /// <summary>What the model kind saves besides the trained parameters and the rows' constants.</summary>
-    protected virtual IEnumerable<NamedParameter> ExtraConstants => Array.Empty<NamedParameter>();
-
     /// <summary>The parameters the adaptation trains.</summary>
     public IReadOnlyList<NamedParameter> TrainedParameters =>
         new[] { new NamedParameter(GlobalMeanDeltaName, globalMeanDelta) { TopLevel = true } }
             .Concat(Users.TrainedParameters).Concat(Items.TrainedParameters).Concat(ExtraTrained).ToList();
 
     /// <summary>Everything saved: the trained parameters and the fixed rows.</summary>
-    public IReadOnlyList<NamedParameter> SavedParameters => TrainedParameters.Concat(Users.Constants).Concat(Items.Constants).Concat(ExtraConstants).ToList();
+    public IReadOnlyList<NamedParameter> SavedParameters => TrainedParameters.Concat(Users.Constants).Concat(Items.Constants).ToList();
 
     public long TrainedParameterCount => TrainedParameters.Sum(p => p.Parameter.numel());
 
@@ -82,10 +79,11 @@ internal abstract class RecommenderAdapter : nn.Module
     /// that the adaptation trained, since the ids that come next resemble the newcomers of the adaptation's period more
     /// than the base's average. Without new users (items) the unknown user (item) stays the base's.
     /// </summary>
-    public void FixUnknownRows() => UnknownRowsFixed(Users.FixUnknownRow(), Items.FixUnknownRow());
-
-    /// <summary>Told which unknown rows <see cref="FixUnknownRows"/> set (a model kind that treats unknown ids apart records it).</summary>
-    protected virtual void UnknownRowsFixed(bool user, bool item) { }
+    public void FixUnknownRows()
+    {
+        Users.FixUnknownRow();
+        Items.FixUnknownRow();
+    }
 
     /// <summary>The interaction term of the adapted rows of the pairs (<paramref name="users"/>, <paramref name="items"/>: int64 [n] rows).</summary>
     protected abstract Tensor Interaction(Tensor users, Tensor items, Tensor[] userTables, Tensor[] itemTables);
@@ -103,13 +101,19 @@ internal abstract class RecommenderAdapter : nn.Module
     /// <summary>
     /// The regularisation of a batch: the mean over its ratings of the squared norms of what the adaptation changes for
     /// the rated user and item (row offsets and bias offsets), so an adaptation stays near the base unless the new
-    /// ratings pull it away. The global mean's shift and the model kind's extra parameters are not regularised.
+    /// ratings pull it away, plus what the model kind adds (<see cref="SharedRegularisation"/>). The global mean's shift
+    /// is not regularised.
     /// </summary>
     public Tensor Regularisation(Tensor users, Tensor items)
     {
         using var scope = NewDisposeScope();
-        return Users.Regularisation(users).add(Items.Regularisation(items)).mean().MoveToOuterDisposeScope();
+        var rows = Users.Regularisation(users).add(Items.Regularisation(items)).mean();
+        var shared = SharedRegularisation();
+        return (shared is null ? rows : rows.add(shared)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The regularisation of what every rating shares (a model kind's layer adapters), added to each batch's; null when none.</summary>
+    protected virtual Tensor? SharedRegularisation() => null;
 
     /// <summary>The number of values an adapter saves: the global mean's shift and both sides' (plus the model kind's, which the caller adds).</summary>
     public static long SavedValues(RecommenderSettings settings, IReadOnlyList<int> widths)

@@ -18,22 +18,27 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 /// <see cref="MatrixFactorizationAdaptation.Bias"/>. The adapters are applied over the layers' frozen weights, never
 /// attached to the (shared) layers themselves.
 /// <para>
-/// As in the base, the interaction term of a pair with an unknown user or item (row 0) is zero, unless
-/// <see cref="RecommenderAdapter.FixUnknownRows"/> made that side's unknown row the adaptation's mean newcomer: then it
-/// is scored as that newcomer (the flags are saved as <c>unknown_rows_interact</c>: user, item).
+/// The layer adapters are regularised with the rows: each batch's loss adds Lambda times the squared Frobenius norm of
+/// every layer's weight (and bias) change, which the ratings share (without it LoRA on the layers over-fitted the
+/// 10,000 new ratings of the MovieLens-100K temporal benchmark: RMSE 1.079 against 1.032).
+/// </para>
+/// <para>
+/// Cold start, as in matrix factorisation: new users and items get rows that start from the base's mean row, and an id
+/// the adapted model does not know (row 0) takes the adaptation's mean newcomer's bias
+/// (<see cref="AdaptedRows.FixUnknownRow"/>). Its interaction stays zero, as in the base: through the MLP the mean
+/// newcomer's interaction is not the mean of the newcomers' interactions, and scoring unknown users with it (their mean
+/// row's, or the newcomers' mean interaction with each item) cost 0.006 to 0.008 RMSE on the MovieLens-100K temporal
+/// benchmark, where 71% of the test ratings are by unknown users.
 /// </para>
 /// </summary>
 internal sealed class NeuralCollaborativeFilteringAdapter : RecommenderAdapter
 {
-    public const string UnknownRowsInteractName = "unknown_rows_interact";
-
     /// <summary>The frozen base network, out of reach of TorchSharp's registration of module fields (the adapter must never dispose or move it).</summary>
     private sealed record Frozen(NeuralCollaborativeFilteringNetwork Network);
 
     private readonly Frozen frozen;
     private readonly LinearAdapter?[] layerAdapters;
     private readonly List<NamedParameter> layerParameters = new();
-    private readonly Parameter unknownRowsInteract;
 
     public NeuralCollaborativeFilteringAdapter(MatrixFactorizationAdaptation method, NeuralCollaborativeFilteringNetwork network, int userCount, int itemCount, int loraRank)
         : base("neural_collaborative_filtering_adapter", method, loraRank, network.GlobalMean,
@@ -66,8 +71,6 @@ internal sealed class NeuralCollaborativeFilteringAdapter : RecommenderAdapter
                 _ => throw new InvalidOperationException($"No saved names for {adapter.GetType().Name}."),
             });
         }
-        unknownRowsInteract = new Parameter(zeros(2, device: device), requires_grad: false);
-        register_parameter(UnknownRowsInteractName, unknownRowsInteract);
     }
 
     /// <summary>The LoRA rank of a layer: the adaptation's, at most the layer's smaller side (1 for <c>predict</c>, whose output is one number).</summary>
@@ -75,13 +78,11 @@ internal sealed class NeuralCollaborativeFilteringAdapter : RecommenderAdapter
 
     protected override IEnumerable<NamedParameter> ExtraTrained => layerParameters;
 
-    protected override IEnumerable<NamedParameter> ExtraConstants => new[] { new NamedParameter(UnknownRowsInteractName, unknownRowsInteract) { TopLevel = true } };
-
     /// <summary>The number of values an adapter of these settings saves.</summary>
     public static long SavedValues(NeuralCollaborativeFilteringSettings settings)
     {
         var adaptation = settings.Adaptation!;
-        long values = SavedValues(settings, new[] { settings.Rank, settings.Rank }) + 2;
+        long values = SavedValues(settings, new[] { settings.Rank, settings.Rank });
         var shapes = NeuralCollaborativeFilteringNetwork.LayerShapes(settings.Rank, settings.HiddenLayerSizes);
         for (int k = 0; k < shapes.Count; k++)
         {
@@ -108,22 +109,35 @@ internal sealed class NeuralCollaborativeFilteringAdapter : RecommenderAdapter
         }
     }
 
-    protected override void UnknownRowsFixed(bool user, bool item)
+    /// <summary>The squared Frobenius norms of the layers' weight (and bias) changes: <c>scaling B A</c> for LoRA, the dense offsets for Full.</summary>
+    protected override Tensor? SharedRegularisation()
     {
-        using var noGrad = no_grad();
-        unknownRowsInteract[0] = user ? 1f : 0f;
-        unknownRowsInteract[1] = item ? 1f : 0f;
+        Tensor? total = null;
+        foreach (var adapter in layerAdapters)
+        {
+            var norm = adapter switch
+            {
+                LoraLayer lora => lora.DeltaWeight().square().sum(),
+                DenseLinearOffset dense => dense.SquaredNorm(),
+                _ => null,
+            };
+            if (norm is not null) total = total is null ? norm : total.add(norm);
+        }
+        return total;
     }
 
+    /// <summary>The network's interaction of adapted rows, through the frozen layers and their adapters.</summary>
+    private Tensor LayerInteraction(Tensor[] userTables, Tensor[] itemTables) =>
+        // The frozen layers' weights are read without a gradient; the adapters' parameters are trained.
+        frozen.Network.Interaction(userTables[0], itemTables[0], userTables[1], itemTables[1], (k, layer, input) =>
+            layerAdapters[k] is { } adapter ? adapter.Forward(input, layer.Weight.detach(), layer.Bias?.detach()) : nn.functional.linear(input, layer.Weight.detach(), layer.Bias?.detach()));
+
+    /// <summary>The interaction of known rows (new ones included); none for an unknown id (row 0), as in the base.</summary>
     protected override Tensor Interaction(Tensor users, Tensor items, Tensor[] userTables, Tensor[] itemTables)
     {
         using var scope = NewDisposeScope();
-        // The frozen layers' weights are read without a gradient; the adapters' parameters are trained.
-        var interaction = frozen.Network.Interaction(userTables[0], itemTables[0], userTables[1], itemTables[1], (k, layer, input) =>
-            layerAdapters[k] is { } adapter ? adapter.Forward(input, layer.Weight.detach(), layer.Bias?.detach()) : nn.functional.linear(input, layer.Weight.detach(), layer.Bias?.detach()));
-        var userKnown = users.gt(0).to_type(interaction.dtype).maximum(unknownRowsInteract[0]);
-        var itemKnown = items.gt(0).to_type(interaction.dtype).maximum(unknownRowsInteract[1]);
-        return interaction.mul(userKnown).mul(itemKnown).MoveToOuterDisposeScope();
+        var interaction = LayerInteraction(userTables, itemTables);
+        return interaction.mul(users.gt(0).logical_and(items.gt(0)).to_type(interaction.dtype)).MoveToOuterDisposeScope();
     }
 }
 
@@ -158,6 +172,9 @@ internal sealed class DenseLinearOffset : LinearAdapter
         using var scope = NewDisposeScope();
         return baseOutput.add(nn.functional.linear(input, weight_delta, bias_delta)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The squared Frobenius norm of the offsets.</summary>
+    public Tensor SquaredNorm() => bias_delta is null ? weight_delta.square().sum() : weight_delta.square().sum().add(bias_delta.square().sum());
 
     public override void MergeInto(Tensor weight, Tensor? bias)
     {

@@ -20,10 +20,17 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 /// trained on.</para>
 /// <para><b>Cold start</b>, as for matrix factorisation: a user (or item) the base never saw but the new ratings name gets
 /// rows of its own, starting as the base's mean user (the mean of its embedding rows, both branches, and biases), and the
-/// adaptation learns its offset from that mean. A user known to neither (an id first seen when scoring) is taken to be
-/// the mean of the new users the adaptation trained (with <see cref="RecommendationAdaptationOptions.UnknownIdsAsNewcomers"/>),
-/// and scored through the network as that user; without new users in the adaptation data, an unknown user scores as in
-/// the base (the item's adapted bias plus the shifted global mean, no interaction). Items likewise.</para>
+/// adaptation learns its offset from that mean. A user known to neither (an id first seen when scoring) takes the mean
+/// bias of the new users the adaptation trained (with <see cref="RecommendationAdaptationOptions.UnknownIdsAsNewcomers"/>)
+/// and, as in the base, no interaction term (through the MLP, the mean newcomer's interaction scored worse than none on
+/// MovieLens); without new users in the adaptation data, an unknown user scores as in the base (the item's adapted bias
+/// plus the shifted global mean). Items likewise.</para>
+/// <para><b>Regularisation.</b> <see cref="RecommendationAdaptationOptions.Lambda"/> weighs the rated rows' offsets, as for
+/// matrix factorisation, and the squared Frobenius norm of every layer's weight change, which every batch adds.</para>
+/// <para><b>On MovieLens-100K</b> (temporal protocol, base with the default recipe on the earliest 80%, adaptation with the
+/// default options on the next 10%, the last 10% evaluated), the NCF base scored RMSE 1.0311, the bias adaptation 1.0291,
+/// the LoRA adaptation 1.0323 (1.0298 at LearningRate 0.0003), retraining on 90% 1.0251: 71% of the test ratings are by
+/// users the adaptation never saw, whom only biases reach.</para>
 /// <para>The adapted model uses the base transformer's network in memory (it is not copied): keep the base alive while
 /// the adapted model is in use. Adapted models loaded from files share one copy of their base's network.</para>
 /// </remarks>
