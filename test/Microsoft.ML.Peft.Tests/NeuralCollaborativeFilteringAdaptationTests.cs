@@ -1,9 +1,8 @@
 using System.IO.Compression;
-using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.Recommendation;
 using Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 using NUnit.Framework;
-using static TorchSharp.torch;
+using static Microsoft.ML.Peft.Tests.AdaptationTesting;
 
 namespace Microsoft.ML.Peft.Tests;
 
@@ -23,33 +22,14 @@ public class NeuralCollaborativeFilteringAdaptationTests
     /// 0.1²) noise throughout, cut to the base's range. Returns the base ratings, the later ratings to adapt on (40% of the
     /// cells) and later ratings held out (10%, every user and item of them rated in the adaptation set).
     /// </summary>
-    internal static (List<RatingRow> Base, List<RatingRow> Adapt, List<RatingRow> Test) Drift(int seed)
+    private static (List<RatingRow> Base, List<RatingRow> Adapt, List<RatingRow> Test) Drift(int seed)
     {
         var random = new Random(seed);
         double Normal() => Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
         var userGroup = Enumerable.Range(0, Users + NewUsers).Select(_ => random.Next(3)).ToArray();
         var itemGroup = Enumerable.Range(0, Items).Select(_ => random.Next(3)).ToArray();
-        string Name(int u) => u < Users ? $"u{u}" : $"n{u - Users}";
         float Rating(int group, int i) => (float)Math.Clamp((group == itemGroup[i] ? 4.5 : 1.5) + 0.1 * Normal(), 1, 5);
-        var before = new List<RatingRow>();
-        var adapt = new List<RatingRow>();
-        var test = new List<RatingRow>();
-        for (int u = 0; u < Users + NewUsers; u++)
-        {
-            for (int i = 0; i < Items; i++)
-            {
-                if (u < Users && random.NextDouble() < 0.6) before.Add(new RatingRow { User = Name(u), Item = $"i{i}", Label = Rating(userGroup[u], i) });
-                double roll = random.NextDouble();
-                if (roll >= 0.5) continue;
-                var later = new RatingRow { User = Name(u), Item = $"i{i}", Label = Rating((userGroup[u] + 1) % 3, i) };
-                (roll < 0.4 ? adapt : test).Add(later);
-            }
-        }
-        float low = before.Min(r => r.Label), high = before.Max(r => r.Label);
-        foreach (var r in adapt.Concat(test)) r.Label = Math.Clamp(r.Label, low, high);
-        var users = adapt.Select(r => r.User).ToHashSet();
-        var items = adapt.Select(r => r.Item).ToHashSet();
-        return (before, adapt, test.Where(r => users.Contains(r.User) && items.Contains(r.Item)).ToList());
+        return AdaptationTesting.Periods(random, Users, NewUsers, Items, (u, i) => Rating(userGroup[u], i), (u, i) => Rating((userGroup[u] + 1) % 3, i));
     }
 
     internal static PeftNeuralCollaborativeFilteringTrainer.Options BaseOptions() => new()
@@ -65,23 +45,7 @@ public class NeuralCollaborativeFilteringAdaptationTests
         ClampScores = false,
     };
 
-    private static PeftNeuralCollaborativeFilteringAdaptationTrainer.Options AdaptOptions(MatrixFactorizationAdaptation method) => new()
-    {
-        Method = method,
-        AdaptationRank = 2,
-        Lambda = 0.001,
-        LearningRate = 0.02,
-        NumberOfIterations = 30,
-        BatchSize = 128,
-    };
-
-    private static double Rmse(MLContext ml, ITransformer model, IReadOnlyList<RatingRow> rows)
-    {
-        var scores = ml.Data.CreateEnumerable<RatingScore>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).Select(s => s.Score).ToArray();
-        return Math.Sqrt(scores.Zip(rows, (s, r) => (double)(s - r.Label) * (s - r.Label)).Average());
-    }
-
-    private static float[] Values(Tensor t) => t.detach().cpu().data<float>().ToArray();
+    private static PeftNeuralCollaborativeFilteringAdaptationTrainer.Options AdaptOptions(MatrixFactorizationAdaptation method) => AdaptOptions<PeftNeuralCollaborativeFilteringAdaptationTrainer.Options>(method, 30, 128);
 
     /// <summary>A base trained briefly (for the tests that check arithmetic, files and errors rather than accuracy).</summary>
     private static PeftNeuralCollaborativeFilteringTransformer QuickBase(MLContext ml, IReadOnlyList<RatingRow> rows, int seed = 1)
@@ -183,21 +147,23 @@ public class NeuralCollaborativeFilteringAdaptationTests
         Assert.That(state["user_mean"], Is.EqualTo(meanUser).Within(1e-5));
 
         // New users share the mean user's embeddings (biases alone trained): they differ by their bias offsets only. An unknown
-        // user is the adaptation's mean newcomer: the mean of the new users' offsets, scored through the network.
+        // user takes the adaptation's mean newcomer's bias (the mean user's plus the new users' mean offset) and, as in the
+        // base, no interaction: the base's score (mean + item bias) plus the shift, the item's offset and that bias.
         var newRows = Enumerable.Range(baseModel.UserCount + 1, NewUsers).ToList();
         double meanOffset = newRows.Average(r => (double)dbu[r]);
-        int n3 = Row(adapted.UserIds, "n3"), n5 = Row(adapted.UserIds, "n5");
+        int n3 = Row(adapted.UserIds, "n3"), n5 = Row(adapted.UserIds, "n5"), i4 = Row(adapted.ItemIds, "i4");
         var scores = adapted.Predict(new[] { ("n3", "i4"), ("n5", "i4"), ("a stranger", "i4") });
         Assert.That(scores[1] - scores[0], Is.EqualTo(dbu[n5] - dbu[n3]).Within(1e-4));
-        Assert.That(scores[2], Is.EqualTo(scores[0] - dbu[n3] + meanOffset).Within(1e-4));
-        Assert.That(state["unknown_rows_interact"], Is.EqualTo(new[] { 1f, 0f }), "unknown users are scored as the mean newcomer; unknown items as in the base");
+        var stranger = new[] { ("a stranger", "i4") };
+        Assert.That(scores[2], Is.EqualTo(baseModel.Predict(stranger)[0] + shift + dbi[i4] + meanUser[^1] + meanOffset).Within(1e-4));
+        Assert.That(state["unknown_user"][^1], Is.EqualTo(meanUser[^1] + meanOffset).Within(1e-5));
+        Assert.That(state["unknown_item"], Has.All.Zero, "no item was new: an unknown item stays the base's");
 
-        // Without the newcomer policy an unknown user stays the base's: the item's adapted bias and the shifted mean, no interaction.
+        // Without the newcomer policy an unknown user stays the base's: the item's adapted bias and the shifted mean.
         options.UnknownIdsAsNewcomers = false;
         using var plain = ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, options).Fit(ml.Data.LoadFromEnumerable(adapt));
         var plainState = plain.Model.Adapter!.SavedParameters.ToDictionary(p => p.Key, p => Values(p.Parameter));
-        var stranger = new[] { ("a stranger", "i4") };
-        Assert.That(plain.Predict(stranger)[0], Is.EqualTo(baseModel.Predict(stranger)[0] + plainState["global_mean_delta"][0] + plainState["item_bias_delta"][Row(plain.ItemIds, "i4")]).Within(1e-4));
+        Assert.That(plain.Predict(stranger)[0], Is.EqualTo(baseModel.Predict(stranger)[0] + plainState["global_mean_delta"][0] + plainState["item_bias_delta"][i4]).Within(1e-4));
     }
 
     [Test]
@@ -259,17 +225,7 @@ public class NeuralCollaborativeFilteringAdaptationTests
             Assert.That(Rmse(ml, lora, test), Is.LessThan(Rmse(ml, baseModel, test)));
 
             // A file whose metadata claims more than its entries hold is refused before anything that size is allocated.
-            var tampered = SafeLoadingTests.RewriteEntry(paths[MatrixFactorizationAdaptation.Lora], "Metadata.json", b => SafeLoadingTests.EditMetadata(b, json => json["rank"] = 4000));
-            try
-            {
-                var error = Assert.Catch(() => ml.Model.LoadPeft(tampered, new Format.PeftLoadOptions(), out _))!;
-                Assert.That(error, Is.InstanceOf<InvalidDataException>(), error.ToString());
-                Assert.That(error.Message, Does.Contain("too few"));
-            }
-            finally
-            {
-                File.Delete(tampered);
-            }
+            AdaptationTesting.AssertRefusesClaimsBeyondEntries(ml, paths[MatrixFactorizationAdaptation.Lora], ("user_count", 40_000_000, "id lists"), ("rank", 4000, "too few"));
         }
         finally
         {
@@ -286,21 +242,12 @@ public class NeuralCollaborativeFilteringAdaptationTests
         using var baseModel = QuickBase(ml, before);
         var trainer = ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, AdaptOptions(MatrixFactorizationAdaptation.Lora));
 
-        var e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(new List<RatingRow>())))!;
-        Assert.That(e.Message, Does.Contain("adaptation data").And.Contain("it is empty"));
-
-        var strangers = new[] { new RatingRow { User = "x1", Item = "y1", Label = 3 }, new RatingRow { User = "x2", Item = "y2", Label = 4 } };
-        e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(strangers)))!;
-        Assert.That(e.Message, Does.Contain("None of the adaptation data's 2 ratings").And.Contain("'User'").And.Contain("'Item'"));
-
-        var outOfRange = adapt.Take(5).Append(new RatingRow { User = "u1", Item = "i1", Label = 7 }).ToList();
-        e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(outOfRange)))!;
-        Assert.That(e.Message, Does.Contain("rating column 'Label'").And.Contain("user 'u1', item 'i1'").And.Contain("outside the range"));
+        AdaptationTesting.AssertRefusesBadData(ml, trainer.Fit, adapt, before.Max(r => r.Label));
 
         var options = AdaptOptions(MatrixFactorizationAdaptation.Bias);
         options.NumberOfIterations = 1;
         using var adapted = ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, options).Fit(ml.Data.LoadFromEnumerable(adapt.Take(50).ToList()));
-        e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(adapted))!;
+        var e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(adapted))!;
         Assert.That(e.Message, Does.Contain("itself an adaptation"));
 
         var implicitOptions = BaseOptions();
@@ -321,18 +268,16 @@ public class NeuralCollaborativeFilteringAdaptationTests
             mfOptions.NumberOfIterations = 1;
             using (var mf = ml.Regression.Trainers.PeftMatrixFactorization(mfOptions).Fit(beforeView))
                 ml.Model.Save(mf, beforeView.Schema, mfPath);
-            var keysPath = Path.Combine(dir.FullName, "keys.zip");
-            ml.Model.Save(ml.Transforms.Conversion.MapValueToKey("User").Fit(beforeView), beforeView.Schema, keysPath);
-            var notAModel = Path.Combine(dir.FullName, "notes.zip");
-            File.WriteAllText(notAModel, "not a zip");
-            var adaptedPath = Path.Combine(dir.FullName, "adapted.zip");
-            ml.Model.Save(adapted, beforeView.Schema, adaptedPath);
-            foreach (var (path, message) in new[] { (mfPath, "PeftMatrixFactorizationTransformer"), (keysPath, "ValueToKeyMappingTransformer"), (notAModel, "cannot be loaded as an ML.NET model") })
+            AdaptationTesting.AssertRefusesOtherFiles(ml, dir, beforeView, path =>
             {
                 options.BaseModelPath = path;
-                var kind = Assert.Throws<InvalidDataException>(() => ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, options).Fit(ml.Data.LoadFromEnumerable(adapt)))!;
-                Assert.That(kind.Message, Does.Contain(Path.GetFileName(path)).And.Contain(message));
-            }
+                return ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, options).Fit(ml.Data.LoadFromEnumerable(adapt));
+            });
+            options.BaseModelPath = mfPath;
+            var kind = Assert.Throws<InvalidDataException>(() => ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(baseModel, options).Fit(ml.Data.LoadFromEnumerable(adapt)))!;
+            Assert.That(kind.Message, Does.Contain("mf.zip").And.Contain("another kind").And.Contain("PeftMatrixFactorizationTransformer"));
+            var adaptedPath = Path.Combine(dir.FullName, "adapted.zip");
+            ml.Model.Save(adapted, beforeView.Schema, adaptedPath);
             var other = Assert.Throws<InvalidDataException>(() => ml.Model.LoadNeuralCollaborativeFiltering(mfPath))!;
             Assert.That(other.Message, Does.Contain("another kind").And.Contain("not a PEFT neural collaborative filtering model"));
             options.BaseModelPath = adaptedPath;
