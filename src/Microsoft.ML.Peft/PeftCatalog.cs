@@ -246,6 +246,24 @@ public static class PeftCatalog
     }
 
     /// <summary>
+    /// Adapts a trained neural collaborative-filtering model (explicit ratings) to new ratings with its network frozen: a
+    /// small adapter (by default low-rank offsets of the four embedding tables, LoRA on the MLP's layers and on
+    /// <c>predict</c>, re-fitted biases and global mean) trained on the new ratings only, with rows of its own for users
+    /// and items the base never saw. Several adaptations of one base share its network.
+    /// </summary>
+    /// <param name="catalog">The regression trainers' catalog.</param>
+    /// <param name="baseModel">The trained base (from <c>PeftNeuralCollaborativeFiltering</c>, or loaded from its file).</param>
+    /// <param name="options">The adaptation method and its training settings; null for the defaults.</param>
+    public static Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringAdaptationTrainer PeftNeuralCollaborativeFilteringAdaptation(
+        this RegressionCatalog.RegressionTrainers catalog,
+        Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTransformer baseModel,
+        Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringAdaptationTrainer.Options? options = null)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringAdaptationTrainer(CatalogUtils.GetEnvironment(catalog), baseModel, options ?? new());
+    }
+
+    /// <summary>
     /// Hit rate and NDCG at K of a recommender under the leave-last-out protocol: each row of <paramref name="testSet"/> is a
     /// held-out interaction whose item is ranked, by <paramref name="model"/>'s score for its user, among
     /// <c>NegativeCount</c> (99) items drawn with <c>Seed</c> from those the user never interacted with in either set (or
@@ -311,6 +329,20 @@ public static class PeftModelOperations
         if (catalog is null) throw new ArgumentNullException(nameof(catalog));
         if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("The model path is empty.", nameof(modelPath));
         return Tasks.Recommendation.PeftMatrixFactorizationTransformer.LoadFile(CatalogUtils.GetEnvironment(catalog), Path.GetFullPath(modelPath), $"The model file '{modelPath}'", asBase: false);
+    }
+
+    /// <summary>
+    /// Loads the PEFT neural collaborative-filtering model (base or adaptation) of a file saved with
+    /// <c>mlContext.Model.Save</c>, alone or at the end of a chain: what <c>PeftNeuralCollaborativeFilteringAdaptation</c>
+    /// takes as its base. A file that is not an ML.NET model, or holds another kind of model, is a clear error naming it.
+    /// </summary>
+    /// <param name="catalog">The model operations catalog.</param>
+    /// <param name="modelPath">The model file.</param>
+    public static Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTransformer LoadNeuralCollaborativeFiltering(this ModelOperationsCatalog catalog, string modelPath)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        if (string.IsNullOrWhiteSpace(modelPath)) throw new ArgumentException("The model path is empty.", nameof(modelPath));
+        return Tasks.Recommendation.Neural.PeftNeuralCollaborativeFilteringTransformer.LoadFile(CatalogUtils.GetEnvironment(catalog), Path.GetFullPath(modelPath), $"The model file '{modelPath}'", asBase: false);
     }
 
     /// <summary>

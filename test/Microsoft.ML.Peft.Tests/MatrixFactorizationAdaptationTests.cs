@@ -1,8 +1,7 @@
 using System.IO.Compression;
-using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.Recommendation;
 using NUnit.Framework;
-using static TorchSharp.torch;
+using static Microsoft.ML.Peft.Tests.AdaptationTesting;
 
 namespace Microsoft.ML.Peft.Tests;
 
@@ -26,49 +25,14 @@ public class MatrixFactorizationAdaptationTests
         double Normal() => Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
         var a = Enumerable.Range(0, Users + 10).Select(_ => new[] { 0.8 * Normal(), 0.8 * Normal() }).ToArray();
         var b = Enumerable.Range(0, Items).Select(_ => new[] { 0.8 * Normal(), 0.8 * Normal() }).ToArray();
-        string Name(int u) => u < Users ? $"u{u}" : $"n{u - Users}";
-        var before = new List<RatingRow>();
-        var adapt = new List<RatingRow>();
-        var test = new List<RatingRow>();
-        for (int u = 0; u < Users + 10; u++)
-        {
-            for (int i = 0; i < Items; i++)
-            {
-                if (u < Users && random.NextDouble() < 0.6)
-                    before.Add(new RatingRow { User = Name(u), Item = $"i{i}", Label = (float)(3 + 0.5 * Math.Sin(u) + 0.4 * Math.Cos(i) + a[u][0] * b[i][0] + a[u][1] * b[i][1]) });
-                double roll = random.NextDouble();
-                if (roll > 0.5) continue;
-                var later = new RatingRow { User = Name(u), Item = $"i{i}", Label = (float)(3.6 + 0.5 * Math.Sin(u) + 0.4 * Math.Cos(i) - a[u][1] * b[i][0] + a[u][0] * b[i][1]) };
-                (roll < 0.4 ? adapt : test).Add(later);
-            }
-        }
-        // Later ratings stay on the base's scale (an adaptation refuses ratings outside the range its base was trained on).
-        float low = before.Min(r => r.Label), high = before.Max(r => r.Label);
-        foreach (var r in adapt.Concat(test)) r.Label = Math.Clamp(r.Label, low, high);
-        var users = adapt.Select(r => r.User).ToHashSet();
-        var items = adapt.Select(r => r.Item).ToHashSet();
-        return (before, adapt, test.Where(r => users.Contains(r.User) && items.Contains(r.Item)).ToList());
+        return AdaptationTesting.Periods(random, Users, 10, Items,
+            (u, i) => (float)(3 + 0.5 * Math.Sin(u) + 0.4 * Math.Cos(i) + a[u][0] * b[i][0] + a[u][1] * b[i][1]),
+            (u, i) => (float)(3.6 + 0.5 * Math.Sin(u) + 0.4 * Math.Cos(i) - a[u][1] * b[i][0] + a[u][0] * b[i][1]));
     }
 
     private static PeftMatrixFactorizationTrainer.Options BaseOptions() => MatrixFactorizationTests.Options();
 
-    private static PeftMatrixFactorizationAdaptationTrainer.Options AdaptOptions(MatrixFactorizationAdaptation method) => new()
-    {
-        Method = method,
-        AdaptationRank = 2,
-        Lambda = 0.001,
-        LearningRate = 0.02,
-        NumberOfIterations = 60,
-        BatchSize = 64,
-    };
-
-    private static double Rmse(MLContext ml, ITransformer model, IReadOnlyList<RatingRow> rows)
-    {
-        var scores = ml.Data.CreateEnumerable<RatingScore>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).Select(s => s.Score).ToArray();
-        return Math.Sqrt(scores.Zip(rows, (s, r) => (double)(s - r.Label) * (s - r.Label)).Average());
-    }
-
-    private static float[] Table(Tensor t) => t.detach().cpu().data<float>().ToArray();
+    private static PeftMatrixFactorizationAdaptationTrainer.Options AdaptOptions(MatrixFactorizationAdaptation method) => AdaptOptions<PeftMatrixFactorizationAdaptationTrainer.Options>(method, 60, 64);
 
     [Test]
     public void AdaptationFollowsTheDriftWithTheBaseFrozenAndGivesNewUsersRows()
@@ -76,7 +40,7 @@ public class MatrixFactorizationAdaptationTests
         var ml = new MLContext(seed: 1);
         var (before, adapt, test) = Drift(seed: 3);
         using var baseModel = ml.Regression.Trainers.PeftMatrixFactorization(BaseOptions()).Fit(ml.Data.LoadFromEnumerable(before));
-        var baseTables = baseModel.Model.Network.NamedParameters().Select(p => Table(p.Parameter)).ToList();
+        var baseTables = baseModel.Model.Network.NamedParameters().Select(p => Values(p.Parameter)).ToList();
         string baseHash = baseModel.BaseModelSha256;
 
         double baseRmse = Rmse(ml, baseModel, test);
@@ -99,7 +63,7 @@ public class MatrixFactorizationAdaptationTests
         }
         TestContext.Out.WriteLine($"{test.Count} later ratings: base RMSE {baseRmse:F4}; " + string.Join(", ", results.Select(r => $"{r.Key} {r.Value:F4}")));
         // The base tables are untouched by three adaptations.
-        Assert.That(baseModel.Model.Network.NamedParameters().Select(p => Table(p.Parameter)), Is.EqualTo(baseTables));
+        Assert.That(baseModel.Model.Network.NamedParameters().Select(p => Values(p.Parameter)), Is.EqualTo(baseTables));
         Assert.That(baseModel.BaseModelSha256, Is.EqualTo(baseHash));
         // Biases follow the mean shift; factor offsets also follow the turned tastes, the dense ones at least as well.
         Assert.That(results[MatrixFactorizationAdaptation.Bias], Is.LessThan(0.95 * baseRmse));
@@ -121,12 +85,12 @@ public class MatrixFactorizationAdaptationTests
 
         var network = baseModel.Model.Network;
         var adapter = adapted.Model.Adapter!;
-        var p = Table(network.UserFactors);
-        var q = Table(network.ItemFactors);
-        var bu = Table(network.UserBias);
-        var bi = Table(network.ItemBias);
-        float mean = Table(network.GlobalMean)[0];
-        var state = adapter.SavedParameters.ToDictionary(x => x.Key, x => Table(x.Parameter));
+        var p = Values(network.UserFactors);
+        var q = Values(network.ItemFactors);
+        var bu = Values(network.UserBias);
+        var bi = Values(network.ItemBias);
+        float mean = Values(network.GlobalMean)[0];
+        var state = adapter.SavedParameters.ToDictionary(x => x.Key, x => Values(x.Parameter));
         float shift = state[MatrixFactorizationAdapter.GlobalMeanDeltaName][0];
         var dbu = state[MatrixFactorizationAdapter.UserBiasDeltaName];
         var dbi = state[MatrixFactorizationAdapter.ItemBiasDeltaName];
@@ -221,20 +185,7 @@ public class MatrixFactorizationAdaptationTests
             Assert.That(engine.Predict(test[0]).Score, Is.EqualTo(expected[0][0]));
 
             // A file whose metadata claims tables far larger than its entries hold is refused before they are allocated.
-            foreach (var (key, value) in new[] { ("user_count", 40_000_000), ("rank", 4000) })
-            {
-                var tampered = SafeLoadingTests.RewriteEntry(paths[0], "Metadata.json", b => SafeLoadingTests.EditMetadata(b, json => json[key] = value));
-                try
-                {
-                    var error = Assert.Catch(() => ml.Model.LoadPeft(tampered, new Format.PeftLoadOptions(), out _))!;
-                    Assert.That(error, Is.InstanceOf<InvalidDataException>(), error.ToString());
-                    Assert.That(error.Message, Does.Contain(key == "rank" ? "too few" : "id lists"));
-                }
-                finally
-                {
-                    File.Delete(tampered);
-                }
-            }
+            AdaptationTesting.AssertRefusesClaimsBeyondEntries(ml, paths[0], ("user_count", 40_000_000, "id lists"), ("rank", 4000, "too few"));
         }
         finally
         {
@@ -253,37 +204,22 @@ public class MatrixFactorizationAdaptationTests
         using var baseModel = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(beforeView);
         var trainer = ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(baseModel, AdaptOptions(MatrixFactorizationAdaptation.Lora));
 
-        var e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(new List<RatingRow>())))!;
-        Assert.That(e.Message, Does.Contain("adaptation data").And.Contain("it is empty"));
-
-        var strangers = new[] { new RatingRow { User = "x1", Item = "y1", Label = 3 }, new RatingRow { User = "x2", Item = "y2", Label = 4 } };
-        e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(strangers)))!;
-        Assert.That(e.Message, Does.Contain("None of the adaptation data's 2 ratings").And.Contain("'User'").And.Contain("'Item'"));
-
-        float high = before.Max(r => r.Label);
-        var outOfRange = adapt.Take(5).Append(new RatingRow { User = "u1", Item = "i1", Label = high + 2 }).ToList();
-        e = Assert.Throws<ArgumentException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(outOfRange)))!;
-        Assert.That(e.Message, Does.Contain("rating column 'Label'").And.Contain("user 'u1', item 'i1'").And.Contain("outside the range"));
+        AdaptationTesting.AssertRefusesBadData(ml, trainer.Fit, adapt, before.Max(r => r.Label));
 
         using var adapted = trainer.Fit(ml.Data.LoadFromEnumerable(adapt.Take(50).ToList()));
-        e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(adapted))!;
+        var e = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(adapted))!;
         Assert.That(e.Message, Does.Contain("itself an adaptation"));
 
         // A model file of another kind given as the base.
         var dir = Directory.CreateTempSubdirectory("peft-mf-bad-");
         try
         {
-            var keysPath = Path.Combine(dir.FullName, "keys.zip");
-            ml.Model.Save(ml.Transforms.Conversion.MapValueToKey("User").Fit(beforeView), beforeView.Schema, keysPath);
             var withPath = AdaptOptions(MatrixFactorizationAdaptation.Bias);
-            withPath.BaseModelPath = keysPath;
-            var kind = Assert.Throws<InvalidDataException>(() => ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(baseModel, withPath).Fit(ml.Data.LoadFromEnumerable(adapt)))!;
-            Assert.That(kind.Message, Does.Contain("keys.zip").And.Contain("another kind").And.Contain("ValueToKeyMappingTransformer"));
-            var notAModel = Path.Combine(dir.FullName, "notes.zip");
-            File.WriteAllText(notAModel, "not a zip");
-            withPath.BaseModelPath = notAModel;
-            kind = Assert.Throws<InvalidDataException>(() => ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(baseModel, withPath).Fit(ml.Data.LoadFromEnumerable(adapt)))!;
-            Assert.That(kind.Message, Does.Contain("notes.zip").And.Contain("cannot be loaded as an ML.NET model"));
+            AdaptationTesting.AssertRefusesOtherFiles(ml, dir, beforeView, path =>
+            {
+                withPath.BaseModelPath = path;
+                return ml.Regression.Trainers.PeftMatrixFactorizationAdaptation(baseModel, withPath).Fit(ml.Data.LoadFromEnumerable(adapt));
+            });
         }
         finally
         {

@@ -179,3 +179,26 @@ internal sealed class IdVocabulary
         return () => RowOf(read());
     }
 }
+
+/// <summary>The input columns a recommender reads and the score column it adds, as ML.NET's GetOutputSchema checks them.</summary>
+internal static class RecommenderSchema
+{
+    /// <summary>
+    /// Checks that the user and item columns hold ids and the rating column (when <paramref name="label"/> is given:
+    /// explicit feedback) is a Single scalar, naming the column and its option; returns the input with the score column.
+    /// </summary>
+    public static SchemaShape OutputShape(SchemaShape inputSchema, string user, string item, string? label, string score)
+    {
+        void Require(string name, string option, Func<SchemaShape.Column, bool> ok, string needed)
+        {
+            if (!inputSchema.TryFindColumn(name, out var col))
+                throw new ArgumentOutOfRangeException(option, $"The input has no column '{name}' ({option}).");
+            if (col.Kind != SchemaShape.Column.VectorKind.Scalar || !ok(col))
+                throw new ArgumentException($"The column '{name}' ({option}) must be {needed}, found {col.ItemType}.", option);
+        }
+        Require(user, "MatrixColumnIndexColumnName", IdColumn.IsIdType, "a key, text or integer scalar");
+        Require(item, "MatrixRowIndexColumnName", IdColumn.IsIdType, "a key, text or integer scalar");
+        if (label is not null) Require(label, "LabelColumnName", c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
+        return SentenceSimilarity.SimilaritySchema.OutputShape(inputSchema, score);
+    }
+}

@@ -37,7 +37,7 @@ internal static class ImplicitMatrixFactorization
         ch.Info($"{data.Count:N0} interactions of {settings.UserCount:N0} users and {settings.ItemCount:N0} items (implicit feedback, {options.ImplicitLoss}, " +
             $"{options.NegativesPerPositive} negatives each); rank {settings.Rank}.");
 
-        var model = new MatrixFactorizationModel(settings, data.UserIds, data.ItemIds, device);
+        var model = MatrixFactorizationModel.NewBase(settings, data.UserIds, data.ItemIds, device);
         try
         {
             var clock = Stopwatch.StartNew();

@@ -13,7 +13,7 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation;
 /// <c>global_mean</c>), and those names are the keys of the saved tensors, so that adapters (low-rank deltas on the
 /// tables, re-fitted biases) can address them.
 /// </summary>
-internal sealed class MatrixFactorizationNetwork : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class MatrixFactorizationNetwork : nn.Module<Tensor, Tensor, Tensor>, IRecommenderNetwork
 {
     public const string UserFactorsName = "user_factors";
     public const string ItemFactorsName = "item_factors";
@@ -65,6 +65,8 @@ internal sealed class MatrixFactorizationNetwork : nn.Module<Tensor, Tensor, Ten
     };
 
     public long ParameterCount => NamedParameters().Sum(p => p.Parameter.numel());
+
+    public bool Fits(RecommenderSettings settings) => settings.UserCount == UserCount && settings.ItemCount == ItemCount && settings.Rank == Rank;
 
     /// <summary>
     /// Draws the factors from N(0, <paramref name="std"/>²) with <paramref name="generator"/> (rows 0 stay zero), zeroes the

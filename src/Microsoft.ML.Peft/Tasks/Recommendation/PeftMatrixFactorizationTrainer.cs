@@ -105,13 +105,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
                 throw new ArgumentException($"{nameof(MatrixColumnIndexColumnName)} and {nameof(MatrixRowIndexColumnName)} are both '{MatrixRowIndexColumnName}'; users and items need two columns.", nameof(MatrixRowIndexColumnName));
             if (ApproximationRank <= 0 || ApproximationRank > MatrixFactorizationSettings.MaxRank)
                 throw new ArgumentOutOfRangeException(nameof(ApproximationRank), ApproximationRank, $"ApproximationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
-            if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), Lambda, "Lambda must be a finite number, 0 or more.");
-            if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be a positive finite number.");
-            if (!Enum.IsDefined(Optimizer)) throw new ArgumentOutOfRangeException(nameof(Optimizer), Optimizer, "Optimizer must be Adam or Sgd.");
-            if (NumberOfIterations <= 0) throw new ArgumentOutOfRangeException(nameof(NumberOfIterations), NumberOfIterations, "NumberOfIterations must be positive.");
-            if (BatchSize <= 0 || BatchSize > 1 << 20) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 1048576.");
-            if (!(InitialStandardDeviation >= 0) || double.IsInfinity(InitialStandardDeviation))
-                throw new ArgumentOutOfRangeException(nameof(InitialStandardDeviation), InitialStandardDeviation, "InitialStandardDeviation must be a finite number, 0 or more.");
+            RecommenderOptionChecks.Training(Lambda, LearningRate, Optimizer, NumberOfIterations, BatchSize, InitialStandardDeviation);
             ImplicitLoop.Validate(Feedback, ImplicitLoss, NegativesPerPositive);
         }
     }
@@ -128,21 +122,8 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
     public event EventHandler<(int Iteration, double TrainingMse)>? IterationCompleted;
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        void Require(string name, string option, Func<SchemaShape.Column, bool> ok, string needed)
-        {
-            if (!inputSchema.TryFindColumn(name, out var col))
-                throw new ArgumentOutOfRangeException(option, $"The input has no column '{name}' ({option}).");
-            if (col.Kind != SchemaShape.Column.VectorKind.Scalar || !ok(col))
-                throw new ArgumentException($"The column '{name}' ({option}) must be {needed}, found {col.ItemType}.", option);
-        }
-        Require(options.MatrixColumnIndexColumnName, nameof(Options.MatrixColumnIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
-        Require(options.MatrixRowIndexColumnName, nameof(Options.MatrixRowIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
-        if (options.Feedback == RecommendationFeedback.Explicit)
-            Require(options.LabelColumnName, nameof(Options.LabelColumnName), c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
-        return SentenceSimilarity.SimilaritySchema.OutputShape(inputSchema, options.ScoreColumnName);
-    }
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema) => RecommenderSchema.OutputShape(inputSchema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName,
+        options.Feedback == RecommendationFeedback.Explicit ? options.LabelColumnName : null, options.ScoreColumnName);
 
     /// <inheritdoc/>
     public PeftMatrixFactorizationTransformer Fit(IDataView input)
@@ -175,7 +156,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
             throw new ArgumentException($"{settings.UserCount:N0} users and {settings.ItemCount:N0} items at rank {settings.Rank} make tables of more than 2^31 values; lower ApproximationRank.", nameof(Options.ApproximationRank));
         ch.Info($"{data.Count:N0} ratings of {settings.UserCount:N0} users and {settings.ItemCount:N0} items, from {settings.RatingMin:G4} to {settings.RatingMax:G4} (mean {mean:G4}); rank {settings.Rank}.");
 
-        var model = new MatrixFactorizationModel(settings, data.UserIds, data.ItemIds, device);
+        var model = MatrixFactorizationModel.NewBase(settings, data.UserIds, data.ItemIds, device);
         try
         {
             var clock = Stopwatch.StartNew();

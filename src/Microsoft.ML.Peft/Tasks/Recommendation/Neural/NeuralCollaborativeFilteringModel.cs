@@ -1,83 +1,31 @@
-using TorchSharp;
-using Microsoft.ML.Peft.Format;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 
 /// <summary>
-/// A trained neural collaborative-filtering model: its settings, the ids of its table rows and the network. Predicts
-/// scores of table rows and converts to and from the model file's entries: settings as metadata, ids as the vocabulary,
-/// the network's tensors as the base-model entry (the adapter entry is empty: a trained model is a base that adapters
-/// may later refer to).
+/// A trained neural collaborative-filtering model (<see cref="RecommenderModel{TModel, TSettings, TNetwork}"/>): the base
+/// network (<see cref="NeuralCollaborativeFilteringNetwork"/>: embeddings, MLP, <c>predict</c>, biases, global mean)
+/// and, for an adapted model, a <see cref="NeuralCollaborativeFilteringAdapter"/> beside the frozen, possibly shared base.
 /// </summary>
-internal sealed class NeuralCollaborativeFilteringModel : IDisposable
+internal sealed class NeuralCollaborativeFilteringModel : RecommenderModel<NeuralCollaborativeFilteringModel, NeuralCollaborativeFilteringSettings, NeuralCollaborativeFilteringNetwork>,
+    IRecommenderKind<NeuralCollaborativeFilteringModel, NeuralCollaborativeFilteringSettings, NeuralCollaborativeFilteringNetwork>
 {
-    public const string Source = "The PEFT neural collaborative filtering model";
+    private NeuralCollaborativeFilteringModel(NeuralCollaborativeFilteringSettings settings, IdVocabulary users, IdVocabulary items, Device device, NeuralCollaborativeFilteringNetwork network, RecommenderAdapter? adapter, string? baseSha256)
+        : base(settings, users, items, device, network, adapter, baseSha256) { }
 
-    /// <summary>A model with zero parameters on <paramref name="device"/>.</summary>
-    public NeuralCollaborativeFilteringModel(NeuralCollaborativeFilteringSettings settings, IdVocabulary users, IdVocabulary items, Device device)
-    {
-        Settings = settings;
-        Users = users;
-        Items = items;
-        Device = device;
-        Network = new NeuralCollaborativeFilteringNetwork(settings.UserCount, settings.ItemCount, settings.Rank, settings.HiddenLayerSizes);
-        Network.to(device);
-    }
+    public static NeuralCollaborativeFilteringModel Create(NeuralCollaborativeFilteringSettings settings, IdVocabulary users, IdVocabulary items, Device device, NeuralCollaborativeFilteringNetwork network, RecommenderAdapter? adapter, string? baseSha256) =>
+        new(settings, users, items, device, network, adapter, baseSha256);
 
-    public NeuralCollaborativeFilteringSettings Settings { get; }
-    public IdVocabulary Users { get; }
-    public IdVocabulary Items { get; }
-    public Device Device { get; }
-    public NeuralCollaborativeFilteringNetwork Network { get; }
+    public static string Source => "The PEFT neural collaborative filtering model";
 
-    /// <summary>Scores of (user row, item row) pairs, rows as <see cref="IdVocabulary.RowOf"/> gives them (0 for unknown), in batches of the saved batch size.</summary>
-    public float[] Predict(IReadOnlyList<(int User, int Item)> pairs)
-    {
-        var result = new float[pairs.Count];
-        int batch = Math.Max(Settings.BatchSize, 1024);
-        for (int start = 0; start < pairs.Count; start += batch)
-        {
-            int n = Math.Min(batch, pairs.Count - start);
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var users = tensor(Enumerable.Range(start, n).Select(k => pairs[k].User < 0 || pairs[k].User > Settings.UserCount ? 0L : pairs[k].User).ToArray()).to(Device);
-            var items = tensor(Enumerable.Range(start, n).Select(k => pairs[k].Item < 0 || pairs[k].Item > Settings.ItemCount ? 0L : pairs[k].Item).ToArray()).to(Device);
-            var scores = Network.forward(users, items);
-            if (Settings.ClampScores) scores = scores.clamp(Settings.RatingMin, Settings.RatingMax);
-            scores.cpu().data<float>().CopyTo(result, start);
-        }
-        return result;
-    }
+    public static NeuralCollaborativeFilteringNetwork NewNetwork(NeuralCollaborativeFilteringSettings settings) =>
+        new(settings.UserCount, settings.ItemCount, settings.Rank, settings.HiddenLayerSizes);
 
-    public ModelEntries ToEntries() => new()
-    {
-        MetadataBytes = Settings.ToUtf8(),
-        VocabBytes = IdLists.ToUtf8(Users, Items),
-        AdapterBytes = AdapterState.Save(Array.Empty<Methods.NamedTensor>()),
-        BaseModelBytes = AdapterState.Save(Network.NamedParameters().Select(p => new Methods.NamedTensor(p.Key, p.Parameter) { TopLevel = true }).ToList()),
-    };
+    public static RecommenderAdapter NewAdapter(NeuralCollaborativeFilteringSettings settings, NeuralCollaborativeFilteringNetwork network) =>
+        new NeuralCollaborativeFilteringAdapter(settings.Adaptation!.Method, network, settings.UserCount, settings.ItemCount, settings.Adaptation.LoraRank);
 
-    /// <summary>Rebuilds a model from verified entries; every tensor's name, shape and values are checked.</summary>
-    public static NeuralCollaborativeFilteringModel Load(int version, ModelEntries entries, Device device)
-    {
-        if (version < 2) throw new InvalidDataException($"{Source} has format version {version}; neural collaborative filtering models start at version 2.");
-        var settings = NeuralCollaborativeFilteringSettings.Parse(entries.MetadataBytes, Source);
-        var (users, items) = IdLists.Parse(entries.VocabBytes, settings.UserCount, settings.ItemCount, Source);
-        if (entries.BaseModelBytes is null) throw new InvalidDataException($"{Source} has no base-model entry: the network's tensors are missing.");
-        AdapterState.Load(entries.AdapterBytes, Array.Empty<Methods.NamedParameter>(), Source);
-        var model = new NeuralCollaborativeFilteringModel(settings, users, items, device);
-        try
-        {
-            AdapterState.Load(entries.BaseModelBytes, model.Network.NamedParameters(), Source);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    /// <summary>The embeddings, the MLP, <c>predict</c>, the biases and the global mean.</summary>
+    public static long BaseValues(NeuralCollaborativeFilteringSettings settings) => NeuralCollaborativeFilteringNetwork.Values(settings);
 
-    public void Dispose() => Network.Dispose();
+    public static long AdapterValues(NeuralCollaborativeFilteringSettings settings) => NeuralCollaborativeFilteringAdapter.SavedValues(settings);
 }

@@ -21,7 +21,7 @@ namespace Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 /// <c>predict.weight</c>, <c>user_bias</c>, <c>item_bias</c>, <c>global_mean</c>), the keys of the saved tensors, so that
 /// adapters (low-rank deltas on the embeddings, adapters on the MLP's <see cref="TunerLinear"/> layers) can address them.
 /// </remarks>
-internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Tensor, Tensor>, IRecommenderNetwork
 {
     public const string UserEmbeddingGmfName = "user_embedding_gmf";
     public const string ItemEmbeddingGmfName = "item_embedding_gmf";
@@ -58,14 +58,10 @@ internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Te
         item_embedding_gmf = new Parameter(zeros(itemCount + 1, rank));
         user_embedding_mlp = new Parameter(zeros(userCount + 1, rank));
         item_embedding_mlp = new Parameter(zeros(itemCount + 1, rank));
+        var shapes = LayerShapes(rank, hiddenLayerSizes);
         mlp = new ModuleList<TunerLinear>();
-        int input = 2 * rank;
-        foreach (var size in hiddenLayerSizes)
-        {
-            mlp.Add(new TunerLinear(input, size));
-            input = size;
-        }
-        predict = new TunerLinear(rank + input, 1, hasBias: false);
+        foreach (var (input, output) in shapes.SkipLast(1)) mlp.Add(new TunerLinear(input, output));
+        predict = new TunerLinear(shapes[^1].In, 1, hasBias: false);
         user_bias = new Parameter(zeros(userCount + 1));
         item_bias = new Parameter(zeros(itemCount + 1));
         global_mean = new Parameter(zeros(1));
@@ -80,6 +76,16 @@ internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Te
     /// <summary>The MLP's Linear layers, in order (adapters attach here).</summary>
     public IReadOnlyList<TunerLinear> MlpLayers => mlp.ToList();
 
+    /// <summary>The Linear layers adapters attach to, under their saved names: <c>mlp.0</c>, <c>mlp.1</c>, ..., <c>predict</c>.</summary>
+    public IReadOnlyList<(string Name, TunerLinear Layer)> Layers =>
+        mlp.Select((layer, k) => ($"{MlpName}.{k}", layer)).Append((PredictName, predict)).ToList();
+
+    public Parameter UserEmbeddingGmf => user_embedding_gmf;
+    public Parameter ItemEmbeddingGmf => item_embedding_gmf;
+    public Parameter UserEmbeddingMlp => user_embedding_mlp;
+    public Parameter ItemEmbeddingMlp => item_embedding_mlp;
+    public Parameter UserBias => user_bias;
+    public Parameter ItemBias => item_bias;
     public Parameter GlobalMean => global_mean;
 
     /// <summary>The parameters under their saved names, in a fixed order.</summary>
@@ -105,6 +111,31 @@ internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Te
     }
 
     public long ParameterCount => NamedParameters().Sum(p => p.Parameter.numel());
+
+    public bool Fits(RecommenderSettings settings) =>
+        settings is NeuralCollaborativeFilteringSettings s && s.UserCount == UserCount && s.ItemCount == ItemCount && s.Rank == Rank && s.HiddenLayerSizes.SequenceEqual(HiddenLayerSizes);
+
+    /// <summary>The (input, output) sizes of the Linear layers, in the order of <see cref="Layers"/>: the MLP's (with bias), then <c>predict</c> (without).</summary>
+    public static IReadOnlyList<(long In, long Out)> LayerShapes(int rank, IReadOnlyList<int> hiddenLayerSizes)
+    {
+        var shapes = new List<(long In, long Out)>();
+        long input = 2L * rank;
+        foreach (var size in hiddenLayerSizes)
+        {
+            shapes.Add((input, size));
+            input = size;
+        }
+        shapes.Add((rank + input, 1));
+        return shapes;
+    }
+
+    /// <summary>The float32 values of a network of these sizes (to check a file before allocating it).</summary>
+    public static long Values(NeuralCollaborativeFilteringSettings settings)
+    {
+        var shapes = LayerShapes(settings.Rank, settings.HiddenLayerSizes);
+        return 2L * (settings.UserCount + 1 + settings.ItemCount + 1) * settings.Rank + (settings.UserCount + 1L) + (settings.ItemCount + 1L) + 1
+            + shapes.SkipLast(1).Sum(s => (s.In + 1) * s.Out) + shapes[^1].In;
+    }
 
     /// <summary>
     /// Draws the embeddings from N(0, <paramref name="std"/>²) (rows 0 stay zero) and the MLP's weights and biases as
@@ -150,12 +181,25 @@ internal sealed class NeuralCollaborativeFilteringNetwork : nn.Module<Tensor, Te
     public override Tensor forward(Tensor users, Tensor items)
     {
         using var scope = NewDisposeScope();
-        var gmf = user_embedding_gmf.index_select(0, users).mul(item_embedding_gmf.index_select(0, items));
-        var hidden = cat(new[] { user_embedding_mlp.index_select(0, users), item_embedding_mlp.index_select(0, items) }, 1);
-        foreach (var layer in mlp) hidden = nn.functional.relu(layer.forward(hidden));
-        var interaction = predict.forward(cat(new[] { gmf, hidden }, 1)).squeeze(1);
+        var interaction = Interaction(user_embedding_gmf.index_select(0, users), item_embedding_gmf.index_select(0, items),
+            user_embedding_mlp.index_select(0, users), item_embedding_mlp.index_select(0, items), null);
         var known = users.gt(0).logical_and(items.gt(0)).to_type(interaction.dtype);
         return interaction.mul(known).add(user_bias.index_select(0, users)).add(item_bias.index_select(0, items)).add(global_mean).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The interaction term <c>predict · [gmf ; mlp]</c> ([n]) of embedding rows ([n, rank] each). Each Linear layer
+    /// <c>k</c> of <see cref="Layers"/> is applied by <paramref name="linear"/>(k, layer, input) when given (an adapter's
+    /// forward over the frozen layer), and else by the layer itself.
+    /// </summary>
+    public Tensor Interaction(Tensor userGmf, Tensor itemGmf, Tensor userMlp, Tensor itemMlp, Func<int, TunerLinear, Tensor, Tensor>? linear)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Apply(int k, TunerLinear layer, Tensor input) => linear is null ? layer.forward(input) : linear(k, layer, input);
+        var gmf = userGmf.mul(itemGmf);
+        var hidden = cat(new[] { userMlp, itemMlp }, 1);
+        for (int k = 0; k < mlp.Count; k++) hidden = nn.functional.relu(Apply(k, mlp[k], hidden));
+        return Apply(mlp.Count, predict, cat(new[] { gmf, hidden }, 1)).squeeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -113,12 +113,7 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
             for (int k = 0; k < HiddenLayerSizes.Length; k++)
                 if (HiddenLayerSizes[k] <= 0 || HiddenLayerSizes[k] > NeuralCollaborativeFilteringSettings.MaxLayerSize)
                     throw new ArgumentOutOfRangeException(nameof(HiddenLayerSizes), HiddenLayerSizes[k], $"HiddenLayerSizes[{k}] is {HiddenLayerSizes[k]}; sizes must be from 1 to {NeuralCollaborativeFilteringSettings.MaxLayerSize}.");
-            if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), Lambda, "Lambda must be a finite number, 0 or more.");
-            if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be a positive finite number.");
-            if (NumberOfIterations <= 0) throw new ArgumentOutOfRangeException(nameof(NumberOfIterations), NumberOfIterations, "NumberOfIterations must be positive.");
-            if (BatchSize <= 0 || BatchSize > 1 << 20) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be from 1 to 1048576.");
-            if (!(InitialStandardDeviation >= 0) || double.IsInfinity(InitialStandardDeviation))
-                throw new ArgumentOutOfRangeException(nameof(InitialStandardDeviation), InitialStandardDeviation, "InitialStandardDeviation must be a finite number, 0 or more.");
+            RecommenderOptionChecks.Training(Lambda, LearningRate, MatrixFactorizationOptimizer.Adam, NumberOfIterations, BatchSize, InitialStandardDeviation);
             ImplicitLoop.Validate(Feedback, ImplicitLoss, NegativesPerPositive);
         }
     }
@@ -135,21 +130,8 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
     public event EventHandler<(int Iteration, double TrainingLoss)>? IterationCompleted;
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        void Require(string name, string option, Func<SchemaShape.Column, bool> ok, string needed)
-        {
-            if (!inputSchema.TryFindColumn(name, out var col))
-                throw new ArgumentOutOfRangeException(option, $"The input has no column '{name}' ({option}).");
-            if (col.Kind != SchemaShape.Column.VectorKind.Scalar || !ok(col))
-                throw new ArgumentException($"The column '{name}' ({option}) must be {needed}, found {col.ItemType}.", option);
-        }
-        Require(options.MatrixColumnIndexColumnName, nameof(Options.MatrixColumnIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
-        Require(options.MatrixRowIndexColumnName, nameof(Options.MatrixRowIndexColumnName), IdColumn.IsIdType, "a key, text or integer scalar");
-        if (options.Feedback == RecommendationFeedback.Explicit)
-            Require(options.LabelColumnName, nameof(Options.LabelColumnName), c => c.ItemType == NumberDataViewType.Single && !c.IsKey, "a Single scalar");
-        return SentenceSimilarity.SimilaritySchema.OutputShape(inputSchema, options.ScoreColumnName);
-    }
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema) => RecommenderSchema.OutputShape(inputSchema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName,
+        options.Feedback == RecommendationFeedback.Explicit ? options.LabelColumnName : null, options.ScoreColumnName);
 
     /// <inheritdoc/>
     public PeftNeuralCollaborativeFilteringTransformer Fit(IDataView input)
@@ -220,7 +202,7 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
     private PeftNeuralCollaborativeFilteringTransformer Train(NeuralCollaborativeFilteringSettings settings, IdVocabulary users, IdVocabulary items, Device device, IChannel ch,
         Action<NeuralCollaborativeFilteringNetwork, Generator> train)
     {
-        var model = new NeuralCollaborativeFilteringModel(settings, users, items, device);
+        var model = NeuralCollaborativeFilteringModel.NewBase(settings, users, items, device);
         try
         {
             var clock = Stopwatch.StartNew();
