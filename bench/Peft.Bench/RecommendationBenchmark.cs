@@ -227,8 +227,25 @@ internal static class RecommendationBenchmark
         var (retrained, retrainSeconds, retrainBytes, _) = TrainBase(ml, BaseOptions(seed), train90, Path.Combine(work, "retrained.zip"));
         rows.Add(Row($"matrix factorization, rank {retrained.ApproximationRank} (full retraining)", "first 90%", ml, retrained, test, null, last10, retrainSeconds, retrained.TrainableParameterCount, retrainBytes));
         retrained.Dispose();
-        foreach (var (name, view) in new[] { ("first 80%", train80), ("first 90%", train90) })
-            rows.Add(Neural(ml, seed, view, name, test, last10, Path.Combine(work, $"ncf-{name[6..8]}.zip")));
+        // The neural variant: its base, its adaptations (the same options as the matrix factorisation's) and its retraining.
+        var ncfPath = Path.Combine(work, "ncf-80.zip");
+        var (ncfRow, ncfBase) = Neural(ml, seed, train80, "first 80%", test, last10, ncfPath);
+        rows.Add(ncfRow);
+        foreach (var method in new[] { MatrixFactorizationAdaptation.Bias, MatrixFactorizationAdaptation.Lora })
+        {
+            var options = new PeftNeuralCollaborativeFilteringAdaptationTrainer.Options { Method = method, Seed = seed, BaseModelPath = ncfPath };
+            var clock = Stopwatch.StartNew();
+            using var adapted = ml.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(ncfBase, options).Fit(adapt);
+            double seconds = clock.Elapsed.TotalSeconds;
+            var path = Path.Combine(work, $"ncf-adapted-{method}.zip");
+            ml.Model.Save(adapted, adapt.Schema, path);
+            rows.Add(Row(method == MatrixFactorizationAdaptation.Lora ? $"neural base + LoRA adaptation, r = {options.AdaptationRank}" : "neural base + bias adaptation",
+                "next 10% (base frozen)", ml, adapted, test, null, last10, seconds, adapted.TrainableParameterCount, new FileInfo(path).Length));
+        }
+        ncfBase.Dispose();
+        var (ncfRetrained, ncfModel) = Neural(ml, seed, train90, "first 90%", test, last10, Path.Combine(work, "ncf-90.zip"));
+        ncfModel.Dispose();
+        rows.Add(ncfRetrained);
         baseModel.Dispose();
         return new JsonObject
         {
@@ -303,10 +320,10 @@ internal static class RecommendationBenchmark
     }
 
     /// <summary>The neural variant (NeuMF with biases, the trainer's defaults) trained on <paramref name="train"/> and scored on the test ratings.</summary>
-    private static JsonObject Neural(MLContext ml, int seed, IDataView train, string trainedOn, IDataView test, IReadOnlyList<Rating> testRows, string path)
+    private static (JsonObject Row, PeftNeuralCollaborativeFilteringTransformer Model) Neural(MLContext ml, int seed, IDataView train, string trainedOn, IDataView test, IReadOnlyList<Rating> testRows, string path)
     {
         var clock = Stopwatch.StartNew();
-        using var model = ml.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
+        var model = ml.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
         {
             MatrixColumnIndexColumnName = "User",
             MatrixRowIndexColumnName = "Item",
@@ -314,8 +331,8 @@ internal static class RecommendationBenchmark
         }).Fit(train);
         double seconds = clock.Elapsed.TotalSeconds;
         ml.Model.Save(model, train.Schema, path);
-        return Row($"neural collaborative filtering (NeuMF, {model.ApproximationRank}, MLP {string.Join('-', model.HiddenLayerSizes)})", trainedOn, ml, model, test, null, testRows,
-            seconds, model.TrainableParameterCount, new FileInfo(path).Length);
+        return (Row($"neural collaborative filtering (NeuMF, {model.ApproximationRank}, MLP {string.Join('-', model.HiddenLayerSizes)})", trainedOn, ml, model, test, null, testRows,
+            seconds, model.TrainableParameterCount, new FileInfo(path).Length), model);
     }
 
     private static long BiasParameters(PeftMatrixFactorizationTransformer bias) => bias.UserCount + bias.ItemCount + 1;
@@ -335,7 +352,9 @@ internal static class RecommendationBenchmark
         var (model, seconds, bytes, _) = TrainBase(ml, BaseOptions(seed), split.TrainSet, Path.Combine(work, "random-mf.zip"));
         rows.Add(Row($"matrix factorization, rank {model.ApproximationRank}", "random 80%", ml, model, split.TestSet, null, testRows, seconds, model.TrainableParameterCount, bytes));
         model.Dispose();
-        rows.Add(Neural(ml, seed, split.TrainSet, "random 80%", split.TestSet, testRows, Path.Combine(work, "random-ncf.zip")));
+        var (neuralRow, neural) = Neural(ml, seed, split.TrainSet, "random 80%", split.TestSet, testRows, Path.Combine(work, "random-ncf.zip"));
+        neural.Dispose();
+        rows.Add(neuralRow);
         return new JsonObject
         {
             ["protocol"] = $"ML.NET TrainTestSplit, 20% test, seed {seed}",

@@ -62,9 +62,11 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
         /// <summary>
         /// L2 regularisation: the loss adds Lambda times the mean, over a batch's scored pairs, of the squared norms of the
         /// pair's user and item embeddings (both branches) and biases. The MLP and the final layer are not regularised.
-        /// Default 0.01.
+        /// Default 1: explicit ratings on MovieLens-100K (random 80/20 split, 10 passes) scored RMSE 0.927 at 1 and at 3,
+        /// 0.930 at 0.1; at 0.01 and 20 passes the network over-fitted (1.021, worse than user and item biases alone).
+        /// For implicit feedback see <see cref="LearningRate"/>.
         /// </summary>
-        public double Lambda = 0.01;
+        public double Lambda = 1;
 
         /// <summary>
         /// Adam's learning rate. Default 0.001. For implicit feedback on MovieLens-100K (leave-last-out, validation split),
@@ -73,8 +75,11 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
         /// </summary>
         public double LearningRate = 0.001;
 
-        /// <summary>Passes over the training rows. Default 20.</summary>
-        public int NumberOfIterations = 20;
+        /// <summary>
+        /// Passes over the training rows. Default 10 (explicit ratings on MovieLens-100K: 20 passes over-fitted, RMSE 0.982
+        /// against 0.930 at Lambda 0.1; 5 passes under-fitted, 0.943).
+        /// </summary>
+        public int NumberOfIterations = 10;
 
         /// <summary>Rows (ratings, or interactions with their negatives) per training step, and per batch when scoring. Default 256.</summary>
         public int BatchSize = 256;
