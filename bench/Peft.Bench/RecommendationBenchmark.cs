@@ -32,7 +32,7 @@ internal static class RecommendationBenchmark
         "  --threads N         libtorch intra-op threads (default 1: these models' operations are too small to gain from more)\n" +
         "  --sweep SPECS       instead of the table: train the temporal base once, then adapt it with each of the\n" +
         "                      comma-separated METHOD:OPTIMIZER:LR:LAMBDA:ITERATIONS[:RANK] and print RMSE and MAE\n" +
-        "  --sweep-ncf SPECS   instead of the table: train the neural variant on the random split with each of the\n" +
+        "  --sweep-ncf SPECS   instead of the table: train the neural variant on the random and temporal splits with each of the\n" +
         "                      comma-separated LAMBDA:LR:ITERATIONS and print RMSE and MAE\n" +
         "  --output FILE       results file (default bench/results/movielens.json; the table goes beside it as .md)\n" +
         "  --data DIR          data folder (default ../shared/data beside the repository root)";
@@ -299,7 +299,11 @@ internal static class RecommendationBenchmark
     private static int SweepNeural(MLContext ml, List<Rating> ratings, int seed, string specs)
     {
         var split = ml.Data.TrainTestSplit(View(ml, ratings), testFraction: 0.2, seed: seed);
+        var ordered = ratings.Select((r, k) => (r, k)).OrderBy(p => p.r.Timestamp).ThenBy(p => p.k).Select(p => p.r).ToList();
+        var temporalTrain = View(ml, ordered.Take((int)(ordered.Count * 0.8)));
+        var temporalTest = View(ml, ordered.Skip((int)(ordered.Count * 0.9)));
         foreach (var spec in specs.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var (protocol, train, test) in new[] { ("random", split.TrainSet, split.TestSet), ("temporal", temporalTrain, temporalTest) })
         {
             var f = spec.Split(':');
             if (f.Length != 3) throw new ArgumentException($"--sweep-ncf: '{spec}' is not LAMBDA:LR:ITERATIONS.");
@@ -312,9 +316,9 @@ internal static class RecommendationBenchmark
                 LearningRate = double.Parse(f[1], CultureInfo.InvariantCulture),
                 NumberOfIterations = int.Parse(f[2], CultureInfo.InvariantCulture),
                 Seed = seed,
-            }).Fit(split.TrainSet);
-            var metrics = ml.Regression.Evaluate(model.Transform(split.TestSet));
-            Console.WriteLine($"{spec}: RMSE {metrics.RootMeanSquaredError:F4}, MAE {metrics.MeanAbsoluteError:F4}, {clock.Elapsed.TotalSeconds:F1} s");
+            }).Fit(train);
+            var metrics = ml.Regression.Evaluate(model.Transform(test));
+            Console.WriteLine($"{spec} {protocol}: RMSE {metrics.RootMeanSquaredError:F4}, MAE {metrics.MeanAbsoluteError:F4}, {clock.Elapsed.TotalSeconds:F1} s");
         }
         return 0;
     }
