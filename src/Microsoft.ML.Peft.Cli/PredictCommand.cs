@@ -138,7 +138,7 @@ internal static class PredictCommand
     }
 
     /// <summary>The model signatures in the saved model's version stamps (<c>Model.key</c> entries: PEFTIMGC for an image classifier, PEFTNERT for a named-entity recognizer...), read without loading the model.</summary>
-    private static HashSet<string> SavedSignatures(string modelPath)
+    internal static HashSet<string> SavedSignatures(string modelPath)
     {
         var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC", "PEFTNCFM" };
         try

@@ -111,27 +111,20 @@ internal static class RecommendationCommand
                     Seed = seed,
                 });
             var watch = Stopwatch.StartNew();
-            var model = TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(trainSet));
-            using var owner = (IDisposable)model;
+            using var model = (PeftRecommenderTransformer)TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(trainSet));
             watch.Stop();
-            var (trainable, users, items, modelRank) = model switch
-            {
-                PeftMatrixFactorizationTransformer mf => (mf.TrainableParameterCount, mf.UserCount, mf.ItemCount, mf.ApproximationRank),
-                PeftNeuralCollaborativeFilteringTransformer ncf => (ncf.TrainableParameterCount, ncf.UserCount, ncf.ItemCount, ncf.ApproximationRank),
-                _ => throw new InvalidOperationException($"Unexpected model {model.GetType().Name}."),
-            };
             var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () => mlContext.Regression.Evaluate(model.Transform(testSet), LabelColumn));
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(model, trainSet.Schema, temporary));
             var report = new RecommendationReport(
                 Rmse: metrics.RootMeanSquaredError,
                 Mae: metrics.MeanAbsoluteError,
                 TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
-                TrainableParameters: trainable,
+                TrainableParameters: model.TrainableParameterCount,
                 ModelBytes: new FileInfo(outputPath).Length,
                 TestRows: Count(testSet),
-                Users: users,
-                Items: items,
-                Rank: modelRank,
+                Users: model.UserCount,
+                Items: model.ItemCount,
+                Rank: model.ApproximationRank,
                 ModelKind: isNeural ? "ncf" : "mf",
                 Method: null,
                 NewUsers: null,
@@ -147,7 +140,7 @@ internal static class RecommendationCommand
     public static Command CreateAdapt()
     {
         var defaults = new PeftMatrixFactorizationAdaptationTrainer.Options();
-        var model = new Option<string>("--model") { Description = "The base model file written by `recommendation` (.zip).", Required = true };
+        var model = new Option<string>("--model") { Description = "The base model file written by `recommendation` (.zip; matrix factorisation or ncf).", Required = true };
         var dataset = CommandOptions.Dataset("The new ratings to adapt on: a delimited text file with user, item and rating columns.");
         var c = CommonOptions(defaults.Seed, defaults.NumberOfIterations, defaults.Lambda, defaults.LearningRate);
         var method = new Option<string>("--method")
@@ -183,10 +176,12 @@ internal static class RecommendationCommand
             var console = Terminal.Out;
             var mlContext = new MLContext(seed);
             using var cancellation = Cancellation.Attach(mlContext);
-            PeftMatrixFactorizationTransformer baseModel;
+            // The kind of recommender is read from the file's version stamps; anything else fails in the matrix-factorisation loader, which names what the file holds.
+            bool isNeural = PredictCommand.SavedSignatures(modelPath).Contains("PEFTNCFM");
+            PeftRecommenderTransformer baseModel;
             try
             {
-                baseModel = mlContext.Model.LoadMatrixFactorization(modelPath);
+                baseModel = isNeural ? mlContext.Model.LoadNeuralCollaborativeFiltering(modelPath) : mlContext.Model.LoadMatrixFactorization(modelPath);
             }
             catch (InvalidDataException e)
             {
@@ -198,18 +193,33 @@ internal static class RecommendationCommand
             var names = (baseModel.MatrixColumnIndexColumnName, baseModel.MatrixRowIndexColumnName, baseModel.LabelColumnName);
             var data = Load(mlContext, newFile, ids, names);
             var (adaptSet, testSet) = TextClassificationCommand.HoldOut(mlContext, console, data, testFile is null ? null : Load(mlContext, testFile, ids, names), seed);
-            var trainer = mlContext.Regression.Trainers.PeftMatrixFactorizationAdaptation(baseModel, new PeftMatrixFactorizationAdaptationTrainer.Options
+            void Configure(RecommendationAdaptationOptions options)
             {
-                Method = Enum.Parse<MatrixFactorizationAdaptation>(parse.GetValue(method)!, ignoreCase: true),
-                AdaptationRank = parse.GetValue(rank),
-                NumberOfIterations = parse.GetValue(c.Iterations),
-                Lambda = parse.GetValue(c.Lambda),
-                LearningRate = parse.GetValue(c.LearningRate),
-                Seed = seed,
-                BaseModelPath = parse.GetValue(embed) ? null : Path.GetFullPath(modelPath),
-            });
+                options.Method = Enum.Parse<MatrixFactorizationAdaptation>(parse.GetValue(method)!, ignoreCase: true);
+                options.AdaptationRank = parse.GetValue(rank);
+                options.NumberOfIterations = parse.GetValue(c.Iterations);
+                options.Lambda = parse.GetValue(c.Lambda);
+                options.LearningRate = parse.GetValue(c.LearningRate);
+                options.Seed = seed;
+                options.BaseModelPath = parse.GetValue(embed) ? null : Path.GetFullPath(modelPath);
+            }
+            Func<IDataView, PeftRecommenderTransformer> fit;
+            if (baseModel is PeftNeuralCollaborativeFilteringTransformer neuralBase)
+            {
+                var options = new PeftNeuralCollaborativeFilteringAdaptationTrainer.Options();
+                Configure(options);
+                var neuralTrainer = mlContext.Regression.Trainers.PeftNeuralCollaborativeFilteringAdaptation(neuralBase, options);
+                fit = neuralTrainer.Fit;
+            }
+            else
+            {
+                var options = new PeftMatrixFactorizationAdaptationTrainer.Options();
+                Configure(options);
+                var mfTrainer = mlContext.Regression.Trainers.PeftMatrixFactorizationAdaptation((PeftMatrixFactorizationTransformer)baseModel, options);
+                fit = mfTrainer.Fit;
+            }
             var watch = Stopwatch.StartNew();
-            using var adapted = TrainingProgress.Run(mlContext, console, "Adapting", () => trainer.Fit(adaptSet));
+            using var adapted = TrainingProgress.Run(mlContext, console, "Adapting", () => fit(adaptSet));
             watch.Stop();
             var (metrics, baseMetrics) = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
                 (mlContext.Regression.Evaluate(adapted.Transform(testSet), names.LabelColumnName), mlContext.Regression.Evaluate(baseModel.Transform(testSet), names.LabelColumnName)));
@@ -224,13 +234,13 @@ internal static class RecommendationCommand
                 Users: adapted.UserCount,
                 Items: adapted.ItemCount,
                 Rank: adapted.ApproximationRank,
-                ModelKind: "mf",
+                ModelKind: isNeural ? "ncf" : "mf",
                 Method: adapted.AdaptationMethod.ToString()!.ToLowerInvariant(),
                 NewUsers: adapted.NewUserCount,
                 NewItems: adapted.NewItemCount,
                 BaseRmse: baseMetrics.RootMeanSquaredError,
                 BaseMae: baseMetrics.MeanAbsoluteError);
-            Finish(console, report, "Adapted matrix factorization", outputPath, metricsPath);
+            Finish(console, report, isNeural ? "Adapted neural collaborative filtering" : "Adapted matrix factorization", outputPath, metricsPath);
             return 0;
         });
         return command;

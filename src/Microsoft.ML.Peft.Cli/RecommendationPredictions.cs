@@ -1,7 +1,6 @@
 using System.Globalization;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.Recommendation;
-using Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 using Spectre.Console;
 
 namespace Microsoft.ML.Peft.Cli;
@@ -24,21 +23,16 @@ internal static class RecommendationPredictions
         var transformers = PredictCommand.Flatten(loaded).ToList();
         try
         {
-            var (model, names, scoreColumn) = transformers.Select(t => t switch
-                {
-                    PeftMatrixFactorizationTransformer mf => (t, new[] { mf.MatrixColumnIndexColumnName, mf.MatrixRowIndexColumnName }, mf.ScoreColumnName),
-                    PeftNeuralCollaborativeFilteringTransformer ncf => (t, new[] { ncf.MatrixColumnIndexColumnName, ncf.MatrixRowIndexColumnName }, ncf.ScoreColumnName),
-                    _ => default,
-                }).LastOrDefault(found => found.t is not null);
-            if (model is null)
-                throw new InvalidDataException($"The model file '{modelPath}' (--model) holds no recommender; --user-col and --item-col apply to models written by recommendation or recommendation-adapt.");
+            var model = transformers.OfType<PeftRecommenderTransformer>().LastOrDefault()
+                ?? throw new InvalidDataException($"The model file '{modelPath}' (--model) holds no recommender; --user-col and --item-col apply to models written by recommendation or recommendation-adapt.");
+            var names = new[] { model.MatrixColumnIndexColumnName, model.MatrixRowIndexColumnName };
             int user = file.ResolveColumn(userCol, "--user-col"), item = file.ResolveColumn(itemCol, "--item-col");
             if (user == item) throw new ArgumentException("--user-col and --item-col name the same column.");
             var data = model.Transform(file.Load(mlContext, new[] { (names[0], user, DataKind.String), (names[1], item, DataKind.String) }, maxRows: null));
             console.MarkupLine($"Scoring [green]{Markup.Escape(file.Path)}[/]");
             long rows = 0;
             OutputFiles.WriteAtomically(outputPath, temporary => rows = SimilarityPredictions.Write(data, names,
-                new[] { file.ColumnName(user, "user"), file.ColumnName(item, "item") }, temporary, scoreColumn));
+                new[] { file.ColumnName(user, "user"), file.ColumnName(item, "item") }, temporary, model.ScoreColumnName));
             console.MarkupLine($"Wrote {rows.ToString(CultureInfo.InvariantCulture)} predictions to [green]{Markup.Escape(outputPath)}[/]");
             return 0;
         }

@@ -113,6 +113,18 @@ public partial class CliTests
         var labels = testLines.Select(l => double.Parse(l.Split('|')[2], CultureInfo.InvariantCulture)).ToList();
         Assert.That(Math.Sqrt(scores.Zip(labels, (p, l) => (p - l) * (p - l)).Average()), Is.EqualTo(metrics.GetProperty("rmse").GetDouble()).Within(1e-4));
 
+        // recommendation-adapt reads the kind from the file and adapts the neural model (LoRA on its tables and layers).
+        var newPath = WriteRatings("new.data", ratings.Skip(6500).Take(1500));
+        var adapted = Path.Combine(workDir, "ncf-adapted.zip");
+        run = RunCli(new[] { "recommendation-adapt", "--model", model, "--dataset", newPath, "--test-dataset", testPath, "--iterations", "2",
+            "--output", adapted, "--metrics-json", Path.Combine(workDir, "ncf-adapted.json") }.Concat(columns).ToArray());
+        Assert.That(run.ExitCode, Is.EqualTo(0), run.ToString());
+        var adaptedMetrics = Metrics(Path.Combine(workDir, "ncf-adapted.json"), "rmse", "baseRmse", "method", "modelKind");
+        Assert.That((adaptedMetrics.GetProperty("modelKind").GetString(), adaptedMetrics.GetProperty("method").GetString()), Is.EqualTo(("ncf", "lora")));
+        Assert.That(adaptedMetrics.GetProperty("trainableParameters").GetInt64(), Is.LessThan(metrics.GetProperty("trainableParameters").GetInt64()));
+        run = RunCli("predict", "--model", adapted, "--dataset", testPath, "--has-header", "--separator", "|", "--user-col", "user", "--item-col", "item", "--output", predictions);
+        Assert.That(run.ExitCode, Is.EqualTo(0), run.ToString());
+
         run = RunCli(new[] { "recommendation", "--hidden-layers", "16", "--dataset", trainPath, "--output", model }.Concat(columns).ToArray());
         Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
         Assert.That(run.StdErr, Does.Contain("--hidden-layers applies to --model-kind ncf"));
@@ -155,7 +167,7 @@ public partial class CliTests
         var ok = WriteRatings("new.data", ratings.Skip(3000).Take(200));
         run = RunCli(Args("recommendation-adapt", "--model", notModel, "--dataset", ok, "--output", Path.Combine(workDir, "a.zip")));
         Assert.That(run.ExitCode, Is.EqualTo(1), run.ToString());
-        Assert.That(run.StdErr, Does.Contain("--model").And.Contain("notes.zip").And.Contain("cannot be loaded as an ML.NET model"));
+        Assert.That(run.StdErr, Does.Contain("--model").And.Contain("notes.zip").And.Contain("is not an ML.NET model"));
         var mlContext = new MLContext(1);
         var keys = mlContext.Data.LoadFromEnumerable(new[] { new RatingRow { User = "a", Item = "b", Label = 1 } });
         var otherKind = Path.Combine(workDir, "keys.zip");
