@@ -25,7 +25,14 @@ internal static class RecommendationCommand
     public const string LabelColumn = "Label";
 
     private sealed record Columns(Option<string> User, Option<string> Item, Option<string> Label, Option<bool> HasHeader, Option<string> Separator,
-        Option<string> Test, Option<int> Seed, Option<string> Output, Option<string> MetricsJson, Option<int> Iterations, Option<double> Lambda, Option<double> LearningRate);
+        Option<string> Test, Option<int> Seed, Option<string> Output, Option<string> MetricsJson, Option<int> Iterations, Option<double> Lambda, Option<double> LearningRate,
+        Option<int> Threads)
+    {
+        public IEnumerable<Option> All => new Option[] { User, Item, Label, HasHeader, Separator, Test, Seed, Iterations, Lambda, LearningRate, Threads, Output, MetricsJson };
+
+        /// <summary>Sets libtorch's intra-op threads for this process (the command line is the application, so it may).</summary>
+        public void ApplyThreads(ParseResult parse) => TorchSharp.torch.set_num_threads(parse.GetValue(Threads));
+    }
 
     private static Columns CommonOptions(int seed, int iterations, double lambda, double learningRate) => new(
         new Option<string>("--user-col") { Description = "The user id column: a header name (with --has-header) or a 0-based index. Ids are read as text and matched by value.", Required = true },
@@ -39,7 +46,12 @@ internal static class RecommendationCommand
         new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." },
         new Option<int>("--iterations") { Description = $"Passes over the ratings (default {iterations}).", DefaultValueFactory = _ => iterations }.AtLeast(1),
         new Option<double>("--lambda") { Description = $"L2 regularisation (default {lambda.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => lambda }.AtLeast(0),
-        new Option<double>("--learning-rate") { Description = $"Adam's learning rate (default {learningRate.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => learningRate }.AtLeast(1e-12));
+        new Option<double>("--learning-rate") { Description = $"Adam's learning rate (default {learningRate.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => learningRate }.AtLeast(1e-12),
+        new Option<int>("--threads")
+        {
+            Description = "libtorch threads (default 1: a recommender's operations are too small to gain from more; on two cores, two threads made training several times slower).",
+            DefaultValueFactory = _ => 1,
+        }.AtLeast(1));
 
     public static Command Create()
     {
@@ -61,8 +73,9 @@ internal static class RecommendationCommand
         var hidden = new Option<string>("--hidden-layers") { Description = $"ncf: sizes of the MLP's layers, comma-separated (default {string.Join(',', neural.HiddenLayerSizes)})." };
         var command = new Command("recommendation", "Train a recommender on explicit ratings (matrix factorisation, or neural collaborative filtering), report RMSE and MAE and save it as an ML.NET model.")
         {
-            dataset, c.User, c.Item, c.Label, c.HasHeader, c.Separator, c.Test, c.Seed, kind, rank, hidden, c.Iterations, c.Lambda, c.LearningRate, c.Output, c.MetricsJson,
+            dataset, kind, rank, hidden,
         };
+        foreach (var option in c.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var format = new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(c.Separator)), parse.GetValue(c.HasHeader));
@@ -75,6 +88,7 @@ internal static class RecommendationCommand
             int seed = parse.GetValue(c.Seed);
 
             var console = Terminal.Out;
+            c.ApplyThreads(parse);
             var mlContext = new MLContext(seed);
             using var cancellation = Cancellation.Attach(mlContext);
             var train = Load(mlContext, trainFile, ids, (UserColumn, ItemColumn, LabelColumn));
@@ -156,8 +170,9 @@ internal static class RecommendationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base's tables in the adapted file (self-contained, larger) instead of referring to --model." };
         var command = new Command("recommendation-adapt", "Adapt a saved matrix-factorisation recommender to new ratings with its tables frozen; saves the adapter beside the base file.")
         {
-            model, dataset, c.User, c.Item, c.Label, c.HasHeader, c.Separator, c.Test, c.Seed, method, rank, c.Iterations, c.Lambda, c.LearningRate, embed, c.Output, c.MetricsJson,
+            model, dataset, method, rank, embed,
         };
+        foreach (var option in c.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var modelPath = parse.GetValue(model)!;
@@ -174,6 +189,7 @@ internal static class RecommendationCommand
             int seed = parse.GetValue(c.Seed);
 
             var console = Terminal.Out;
+            c.ApplyThreads(parse);
             var mlContext = new MLContext(seed);
             using var cancellation = Cancellation.Attach(mlContext);
             // The kind of recommender is read from the file's version stamps; anything else fails in the matrix-factorisation loader, which names what the file holds.
