@@ -207,6 +207,26 @@ public class MatrixFactorizationTests
     }
 
     [Test]
+    public void TextIdsAreConvertedWithAMessageAndKeyedIdsWithout()
+    {
+        var ml = new MLContext(seed: 1);
+        var messages = new List<string>();
+        ml.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
+        var (train, test) = LowRank(seed: 4);
+        var view = ml.Data.LoadFromEnumerable(train);
+        var options = Options();
+        options.NumberOfIterations = 1;
+        using var fromText = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(view);
+        Assert.That(messages, Has.Some.Contains("The user column 'User' holds text").And.Some.Contains("The item column 'Item' holds text"));
+        messages.Clear();
+        var keys = Keys(ml, view);
+        using var fromKeys = ml.Regression.Trainers.PeftMatrixFactorization(options).Fit(keys.Transform(view));
+        Assert.That(messages, Has.None.Contains("holds text"));
+        // The same ids give the same model either way.
+        Assert.That(Scores(ml, fromKeys, keys.Transform(ml.Data.LoadFromEnumerable(test))), Is.EqualTo(Scores(ml, fromText, ml.Data.LoadFromEnumerable(test))));
+    }
+
+    [Test]
     public void NaNRatingsAreSkippedAndGiveTheSameModel()
     {
         var ml = new MLContext(seed: 1);

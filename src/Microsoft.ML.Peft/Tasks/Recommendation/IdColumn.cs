@@ -1,3 +1,4 @@
+using Microsoft.ML.Runtime;
 using System.Globalization;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Tasks.TextClassification;
@@ -21,6 +22,22 @@ internal static class IdColumn
             throw new ArgumentException($"The {role} column '{name}' ({option}) of the {what} has type {column.Type}; {role} ids must be a key type (MapValueToKey), text or integers. " +
                 (column.Type is NumberDataViewType ? $"Load the ids as text (DataKind.String) or map them with mlContext.Transforms.Conversion.MapValueToKey(\"{name}\")." : ""), option);
         return column;
+    }
+
+    /// <summary>
+    /// Says on the channel how ids are read from the user and item columns when they are not keys with key values: text and
+    /// integers are converted to ids as they are, keys without values by their numbers.
+    /// </summary>
+    public static void Announce(IChannel ch, DataViewSchema schema, string userColumn, string itemColumn)
+    {
+        foreach (var (name, role) in new[] { (userColumn, "user"), (itemColumn, "item") })
+        {
+            if (schema.GetColumnOrNull(name) is not { } column) continue;
+            if (column.Type is TextDataViewType || column.Type is NumberDataViewType)
+                ch.Info($"The {role} column '{name}' holds {(column.Type is TextDataViewType ? "text" : column.Type.ToString())}: each distinct value is a {role} id, matched by value when scoring (no key mapping needed).");
+            else if (column.Type is KeyDataViewType && KeyValues(column) is null)
+                ch.Info($"The {role} key column '{name}' has no key values: its key numbers are the {role} ids, so scoring data must use the same key numbering.");
+        }
     }
 
     /// <summary>Whether ids can be read from a column of <paramref name="type"/>.</summary>

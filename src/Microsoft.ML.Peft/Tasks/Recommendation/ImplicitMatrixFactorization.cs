@@ -15,6 +15,7 @@ internal static class ImplicitMatrixFactorization
     public static PeftMatrixFactorizationTransformer Fit(IHost host, IChannel ch, PeftMatrixFactorizationTrainer.Options options, IDataView input, Device device,
         Action<int, double> passCompleted)
     {
+        IdColumn.Announce(ch, input.Schema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName);
         var data = InteractionData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, "training data");
         data.CheckUsable(ch, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, "training data");
         var settings = new MatrixFactorizationSettings

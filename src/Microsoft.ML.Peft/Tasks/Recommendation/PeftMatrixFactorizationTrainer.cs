@@ -134,6 +134,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
         using var ch = host.Start("Training");
         if (options.Feedback == RecommendationFeedback.Implicit)
             return ImplicitMatrixFactorization.Fit(host, ch, options, input, device, (pass, loss) => IterationCompleted?.Invoke(this, (pass, loss)));
+        IdColumn.Announce(ch, input.Schema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName);
         var data = RatingData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, options.LabelColumnName, "training data");
         data.CheckUsable(ch, options.LabelColumnName, "training data");
 

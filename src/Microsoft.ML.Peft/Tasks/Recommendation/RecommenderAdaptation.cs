@@ -121,6 +121,7 @@ internal sealed class RecommenderAdaptation<TModel, TSettings, TNetwork, TTransf
         string? basePath = options.BaseModelPath is null ? null : Path.GetFullPath(options.BaseModelPath);
         if (basePath is not null && BaseFileSha256(basePath) != baseModel.BaseSha256)
             throw new ArgumentException($"The base model file '{options.BaseModelPath}' (BaseModelPath) holds other tables than the base model being adapted.", nameof(RecommendationAdaptationOptions.BaseModelPath));
+        IdColumn.Announce(ch, input.Schema, baseSettings.UserColumnName, baseSettings.ItemColumnName);
         var data = RatingData.Read(input, baseSettings.UserColumnName, baseSettings.ItemColumnName, baseSettings.LabelColumnName, "adaptation data", baseModel.Users, baseModel.Items);
         data.CheckUsable(ch, baseSettings.LabelColumnName, "adaptation data");
         for (int k = 0; k < data.Count; k++)

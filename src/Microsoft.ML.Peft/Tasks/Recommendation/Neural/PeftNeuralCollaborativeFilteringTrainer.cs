@@ -174,6 +174,7 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
 
     private PeftNeuralCollaborativeFilteringTransformer FitExplicit(IChannel ch, IDataView input, Device device)
     {
+        IdColumn.Announce(ch, input.Schema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName);
         var data = RatingData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, options.LabelColumnName, "training data");
         data.CheckUsable(ch, options.LabelColumnName, "training data");
         double mean = data.Ratings.Average(r => (double)r);
@@ -192,6 +193,7 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
 
     private PeftNeuralCollaborativeFilteringTransformer FitImplicit(IChannel ch, IDataView input, Device device)
     {
+        IdColumn.Announce(ch, input.Schema, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName);
         var data = InteractionData.Read(input, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, "training data");
         data.CheckUsable(ch, options.MatrixColumnIndexColumnName, options.MatrixRowIndexColumnName, "training data");
         var settings = Settings(data.UserCount, data.ItemCount, 0, 0);
