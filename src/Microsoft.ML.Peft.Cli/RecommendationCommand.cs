@@ -129,22 +129,7 @@ internal static class RecommendationCommand
             watch.Stop();
             var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () => mlContext.Regression.Evaluate(model.Transform(testSet), LabelColumn));
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(model, trainSet.Schema, temporary));
-            var report = new RecommendationReport(
-                Rmse: metrics.RootMeanSquaredError,
-                Mae: metrics.MeanAbsoluteError,
-                TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
-                TrainableParameters: model.TrainableParameterCount,
-                ModelBytes: new FileInfo(outputPath).Length,
-                TestRows: Count(testSet),
-                Users: model.UserCount,
-                Items: model.ItemCount,
-                Rank: model.ApproximationRank,
-                ModelKind: isNeural ? "ncf" : "mf",
-                Method: null,
-                NewUsers: null,
-                NewItems: null,
-                BaseRmse: null,
-                BaseMae: null);
+            var report = RecommendationReport.Of(model, isNeural, metrics, null, watch.Elapsed, outputPath, Count(testSet));
             Finish(console, report, isNeural ? "Neural collaborative filtering" : "Matrix factorization", outputPath, metricsPath);
             return 0;
         });
@@ -240,22 +225,7 @@ internal static class RecommendationCommand
             var (metrics, baseMetrics) = TrainingProgress.Run(mlContext, console, "Evaluating", () =>
                 (mlContext.Regression.Evaluate(adapted.Transform(testSet), names.LabelColumnName), mlContext.Regression.Evaluate(baseModel.Transform(testSet), names.LabelColumnName)));
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(adapted, adaptSet.Schema, temporary));
-            var report = new RecommendationReport(
-                Rmse: metrics.RootMeanSquaredError,
-                Mae: metrics.MeanAbsoluteError,
-                TrainSeconds: Math.Round(watch.Elapsed.TotalSeconds, 3),
-                TrainableParameters: adapted.TrainableParameterCount,
-                ModelBytes: new FileInfo(outputPath).Length,
-                TestRows: Count(testSet),
-                Users: adapted.UserCount,
-                Items: adapted.ItemCount,
-                Rank: adapted.ApproximationRank,
-                ModelKind: isNeural ? "ncf" : "mf",
-                Method: adapted.AdaptationMethod.ToString()!.ToLowerInvariant(),
-                NewUsers: adapted.NewUserCount,
-                NewItems: adapted.NewItemCount,
-                BaseRmse: baseMetrics.RootMeanSquaredError,
-                BaseMae: baseMetrics.MeanAbsoluteError);
+            var report = RecommendationReport.Of(adapted, isNeural, metrics, baseMetrics, watch.Elapsed, outputPath, Count(testSet));
             Finish(console, report, isNeural ? "Adapted neural collaborative filtering" : "Adapted matrix factorization", outputPath, metricsPath);
             return 0;
         });
@@ -362,6 +332,29 @@ internal sealed record RecommendationReport(
         WriteIndented = true,
         DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
     };
+
+    /// <summary>The report of a trained or adapted model: its metrics on the test ratings (and its base's, for an adaptation) and its sizes.</summary>
+    public static RecommendationReport Of(PeftRecommenderTransformer model, bool isNeural, Microsoft.ML.Data.RegressionMetrics metrics,
+        Microsoft.ML.Data.RegressionMetrics? baseMetrics, TimeSpan trainTime, string modelPath, long testRows)
+    {
+        bool adapted = model.AdaptationMethod is not null;
+        return new RecommendationReport(
+            Rmse: metrics.RootMeanSquaredError,
+            Mae: metrics.MeanAbsoluteError,
+            TrainSeconds: Math.Round(trainTime.TotalSeconds, 3),
+            TrainableParameters: model.TrainableParameterCount,
+            ModelBytes: new FileInfo(modelPath).Length,
+            TestRows: testRows,
+            Users: model.UserCount,
+            Items: model.ItemCount,
+            Rank: model.ApproximationRank,
+            ModelKind: isNeural ? "ncf" : "mf",
+            Method: model.AdaptationMethod?.ToString().ToLowerInvariant(),
+            NewUsers: adapted ? model.NewUserCount : null,
+            NewItems: adapted ? model.NewItemCount : null,
+            BaseRmse: baseMetrics?.RootMeanSquaredError,
+            BaseMae: baseMetrics?.MeanAbsoluteError);
+    }
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }

@@ -99,12 +99,7 @@ public sealed class PeftMatrixFactorizationTrainer : IEstimator<PeftMatrixFactor
 
         internal void Validate()
         {
-            foreach (var (value, name) in new[] { (MatrixColumnIndexColumnName, nameof(MatrixColumnIndexColumnName)), (MatrixRowIndexColumnName, nameof(MatrixRowIndexColumnName)), (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)) })
-                if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty" + (name.StartsWith("Matrix", StringComparison.Ordinal) ? $": set it to the {(name == nameof(MatrixColumnIndexColumnName) ? "user" : "item")} key column." : "."), name);
-            if (MatrixColumnIndexColumnName == MatrixRowIndexColumnName)
-                throw new ArgumentException($"{nameof(MatrixColumnIndexColumnName)} and {nameof(MatrixRowIndexColumnName)} are both '{MatrixRowIndexColumnName}'; users and items need two columns.", nameof(MatrixRowIndexColumnName));
-            if (ApproximationRank <= 0 || ApproximationRank > MatrixFactorizationSettings.MaxRank)
-                throw new ArgumentOutOfRangeException(nameof(ApproximationRank), ApproximationRank, $"ApproximationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
+            RecommenderOptionChecks.ColumnsAndRank(MatrixColumnIndexColumnName, MatrixRowIndexColumnName, LabelColumnName, ScoreColumnName, ApproximationRank);
             RecommenderOptionChecks.Training(Lambda, LearningRate, Optimizer, NumberOfIterations, BatchSize, InitialStandardDeviation);
             ImplicitLoop.Validate(Feedback, ImplicitLoss, NegativesPerPositive);
         }

@@ -217,6 +217,19 @@ public abstract class PeftRecommenderAdaptationTrainer<TTransformer> : IEstimato
 /// <summary>Checks of the training options the recommender trainers share; the messages name the option.</summary>
 internal static class RecommenderOptionChecks
 {
+    /// <summary>The column names and rank every recommender trainer takes, as ML.NET's matrix factorisation names them.</summary>
+    public static void ColumnsAndRank(string user, string item, string label, string score, int rank)
+    {
+        foreach (var (value, name) in new[] { (user, "MatrixColumnIndexColumnName"), (item, "MatrixRowIndexColumnName"), (label, "LabelColumnName"), (score, "ScoreColumnName") })
+            if (string.IsNullOrWhiteSpace(value))
+                throw new ArgumentException($"{name} is empty" + (name.StartsWith("Matrix", StringComparison.Ordinal)
+                    ? $": set it to the {(name == "MatrixColumnIndexColumnName" ? "user" : "item")} key column (or a text or integer id column)." : "."), name);
+        if (user == item)
+            throw new ArgumentException($"MatrixColumnIndexColumnName and MatrixRowIndexColumnName are both '{item}'; users and items need two columns.", "MatrixRowIndexColumnName");
+        if (rank <= 0 || rank > MatrixFactorizationSettings.MaxRank)
+            throw new ArgumentOutOfRangeException("ApproximationRank", rank, $"ApproximationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
+    }
+
     public static void Training(double lambda, double learningRate, MatrixFactorizationOptimizer optimizer, int iterations, int batchSize, double initialStandardDeviation)
     {
         if (!(lambda >= 0) || double.IsInfinity(lambda)) throw new ArgumentOutOfRangeException("Lambda", lambda, "Lambda must be a finite number, 0 or more.");

@@ -109,12 +109,7 @@ public sealed class PeftNeuralCollaborativeFilteringTrainer : IEstimator<PeftNeu
 
         internal void Validate()
         {
-            foreach (var (value, name) in new[] { (MatrixColumnIndexColumnName, nameof(MatrixColumnIndexColumnName)), (MatrixRowIndexColumnName, nameof(MatrixRowIndexColumnName)), (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)) })
-                if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty" + (name.StartsWith("Matrix", StringComparison.Ordinal) ? $": set it to the {(name == nameof(MatrixColumnIndexColumnName) ? "user" : "item")} column." : "."), name);
-            if (MatrixColumnIndexColumnName == MatrixRowIndexColumnName)
-                throw new ArgumentException($"{nameof(MatrixColumnIndexColumnName)} and {nameof(MatrixRowIndexColumnName)} are both '{MatrixRowIndexColumnName}'; users and items need two columns.", nameof(MatrixRowIndexColumnName));
-            if (ApproximationRank <= 0 || ApproximationRank > MatrixFactorizationSettings.MaxRank)
-                throw new ArgumentOutOfRangeException(nameof(ApproximationRank), ApproximationRank, $"ApproximationRank must be from 1 to {MatrixFactorizationSettings.MaxRank}.");
+            RecommenderOptionChecks.ColumnsAndRank(MatrixColumnIndexColumnName, MatrixRowIndexColumnName, LabelColumnName, ScoreColumnName, ApproximationRank);
             if (HiddenLayerSizes is null || HiddenLayerSizes.Length == 0 || HiddenLayerSizes.Length > NeuralCollaborativeFilteringSettings.MaxHiddenLayers)
                 throw new ArgumentOutOfRangeException(nameof(HiddenLayerSizes), HiddenLayerSizes?.Length, $"HiddenLayerSizes must list 1 to {NeuralCollaborativeFilteringSettings.MaxHiddenLayers} layer sizes.");
             for (int k = 0; k < HiddenLayerSizes.Length; k++)
