@@ -15,41 +15,10 @@ namespace Microsoft.ML.Peft.Cli;
 internal static class MethodChoices
 {
     /// <summary>The names <c>--method</c> accepts, with the method options they stand for.</summary>
-    public static readonly IReadOnlyList<(string Name, string PeftType, JsonObject Fields, string Description)> Methods = new[]
-    {
-        ("lora", "LORA", new JsonObject(), "LoRA (default)"),
-        ("rslora", "LORA", new JsonObject { ["use_rslora"] = true }, "rank-stabilised LoRA: scaling alpha/sqrt(r)"),
-        ("dora", "LORA", new JsonObject { ["use_dora"] = true }, "DoRA: learned magnitude times the normalised LoRA-updated weight"),
-        ("loraplus", "LORA", new JsonObject { ["loraplus_lr_ratio"] = 16 }, "LoRA+: B learns 16x faster than A (--loraplus-ratio)"),
-        ("pissa", "LORA", new JsonObject { ["init_lora_weights"] = "pissa" }, "PiSSA: LoRA started from the weights' top singular vectors"),
-        ("vera", "VERA", new JsonObject(), "VeRA: shared frozen random matrices, trained scaling vectors"),
-        ("ia3", "IA3", new JsonObject(), "IA3: learned vectors scaling keys, values and feed-forward activations"),
-        ("bitfit", "BITFIT", new JsonObject(), "BitFit: bias terms only"),
-        ("prompt", "PROMPT_TUNING", new JsonObject(), "prompt tuning: trained virtual-token embeddings"),
-        ("prefix", "PREFIX_TUNING", new JsonObject(), "prefix tuning: trained key/value prefixes in every layer"),
-        ("bottleneck", "BOTTLENECK", new JsonObject(), "bottleneck adapters after the sub-layers"),
-        ("full", "FULL", new JsonObject(), "full fine-tuning, the reference"),
-        ("probe", "LINEAR_PROBE", new JsonObject(), "linear probe: the head alone on frozen features"),
-    };
+    public static IReadOnlyList<PeftMethodName> Methods => PeftMethodNames.All;
 
     /// <summary>The methods that apply to image models (the others insert into transformer layers or need Linear layers).</summary>
-    public static readonly IReadOnlySet<string> ImageMethods = new HashSet<string> { "lora", "rslora", "loraplus", "ia3", "bitfit", "full", "probe" };
-
-    /// <summary>The image defaults of each method type: every convolution as the target (explicit options override them).</summary>
-    public static JsonObject ImageDefaults(string peftType) => peftType switch
-    {
-        "LORA" => new JsonObject
-        {
-            ["r"] = 8, ["lora_alpha"] = 16, ["lora_dropout"] = 0,
-            ["target_modules"] = new JsonArray(Microsoft.ML.Peft.Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions),
-        },
-        "IA3" => new JsonObject
-        {
-            ["target_modules"] = new JsonArray(Microsoft.ML.Peft.Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions),
-            ["feedforward_modules"] = new JsonArray(),
-        },
-        _ => new JsonObject(),
-    };
+    public static readonly IReadOnlySet<string> ImageMethods = PeftMethodNames.All.Where(m => m.ForImages).Select(m => m.Name).ToHashSet();
 
     /// <summary>A method option: the command-line option and the PEFT config field it sets.</summary>
     public sealed record MethodOption(Option Option, string Field, Func<ParseResult, JsonNode?> Value);
@@ -95,13 +64,11 @@ internal static class MethodChoices
     public static PeftMethodOptions Create(string method, ParseResult parse, IReadOnlyList<MethodOption> options, bool forImages = false)
     {
         var choice = Methods.FirstOrDefault(m => m.Name == method);
-        if (choice.Name is null || (forImages && !ImageMethods.Contains(choice.Name)))
+        if (choice is null || (forImages && !ImageMethods.Contains(choice.Name)))
             throw new UsageException($"--method '{method}' is not a PEFT method{(forImages ? " for images" : "")}; choose one of {string.Join(", ", Methods.Select(m => m.Name).Where(n => !forImages || ImageMethods.Contains(n)))}.");
         if (!PeftMethodOptions.PeftTypes.Contains(choice.PeftType))
             throw new UsageException($"--method {method} ({choice.PeftType}) is not available in this build of Microsoft.ML.Peft.");
-        var json = forImages ? ImageDefaults(choice.PeftType) : new JsonObject();
-        foreach (var (key, value) in choice.Fields) json[key] = value?.DeepClone();
-        json["peft_type"] = choice.PeftType;
+        var json = PeftMethodNames.Json(choice.Name, forImages);
         var fields = FieldsOf(choice.PeftType);
         foreach (var option in options)
         {
