@@ -152,16 +152,19 @@ internal static class NerCommand
         return 0;
     }
 
-    private static ConllData Read(string path, string option, Settings s)
+    private static ConllData Read(string path, string option, Settings s) => Read(path, option, s.TagColumn, s.MaxRows);
+
+    /// <summary>A CoNLL file (at most <paramref name="maxRows"/> sentences); a missing or empty file is an error naming <paramref name="option"/>.</summary>
+    internal static ConllData Read(string path, string option, int? tagColumn, long? maxRows)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The CoNLL file '{path}' ({option}) does not exist.", path);
-        var data = ConllFile.Read(path, s.TagColumn);
+        var data = ConllFile.Read(path, tagColumn);
         if (data.Sentences.Count == 0) throw new InvalidDataException($"The CoNLL file '{path}' ({option}) holds no sentence.");
-        return s.MaxRows is int max && data.Sentences.Count > max ? new ConllData(data.Sentences.Take(max).ToList(), data.TagColumn, data.ColumnCount, data.DocStartLines) : data;
+        return maxRows is long max && data.Sentences.Count > max ? new ConllData(data.Sentences.Take((int)max).ToList(), data.TagColumn, data.ColumnCount, data.DocStartLines) : data;
     }
 
     /// <summary>An unknown tag in test or validation data is an error naming the tag and its line.</summary>
-    private static void CheckKnownTags(ConllData data, HashSet<string> known, string path, string option)
+    internal static void CheckKnownTags(ConllData data, HashSet<string> known, string path, string option)
     {
         foreach (var sentence in data.Sentences)
         {

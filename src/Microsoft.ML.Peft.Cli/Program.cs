@@ -21,6 +21,7 @@ root.Subcommands.Add(RecommendationCommand.CreateAdapt());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());
+root.Subcommands.Add(Microsoft.ML.Peft.Cli.Auto.AutoCommand.Create());
 
 var parseResult = root.Parse(args);
 if (parseResult.Errors.Count > 0 && !parseResult.Tokens.Any(t => t.Value is "--help" or "-h" or "-?"))

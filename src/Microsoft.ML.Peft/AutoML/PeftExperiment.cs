@@ -482,7 +482,7 @@ public sealed class PeftExperiment
         double overhead = Math.Max(0, seconds - perRow * sample);
         // An epoch: the training rows, then scoring the validation rows (about a third of a training row's cost each).
         double epoch = perRow * (trainRows + validationRows / 3.0);
-        ch.Info($"Calibration: {sample} rows in {seconds:F1} s ({1 / perRow:F0} rows/s); one epoch of {trainRows:N0} rows about {epoch:F0} s.");
+        ch.Info($"Measured one trial's cost: {sample} rows in {seconds:F1} s ({1 / perRow:F0} rows/s); one epoch of {trainRows:N0} rows about {epoch:F0} s.");
         return new TrialCost(overhead, epoch, parameters.InputSize, task.ForImages);
     }
 

@@ -81,7 +81,8 @@ public static class PeftSearchTasks
                 return trainer;
             },
             new PeftSearchMetric[] { new("entity F1", (ml, scored) => ml.MulticlassClassification.EvaluateEntities(scored, labelColumnName).F1) },
-            (ml, data) => ml.Transforms.Conversion.MapValueToKey(labelColumnName, labelColumnName).Fit(data));
+            (ml, data) => ml.Transforms.Conversion.MapValueToKey(labelColumnName, labelColumnName,
+                keyOrdinality: Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(data));
 
     private static PeftSearchMetric[] ClassificationMetrics(string label) => new PeftSearchMetric[]
     {
