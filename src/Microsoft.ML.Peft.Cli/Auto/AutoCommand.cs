@@ -48,6 +48,8 @@ internal static class AutoCommand
         var methods = new Option<string>("--methods") { Description = "Comma-separated methods to search (default: text lora, rslora, dora, loraplus, ia3, bitfit, bottleneck; images lora, rslora, loraplus, ia3, bitfit, full)." };
         var metric = new Option<string>("--metric") { Description = "The metric that ranks trials (classification: accuracy, macro-accuracy, log-loss; sentence-similarity: spearman, pearson; ner: entity F1). Default: the task's first." };
         var maxEpochs = new Option<int>("--max-epochs") { Description = "Most epochs a trial trains.", DefaultValueFactory = _ => new PeftSearchSpace().MaxEpochs }.AtLeast(1);
+        var maxLengths = new Option<string>("--max-lengths") { Description = "Text tasks: comma-separated sequence lengths to search (default 64,128)." };
+        var imageSizes = new Option<string>("--image-sizes") { Description = "image-classification: comma-separated image sides in pixels to search (default 64,96)." };
         var maxTrials = new Option<int?>("--max-trials") { Description = "Stop after this many trials (default: as many as the budget allows)." };
         var trialLog = new Option<string>("--trial-log") { Description = "The trial log (JSON lines) to write, and to continue with --resume. Default: the output's name with .trials.jsonl." };
         var resume = new Option<bool>("--resume") { Description = "Continue the search of the trial log (same data and options) after a crash or Ctrl+C." };
@@ -56,7 +58,7 @@ internal static class AutoCommand
         var command = new Command("auto", "Search PEFT methods and hyper-parameters within a time budget, save the best model and report the search (as mlnet's auto-train).")
         {
             task, dataset, trainTime, output, report, metricsJson, seed, labelCol, textCol, text2Col, hasHeader, separator, tagCol,
-            validation, test, model, vocab, maxRows, methods, metric, maxEpochs, maxTrials, trialLog, resume, noRefit,
+            validation, test, model, vocab, maxRows, methods, metric, maxEpochs, maxLengths, imageSizes, maxTrials, trialLog, resume, noRefit,
         };
         command.SetAction(parse => Run(
             new AutoDataSettings(parse.GetValue(task)!, parse.GetValue(dataset)!, parse.GetValue(labelCol), parse.GetValue(textCol), parse.GetValue(text2Col),
@@ -64,13 +66,29 @@ internal static class AutoCommand
                 parse.GetValue(validation), parse.GetValue(test), parse.GetValue(model), parse.GetValue(vocab), parse.GetValue(maxRows), parse.GetValue(tagCol),
                 parse.GetValue(seed)),
             new RunSettings(parse.GetValue(trainTime), parse.GetValue(output)!, parse.GetValue(report), parse.GetValue(metricsJson),
-                parse.GetValue(methods), parse.GetValue(metric), parse.GetValue(maxEpochs), parse.GetValue(maxTrials), parse.GetValue(trialLog),
+                parse.GetValue(methods), parse.GetValue(metric), parse.GetValue(maxEpochs),
+                InputSizes(parse.GetValue(task)!, parse.GetValue(maxLengths), parse.GetValue(imageSizes)), parse.GetValue(maxTrials), parse.GetValue(trialLog),
                 parse.GetValue(resume), !parse.GetValue(noRefit))));
         return command;
     }
 
+    /// <summary>The input sizes of --max-lengths (text) or --image-sizes (images); null for the task's defaults.</summary>
+    private static int[]? InputSizes(string task, string? maxLengths, string? imageSizes)
+    {
+        bool images = task == "image-classification";
+        if (images && maxLengths is not null) throw new UsageException("--max-lengths applies to text tasks; use --image-sizes.");
+        if (!images && imageSizes is not null) throw new UsageException("--image-sizes applies to image-classification; use --max-lengths.");
+        var (text, option, minimum) = images ? (imageSizes, "--image-sizes", 32) : (maxLengths, "--max-lengths", 3);
+        if (text is null) return null;
+        var sizes = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(t => int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= minimum ? v
+                : throw new UsageException($"{option}: '{t}' is not a whole number of at least {minimum}."))
+            .ToArray();
+        return sizes.Length > 0 ? sizes : throw new UsageException($"{option} is empty.");
+    }
+
     private sealed record RunSettings(int TrainTime, string Output, string? Report, string? MetricsJson, string? Methods, string? Metric,
-        int MaxEpochs, int? MaxTrials, string? TrialLog, bool Resume, bool Refit);
+        int MaxEpochs, int[]? InputSizes, int? MaxTrials, string? TrialLog, bool Resume, bool Refit);
 
     private static int Run(AutoDataSettings data, RunSettings s)
     {
@@ -101,6 +119,7 @@ internal static class AutoCommand
             {
                 Methods = s.Methods?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
                 MaxEpochs = s.MaxEpochs,
+                InputSizes = s.InputSizes,
             },
         };
         PeftExperiment experiment;
