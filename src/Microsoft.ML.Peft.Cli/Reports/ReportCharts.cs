@@ -69,7 +69,7 @@ internal static class ReportCharts
             var n = classification.ClassNames.Count;
             var side = Math.Clamp(200 + 70 * n, 360, 900);
             charts.Add(Render(ConfusionFile, "Confusion matrix (rows: true class, columns: predicted class)", side + 90, side,
-                ConfusionChart(classification.ClassNames, confusion)));
+                ConfusionChart(classification.ClassNames, confusion, side - 140)));
         }
         return charts;
     }
@@ -122,10 +122,12 @@ internal static class ReportCharts
             Position = AxisPosition.Left, Title = yTitle, MajorGridlineStyle = LineStyle.Solid, MajorGridlineColor = Grid,
             TicklineColor = Grid, MinimumPadding = 0.06, MaximumPadding = 0.06,
         });
+        // A few trials: the legend inside the plot; more: beside it, so that it hides no line.
+        var inside = curves.Count <= 4;
         model.Legends.Add(new Legend
         {
-            LegendPosition = legendPosition, LegendPlacement = LegendPlacement.Inside, LegendBackground = OxyColor.FromAColor(220, OxyColors.White),
-            LegendBorder = Grid, LegendFontSize = 11, LegendPadding = 6,
+            LegendPosition = inside ? legendPosition : LegendPosition.RightTop, LegendPlacement = inside ? LegendPlacement.Inside : LegendPlacement.Outside,
+            LegendBackground = OxyColor.FromAColor(220, OxyColors.White), LegendBorder = inside ? Grid : OxyColors.Undefined, LegendFontSize = 11, LegendPadding = 6,
         });
         // The best trial is drawn last (on top), thicker, and always named in the legend.
         var named = curves.Where(c => c.Number == bestTrial).Concat(curves.Where(c => c.Number != bestTrial)).Take(MaxLegendEntries)
@@ -148,7 +150,7 @@ internal static class ReportCharts
         return model;
     }
 
-    private static PlotModel ConfusionChart(IReadOnlyList<string> classNames, IReadOnlyList<IReadOnlyList<long>> confusion)
+    private static PlotModel ConfusionChart(IReadOnlyList<string> classNames, IReadOnlyList<IReadOnlyList<long>> confusion, int plotSide)
     {
         var n = classNames.Count;
         var model = NewModel("Confusion matrix");
@@ -162,11 +164,16 @@ internal static class ReportCharts
             Position = AxisPosition.Right, Palette = OxyPalette.Interpolate(200, OxyColor.FromRgb(0xF7, 0xFB, 0xFF), OxyColor.FromRgb(0x08, 0x30, 0x6B)),
             Minimum = 0, Title = "count", TicklineColor = Grid,
         });
-        model.Axes.Add(new CategoryAxis { Position = AxisPosition.Bottom, Key = "predicted", Title = "predicted class", ItemsSource = classNames, GapWidth = 0 });
+        // The column names turn when they would not fit side by side (about 7 pixels a character).
+        var turn = n * classNames.Max(c => c.Length) * 7 > plotSide;
         model.Axes.Add(new CategoryAxis
         {
-            Position = AxisPosition.Left, Key = "true", Title = "true class", ItemsSource = classNames, GapWidth = 0,
-            StartPosition = 1, EndPosition = 0, Angle = n > 4 ? -45 : 0,
+            Position = AxisPosition.Bottom, Key = "predicted", Title = "predicted class", ItemsSource = classNames, GapWidth = 0, Angle = turn ? -45 : 0,
+        });
+        model.Axes.Add(new CategoryAxis
+        {
+            Position = AxisPosition.Left, Key = "true", Title = "true class", ItemsSource = classNames, GapWidth = 0, StartPosition = 1, EndPosition = 0,
+            AxisTitleDistance = 8,
         });
         model.Series.Add(new HeatMapSeries
         {
