@@ -76,8 +76,11 @@ public class CliAutoTests
     {
         var data = Head(Shared("sst2", "train.tsv"), 160, "train.tsv");
         var run = Auto(60, "--task", "text-classification", "--dataset", data, "--has-header", "--label-col", "label", "--text-col", "sentence",
-            "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "3", "--methods", "lora,bitfit");
+            "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "3", "--methods", "lora,bitfit", "--report", Path.Combine(workDir, "report.html"));
         var json = CheckSearch(run, 60, 3, "accuracy", "macroF1", "logLoss");
+        var page = File.ReadAllText(Path.Combine(workDir, "report.html"));
+        Assert.That(page, Does.Contain("Leaderboard").And.Contain("data:image/png;base64,"));
+        Assert.That(Directory.GetFiles(Path.Combine(workDir, "report-charts"), "*.png"), Is.Not.Empty);
         Assert.That(json.GetProperty("metric").GetString(), Is.EqualTo("accuracy"));
         var predictions = Path.Combine(workDir, "p.tsv");
         var predict = CliProcess.Run(workDir, "predict", "--model", Path.Combine(workDir, "model.zip"), "--dataset", data, "--has-header", "--text-col", "sentence", "--output", predictions);
@@ -108,8 +111,9 @@ public class CliAutoTests
     public void NerSearch()
     {
         var run = Auto(60, "--task", "ner", "--dataset", Shared("conll2003", "train.txt"), "--max-rows", "80", "--model", tinyBert, "--max-lengths", "16,32",
-            "--max-trials", "2", "--methods", "lora");
+            "--max-trials", "2", "--methods", "lora", "--report", Path.Combine(workDir, "report.html"));
         var json = CheckSearch(run, 60, 2, "f1", "precision", "recall");
+        Assert.That(File.ReadAllText(Path.Combine(workDir, "report.html")), Does.Contain("PER").And.Contain("LOC"));
         Assert.That(json.GetProperty("metric").GetString(), Is.EqualTo("entity F1"));
     }
 
@@ -119,8 +123,11 @@ public class CliAutoTests
         var (pixels, labels) = Samples.FashionMnist.Read(Samples.FashionMnist.DefaultDirectory, train: true, maxCount: 120);
         var images = Path.Combine(workDir, "images");
         Samples.FashionMnist.WriteClassFolders(images, Enumerable.Range(0, 120).ToList(), pixels, labels);
-        var run = Auto(90, "--task", "image-classification", "--dataset", images, "--max-trials", "2", "--methods", "lora,bitfit", "--max-epochs", "1");
+        var run = Auto(90, "--task", "image-classification", "--dataset", images, "--max-trials", "2", "--methods", "lora,bitfit", "--max-epochs", "1",
+            "--report", Path.Combine(workDir, "report.html"));
         CheckSearch(run, 90, 2, "accuracy", "macroF1", "logLoss");
+        // The hardest test images are shown as thumbnails.
+        Assert.That(File.ReadAllText(Path.Combine(workDir, "report.html")), Does.Contain("Hardest").And.Contain("<img class=\"thumb"));
     }
 
     [Test]

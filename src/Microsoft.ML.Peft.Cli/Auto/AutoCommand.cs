@@ -99,7 +99,7 @@ internal static class AutoCommand
         if (s.MaxTrials is < 1) throw new UsageException($"--max-trials must be at least 1; got {s.MaxTrials}.");
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
-        var reportPath = s.Report is null ? null : OutputFiles.Check(s.Report, "--report");
+        var reportPath = s.Report is null ? null : HtmlReport.CheckWritable(s.Report, "--report", ChartFolder(s.Report), "--report");
         var logPath = OutputFiles.Check(s.TrialLog ?? Path.ChangeExtension(outputPath, ".trials.jsonl"), "--trial-log");
         if (s.Resume && !File.Exists(logPath)) throw new UsageException($"--resume: there is no trial log '{logPath}' to continue{(s.TrialLog is null ? " (give it with --trial-log)" : "")}.");
 
@@ -151,6 +151,12 @@ internal static class AutoCommand
         console.Write(LeaderboardTable(leaderboard, result, setup.Task));
         console.Write(SummaryTable(result, evaluation, sizes, modelBytes));
         console.MarkupLine($"Model saved to [green]{Markup.Escape(outputPath)}[/]");
+        if (reportPath is not null)
+        {
+            var page = ReportData(setup, data, result, leaderboard, evaluation, sizes, modelBytes, s.TrainTime);
+            HtmlReport.Write(page, reportPath, ChartFolder(reportPath));
+            console.MarkupLine($"Report written to [green]{Markup.Escape(reportPath)}[/] (charts as PNG in {Markup.Escape(ChartFolder(reportPath))})");
+        }
         if (metricsPath is not null)
         {
             var json = MetricsJson(setup.Task.Name, result, leaderboard, evaluation, sizes, modelBytes, s.TrainTime, setup.Task.InputSizeName);
@@ -158,6 +164,41 @@ internal static class AutoCommand
             console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
         }
         return 0;
+    }
+
+    /// <summary>The folder of the report's charts as PNG files: beside the page, named after it.</summary>
+    private static string ChartFolder(string reportPath) =>
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath(reportPath))!, Path.GetFileNameWithoutExtension(reportPath) + "-charts");
+
+    /// <summary>What the visual report shows of the search and the best model.</summary>
+    private static ReportData ReportData(AutoSetup setup, AutoDataSettings data, PeftExperimentResult result, IReadOnlyList<PeftTrialResult> leaderboard,
+        AutoEvaluation evaluation, (long Trainable, long Total) sizes, long modelBytes, int budget)
+    {
+        var best = result.BestTrial;
+        var summary = new List<(string, string)>
+        {
+            ("Task", setup.Task.Name),
+            ("Data", setup.DataSummary),
+            ("Budget", $"{budget} s; the search took {result.Seconds.ToString("F0", CultureInfo.InvariantCulture)} s ({result.Trials.Count} trials)"),
+            ("Best trial", $"{best.Number}: {best.Parameters.ToString().Replace("input size", setup.Task.InputSizeName, StringComparison.Ordinal)}"),
+            ($"Validation {result.MetricName}", F(best.Metric)),
+        };
+        summary.AddRange(evaluation.Metrics.Select(m => ($"Test {m.Label}", F(m.Value))));
+        summary.Add(("Final model", result.Refitted ? $"best settings trained again on the training and validation rows ({result.RefitSeconds.ToString("F0", CultureInfo.InvariantCulture)} s)" : result.RefitNote ?? "the best trial's model"));
+        summary.Add(("Seed", data.Seed.ToString(CultureInfo.InvariantCulture)));
+        var trials = result.Trials.Select(t => new ReportTrial(t.Number, t.Parameters.ToPairs(setup.Task.InputSizeName), StatusText(t.Status), t.Metric, t.Seconds, t.Epochs, t.Error)).ToList();
+        long? baseBytes = BaseModelBytes(data);
+        return new ReportData($"Automated search: {setup.Task.Name}", setup.Task.Name, DateTime.UtcNow, result.MetricName, summary, trials, best.Number,
+            new ReportModel(modelBytes, sizes.Trainable, sizes.Total, baseBytes), evaluation.Classification, evaluation.HardestExamples);
+    }
+
+    /// <summary>The size of the base model's weights file when --model names one (an ONNX file, or a Hugging Face folder's safetensors); null for the packaged defaults.</summary>
+    private static long? BaseModelBytes(AutoDataSettings data)
+    {
+        if (data.Model is null) return null;
+        if (File.Exists(data.Model)) return new FileInfo(data.Model).Length;
+        var weights = Path.Combine(data.Model, "model.safetensors");
+        return File.Exists(weights) ? new FileInfo(weights).Length : null;
     }
 
     private static string StripParameter(string message)
