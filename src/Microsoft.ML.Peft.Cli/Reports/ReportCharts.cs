@@ -122,8 +122,8 @@ internal static class ReportCharts
             Position = AxisPosition.Left, Title = yTitle, MajorGridlineStyle = LineStyle.Solid, MajorGridlineColor = Grid,
             TicklineColor = Grid, MinimumPadding = 0.06, MaximumPadding = 0.06,
         });
-        // A few trials: the legend inside the plot; more: beside it, so that it hides no line.
-        var inside = curves.Count <= 4;
+        // The legend beside the plot, so that it hides no point of a curve.
+        const bool inside = false;
         model.Legends.Add(new Legend
         {
             LegendPosition = inside ? legendPosition : LegendPosition.RightTop, LegendPlacement = inside ? LegendPlacement.Inside : LegendPlacement.Outside,
