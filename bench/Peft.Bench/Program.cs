@@ -52,6 +52,7 @@ internal static class Program
             ("conll", NerComparison.Run, NerComparison.Usage),
             ("movielens", RecommendationBenchmark.Run, RecommendationBenchmark.Usage),
             ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
+            ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;
