@@ -17,7 +17,8 @@ using Microsoft.ML.Runtime;
 namespace Peft.Bench;
 
 /// <summary>
-/// <c>distill</c>: knowledge distillation on SST-2. A teacher (full fine-tuning of MiniLM by default) and two LoRA
+/// <c>distill</c>: knowledge distillation on SST-2. A teacher (full fine-tuning of MiniLM by default, or an ensemble of
+/// LoRA models whose averaged probabilities reach the student as a column of scores) and two LoRA
 /// students with the same recipe, one on the hard labels and one distilled from the teacher, all trained on the same
 /// first rows of <c>sst2/train.tsv</c> and evaluated on <c>sst2/test-sentences.tsv</c>. Target: the distilled student
 /// closes at least half of the gap between the hard-label student and the teacher.
@@ -30,9 +31,11 @@ internal static class DistillationBenchmark
         "usage: dotnet run -c Release --project bench/Peft.Bench -- distill [options]\n" +
         "  --train-rows N            first N rows of sst2/train.tsv, for the teacher and both students (default 8000)\n" +
         "  --eval-rows N             first N rows of sst2/test-sentences.tsv (default all 1,821)\n" +
-        "  --teacher full|lora       the teacher's method: full fine-tuning (default) or LoRA r=8 on all-linear\n" +
-        "  --teacher-epochs N        the teacher's passes over the rows (default 3)\n" +
-        "  --teacher-learning-rate X the teacher's peak learning rate (default 5e-5 for full, 2e-3 for lora)\n" +
+        "  --teacher full|lora|ensemble  the teacher: full fine-tuning (default), LoRA r=8 on all-linear, or an ensemble of\n" +
+        "                            --teacher-members LoRA models (other seeds) whose averaged probabilities teach\n" +
+        "  --teacher-members K       models in an ensemble teacher (default 4)\n" +
+        "  --teacher-epochs N        the teacher's passes over the rows (default 3; ensemble members 1)\n" +
+        "  --teacher-learning-rate X the teacher's peak learning rate (default 5e-5 for full, 2e-3 for lora and ensemble)\n" +
         "  --teacher-model FILE      use this saved teacher (a model of --save-teacher) instead of training one\n" +
         "  --save-teacher FILE       save the trained teacher, to try students without training it again\n" +
         "  --epochs N                the students' passes over the rows (default 1)\n" +
@@ -51,7 +54,8 @@ internal static class DistillationBenchmark
         public int TrainRows = BenchArguments.DefaultTrainRows;
         public int? EvalRows;
         public string Teacher = "full";
-        public int TeacherEpochs = 3;
+        public int? TeacherEpochsGiven;
+        public int TeacherMembers = 4;
         public float? TeacherLearningRate;
         public string? TeacherModel, SaveTeacher;
         public int Epochs = BenchArguments.DefaultEpochs;
@@ -66,6 +70,7 @@ internal static class DistillationBenchmark
         public string? Output, Data;
 
         public float TeacherRate => TeacherLearningRate ?? (Teacher == "full" ? 5e-5f : BenchArguments.DefaultLearningRate);
+        public int TeacherEpochs => TeacherEpochsGiven ?? (Teacher == "ensemble" ? 1 : 3);
     }
 
     private static Arguments Parse(IReadOnlyList<string> args)
@@ -89,9 +94,10 @@ internal static class DistillationBenchmark
                 case "--eval-rows": a.EvalRows = Positive(); break;
                 case "--teacher":
                     a.Teacher = Value();
-                    if (a.Teacher is not ("full" or "lora")) throw new ArgumentException("--teacher must be full or lora.");
+                    if (a.Teacher is not ("full" or "lora" or "ensemble")) throw new ArgumentException("--teacher must be full, lora or ensemble.");
                     break;
-                case "--teacher-epochs": a.TeacherEpochs = Positive(); break;
+                case "--teacher-epochs": a.TeacherEpochsGiven = Positive(); break;
+                case "--teacher-members": a.TeacherMembers = Positive(); break;
                 case "--teacher-learning-rate": a.TeacherLearningRate = Number(1e-8f, 1); break;
                 case "--teacher-model": a.TeacherModel = Value(); break;
                 case "--save-teacher": a.SaveTeacher = Value(); break;
@@ -110,6 +116,8 @@ internal static class DistillationBenchmark
             }
         }
         if (a.TeacherModel is not null && a.SaveTeacher is not null) throw new ArgumentException("--teacher-model and --save-teacher exclude each other.");
+        if (a.Teacher == "ensemble" && (a.TeacherModel is not null || a.SaveTeacher is not null))
+            throw new ArgumentException("--teacher-model and --save-teacher apply to a single teacher (full or lora), not an ensemble.");
         if (a.TeacherModel is not null && !File.Exists(a.TeacherModel)) throw new FileNotFoundException($"The teacher model {a.TeacherModel} (--teacher-model) does not exist.", a.TeacherModel);
         return a;
     }
@@ -163,11 +171,36 @@ internal static class DistillationBenchmark
         }
         static double Seconds(Stopwatch watch) => Math.Round(watch.Elapsed.TotalSeconds, 2);
 
-        // The teacher.
-        ITransformer teacher;
+        // The teacher: one model, or an ensemble whose averaged probabilities go to the student as a column of scores.
+        ITransformer? teacher = null;
+        float[][]? ensembleTrainScores = null;
         double? teacherSeconds = null;
         string teacherDescription;
-        if (a.TeacherModel is not null)
+        var rows = new List<Row>();
+        if (a.Teacher == "ensemble")
+        {
+            teacherDescription = string.Create(CultureInfo.InvariantCulture,
+                $"ensemble of {a.TeacherMembers} LoRA r=8 all-linear (seeds {a.Seed + 1}-{a.Seed + a.TeacherMembers}), lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s) each");
+            Program.Log($"teacher: {teacherDescription} ...");
+            var watch = Stopwatch.StartNew();
+            var members = new List<ITransformer>();
+            for (int k = 1; k <= a.TeacherMembers; k++)
+            {
+                var options = Options(new LoraOptions(), a.TeacherEpochs, a.TeacherRate);
+                options.Seed = a.Seed + k;
+                members.Add(Pipeline(options).Fit(train));
+            }
+            ensembleTrainScores = AverageScores(ml, members, train);
+            teacherSeconds = Seconds(watch);
+            var classes = trainRows.Select(r => r.Label).Distinct().Order(StringComparer.Ordinal).ToList();
+            var (accuracy, macroF1) = Metrics(AverageScores(ml, members, test), testRows.Select(r => classes.IndexOf(r.Label)).ToList(), classes.Count);
+            long parameters = members.Sum(m => ((IEnumerable<ITransformer>)m).OfType<PeftTextClassificationTransformer>().Single().TrainableParameterCount);
+            rows.Add(new Row("teacher", teacherDescription, accuracy, macroF1, teacherSeconds, parameters));
+            Program.Log(string.Create(CultureInfo.InvariantCulture, $"teacher ({teacherDescription}): accuracy {accuracy:F4}, macro-F1 {macroF1:F4}, train {teacherSeconds:F1} s"));
+            foreach (var member in members)
+                foreach (var part in (IEnumerable<ITransformer>)member) (part as IDisposable)?.Dispose();
+        }
+        else if (a.TeacherModel is not null)
         {
             teacher = ml.Model.Load(a.TeacherModel, out _);
             teacherDescription = $"loaded from {Path.GetFileName(a.TeacherModel)}";
@@ -183,7 +216,7 @@ internal static class DistillationBenchmark
             teacherSeconds = Seconds(watch);
             if (a.SaveTeacher is not null) ml.Model.Save(teacher, train.Schema, a.SaveTeacher);
         }
-        var rows = new List<Row> { Measure("teacher", teacherDescription, teacher, teacherSeconds) };
+        if (teacher is not null) rows.Add(Measure("teacher", teacherDescription, teacher, teacherSeconds));
 
         // The two students: the same LoRA recipe, on the labels and distilled.
         LoraOptions Student() => new() { Rank = a.Rank, Alpha = a.Alpha, TargetModules = a.Targets };
@@ -195,13 +228,19 @@ internal static class DistillationBenchmark
         rows.Add(Measure("student, labels", recipe, hard, Seconds(hardWatch)));
 
         var distilledOptions = Options(Student(), a.Epochs, a.LearningRate);
-        distilledOptions.Distillation = new DistillationOptions { Teacher = teacher, Temperature = a.Temperature, Weight = a.Weight };
+        distilledOptions.Distillation = new DistillationOptions
+        {
+            Teacher = teacher,
+            TeacherScoreColumnName = ensembleTrainScores is null ? null : nameof(ScoredSentimentRow.TeacherScore),
+            Temperature = a.Temperature,
+            Weight = a.Weight,
+        };
         string distilledRecipe = string.Create(CultureInfo.InvariantCulture, $"{recipe}; temperature {a.Temperature:G}, weight {a.Weight:G}");
         Program.Log($"student distilled: {distilledRecipe} ...");
         var distilledWatch = Stopwatch.StartNew();
-        var distilled = Pipeline(distilledOptions).Fit(train);
+        var distilled = Pipeline(distilledOptions).Fit(ensembleTrainScores is null ? train : WithScores(ml, trainRows, ensembleTrainScores));
         rows.Add(Measure("student, distilled", distilledRecipe, distilled, Seconds(distilledWatch)));
-        foreach (var model in new[] { teacher, hard, distilled })
+        foreach (var model in new[] { teacher, hard, distilled }.OfType<ITransformer>())
             foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
 
         double gap = rows[0].Accuracy - rows[1].Accuracy;
@@ -282,8 +321,69 @@ internal static class DistillationBenchmark
             ? "Gap closed: none to close (the teacher is not better than the student on the labels)."
             : string.Create(CultureInfo.InvariantCulture,
                 $"Gap closed: (distilled - labels) / (teacher - labels) = {closed.GetValue<double>():P1} (target: at least {GapTarget:P0}; {(report["target"]!["passed"]!.GetValue<bool>() ? "met" : "not met")})."));
-        s.AppendLine("The distilled student's train seconds include the teacher scoring the training rows once.");
+        s.AppendLine("The distilled student's train seconds include a single teacher scoring the training rows once (an ensemble's scoring is in the teacher's seconds).");
         return s.ToString();
+    }
+
+    /// <summary>Each row's class probabilities, averaged over the models (the keys' order: the sorted label values).</summary>
+    private static float[][] AverageScores(MLContext ml, IReadOnlyList<ITransformer> models, IDataView data)
+    {
+        float[][]? sum = null;
+        foreach (var model in models)
+        {
+            var scores = ml.Data.CreateEnumerable<ScoreRow>(model.Transform(data), reuseRowObject: false).Select(r => r.Score).ToArray();
+            sum ??= scores.Select(s => new float[s.Length]).ToArray();
+            for (int i = 0; i < scores.Length; i++)
+                for (int c = 0; c < scores[i].Length; c++) sum[i][c] += scores[i][c] / models.Count;
+        }
+        return sum!;
+    }
+
+    /// <summary>Accuracy and macro-F1 of the most probable class against the class indices (-1: a class training never saw, always wrong).</summary>
+    private static (double Accuracy, double MacroF1) Metrics(float[][] probabilities, IReadOnlyList<int> labels, int classes)
+    {
+        var truePositives = new int[classes];
+        var predicted = new int[classes];
+        var actual = new int[classes];
+        int correct = 0;
+        for (int i = 0; i < labels.Count; i++)
+        {
+            int guess = Array.IndexOf(probabilities[i], probabilities[i].Max());
+            predicted[guess]++;
+            if (labels[i] >= 0) actual[labels[i]]++;
+            if (guess != labels[i]) continue;
+            correct++;
+            truePositives[guess]++;
+        }
+        double f1 = 0;
+        for (int c = 0; c < classes; c++)
+        {
+            double p = predicted[c] == 0 ? 0 : (double)truePositives[c] / predicted[c], r = actual[c] == 0 ? 0 : (double)truePositives[c] / actual[c];
+            f1 += p + r > 0 ? 2 * p * r / (p + r) : 0;
+        }
+        return ((double)correct / labels.Count, f1 / classes);
+    }
+
+    /// <summary>The training rows with the teacher's probabilities as a vector column.</summary>
+    private static IDataView WithScores(MLContext ml, IReadOnlyList<SentimentRow> rows, float[][] scores)
+    {
+        var schema = SchemaDefinition.Create(typeof(ScoredSentimentRow));
+        schema[nameof(ScoredSentimentRow.TeacherScore)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, scores[0].Length);
+        return ml.Data.LoadFromEnumerable(rows.Select((r, i) => new ScoredSentimentRow { Sentence = r.Sentence, Label = r.Label, TeacherScore = scores[i] }), schema);
+    }
+
+    /// <summary>A row of sst2 with the teacher's class probabilities.</summary>
+    private sealed class ScoredSentimentRow
+    {
+        public string Sentence { get; set; } = "";
+        public string Label { get; set; } = "";
+        public float[] TeacherScore { get; set; } = Array.Empty<float>();
+    }
+
+    /// <summary>The class probabilities of a scored row.</summary>
+    private sealed class ScoreRow
+    {
+        public float[] Score { get; set; } = Array.Empty<float>();
     }
 
     private static List<SentimentRow> ReadRows(string path, int? take)
