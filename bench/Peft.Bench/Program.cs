@@ -53,6 +53,7 @@ internal static class Program
             ("movielens", RecommendationBenchmark.Run, RecommendationBenchmark.Usage),
             ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
             ("search", SearchBenchmark.Run, SearchBenchmark.Usage),
+            ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;

@@ -99,11 +99,15 @@ internal sealed class DelimitedFile
         Load(mlContext, columns.Select(c => (c.Name, c.Index, DataKind.String)), maxRows);
 
     /// <summary>Reads the given columns, each under the given name and as the given kind (a number that does not parse is missing: NaN), at most <paramref name="maxRows"/> rows.</summary>
-    public IDataView Load(MLContext mlContext, IEnumerable<(string Name, int Index, DataKind Kind)> columns, long? maxRows)
+    public IDataView Load(MLContext mlContext, IEnumerable<(string Name, int Index, DataKind Kind)> columns, long? maxRows) =>
+        Load(mlContext, columns.Select(c => new TextLoader.Column(c.Name, c.Kind, c.Index)), maxRows);
+
+    /// <summary>Reads the given loader columns (vector columns too), at most <paramref name="maxRows"/> rows.</summary>
+    public IDataView Load(MLContext mlContext, IEnumerable<TextLoader.Column> columns, long? maxRows)
     {
         var options = new TextLoader.Options
         {
-            Columns = columns.Select(c => new TextLoader.Column(c.Name, c.Kind, c.Index)).ToArray(),
+            Columns = columns.ToArray(),
             HasHeader = Format.HasHeader,
             Separators = new[] { Format.Separator },
             AllowQuoting = Format.AllowQuoting,

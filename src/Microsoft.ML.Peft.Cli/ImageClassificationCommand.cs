@@ -49,6 +49,8 @@ internal static class ImageClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+        // A class-folder tree or a path-and-label TSV has no place for score columns: images distil from a saved teacher.
+        var distill = new DistillationChoices(scoreColumns: false);
 
         var command = new Command("image-classification", "Fine-tune an image classifier (a ResNet) with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
@@ -56,6 +58,7 @@ internal static class ImageClassificationCommand
             earlyStopping, maxRows, seed, embed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        foreach (var option in distill.Options) command.Options.Add(option);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             TestDataset: parse.GetValue(test),
@@ -73,14 +76,15 @@ internal static class ImageClassificationCommand
             Seed: parse.GetValue(seed),
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
-            MetricsJson: parse.GetValue(metricsJson))));
+            MetricsJson: parse.GetValue(metricsJson),
+            Distillation: distill.Parse(parse))));
         return command;
     }
 
     private sealed record Settings(
         string Dataset, string? TestDataset, string? ValidationDataset, string? Model, PeftMethodOptions Method, int Epochs, int BatchSize,
         float LearningRate, int ImageSize, bool TrainBatchNorm, ImageAugmentation Augmentation, int EarlyStopping, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        bool EmbedBaseModel, string Output, string? MetricsJson, DistillationSettings? Distillation = null);
 
     private static int Run(Settings s)
     {
@@ -112,6 +116,9 @@ internal static class ImageClassificationCommand
             console.MarkupLine("No --test-dataset: 20% of the training images are held out for testing.");
         }
 
+        var teacher = s.Distillation?.TeacherModel is { } teacherPath
+            ? DistillationChoices.LoadTeacher(mlContext, teacherPath, train.Schema, "the training images")
+            : null;
         var labelToKey = mlContext.Transforms.Conversion.MapValueToKey(LabelColumn, LabelColumn).Fit(train);
         var trainerOptions = new PeftImageClassificationTrainer.Options
         {
@@ -131,15 +138,28 @@ internal static class ImageClassificationCommand
             Augmentation = s.Augmentation,
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
+            Distillation = s.Distillation?.ToOptions(teacher, null),
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftImageClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
+        IEnumerable<ITransformer> Fit(IDataView keyed)
+        {
+            try
+            {
+                return estimator.Fit(keyed);
+            }
+            finally
+            {
+                DistillationChoices.Dispose(teacher);
+            }
+        }
+        return ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftImageClassificationTransformer>().Single();
                 return new ClassifierSummary(peft.TrainableParameterCount, peft.TotalParameterCount, peft.Method, peft.TrainingHistory,
-                    peft.BaseModelDescription, new[] { ("Image size", $"{peft.ImageSize} x {peft.ImageSize}") });
+                    peft.BaseModelDescription, new[] { ("Image size", $"{peft.ImageSize} x {peft.ImageSize}") }
+                        .Concat(s.Distillation is null ? Array.Empty<(string, string)>() : new[] { ("Distillation", s.Distillation.Describe()) }).ToArray());
             });
     }
 

@@ -19,6 +19,8 @@ internal static class TextClassificationCommand
     public const string Sentence2Column = "Sentence2";
     public const string ScoreColumn = "Score";
     public const string PredictedLabelColumn = "PredictedLabel";
+    /// <summary>The teacher's scores of --teacher-scores-col, during training only (not in the saved model's input).</summary>
+    public const string TeacherScoreColumn = "TeacherScore";
 
     public static Command Create()
     {
@@ -49,6 +51,7 @@ internal static class TextClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
+        var distill = new DistillationChoices(scoreColumns: true);
         var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): the adapter decides the method and its options (--method and method options may not be given with it); its head must have as many classes as the label." };
 
         var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
@@ -58,6 +61,7 @@ internal static class TextClassificationCommand
             initAdapter,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        foreach (var option in distill.Options) command.Options.Add(option);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             LabelColumn: parse.GetValue(labelCol)!,
@@ -78,7 +82,8 @@ internal static class TextClassificationCommand
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
             MetricsJson: parse.GetValue(metricsJson),
-            InitAdapter: parse.GetValue(initAdapter))));
+            InitAdapter: parse.GetValue(initAdapter),
+            Distillation: distill.Parse(parse))));
         return command;
     }
 
@@ -87,7 +92,7 @@ internal static class TextClassificationCommand
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
-        string? InitAdapter = null);
+        string? InitAdapter = null, DistillationSettings? Distillation = null);
 
     /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
     private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
@@ -113,17 +118,46 @@ internal static class TextClassificationCommand
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
 
+        var scoreColumns = s.Distillation?.TeacherScoreColumns is { } spec
+            ? DistillationChoices.ResolveScoreColumns(trainFile, spec, DataColumns(trainFile, s).Select(c => c.Index))
+            : null;
+
         var mlContext = new MLContext(s.Seed);
         using var cancellation = Cancellation.Attach(mlContext);
         IDataView train = Load(mlContext, trainFile, s);
         IDataView? validation = validationFile is null ? null : Load(mlContext, validationFile, s);
         IDataView testData;
         (train, testData) = HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, s), s.Seed);
+        // The teacher's scores are read with the training rows (the same split: it depends on the seed and the row count
+        // only), but the saved model's input schema is the data's without them.
+        IDataView? trainWithScores = null;
+        if (scoreColumns is not null)
+        {
+            trainWithScores = Load(mlContext, trainFile, s, scoreColumns);
+            if (testFile is null) trainWithScores = mlContext.Data.TrainTestSplit(trainWithScores, testFraction: 0.2, seed: s.Seed).TrainSet;
+        }
+        var teacher = s.Distillation?.TeacherModel is { } teacherPath
+            ? DistillationChoices.LoadTeacher(mlContext, teacherPath, train.Schema, "the training data")
+            : null;
 
         // The pipeline is MapValueToKey(Label) -> PeftTextClassification -> MapKeyToValue(PredictedLabel). Its first step is
         // fitted here, on the training data, so that the validation set gets the very same label mapping as the model; the
         // fitted chain is then assembled from that mapper and the rest of the pipeline fitted on the mapped training data.
-        var labelToKey = mlContext.Transforms.Conversion.MapValueToKey(LabelColumn, LabelColumn).Fit(train);
+        // With teacher score columns the classes are keyed in sorted order, the order the columns are given in.
+        var labelToKey = mlContext.Transforms.Conversion.MapValueToKey(LabelColumn, LabelColumn,
+            keyOrdinality: scoreColumns is null ? Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByOccurrence : Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(train);
+        // Score columns named after the classes are matched by name (the loader gives them the header's names as slot
+        // names); otherwise they are read in their order, the keys' sorted order.
+        string? scoreColumn = null;
+        if (trainWithScores is not null)
+        {
+            scoreColumn = TeacherScoreColumn;
+            if (!DistillationChoices.MatchedByName(trainFile, scoreColumns!, labelToKey, train.Schema, LabelColumn))
+            {
+                scoreColumn = TeacherScoreColumn + "InOrder";
+                trainWithScores = DistillationChoices.WithoutSlotNames(mlContext, trainWithScores, TeacherScoreColumn, scoreColumn);
+            }
+        }
         var trainerOptions = new PeftTextClassificationTrainer.Options
         {
             LabelColumnName = LabelColumn,
@@ -141,19 +175,46 @@ internal static class TextClassificationCommand
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
             InitialAdapterPath = s.InitAdapter,
+            Distillation = s.Distillation?.ToOptions(teacher, scoreColumn),
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
+        IEnumerable<ITransformer> Fit(IDataView keyed)
+        {
+            try
+            {
+                return estimator.Fit(trainWithScores is null ? keyed : labelToKey.Transform(trainWithScores));
+            }
+            finally
+            {
+                DistillationChoices.Dispose(teacher);
+            }
+        }
+        return ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
                 return new ClassifierSummary(peft.TrainableParameterCount, peft.TotalParameterCount, peft.Method, peft.TrainingHistory,
-                    (baseModel ?? BaseModelSource.MiniLM()).ToString(), Array.Empty<(string, string)>());
+                    (baseModel ?? BaseModelSource.MiniLM()).ToString(),
+                    s.Distillation is null ? Array.Empty<(string, string)>() : new[] { ("Distillation", s.Distillation.Describe()) });
             });
     }
 
-    private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s)
+    private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s, int[]? teacherScoreColumns = null)
+    {
+        var columns = DataColumns(file, s);
+        var clash = columns.GroupBy(c => c.Index).FirstOrDefault(g => g.Count() > 1);
+        if (clash is not null)
+            throw new ArgumentException($"Column {clash.Key} of {file.Description} is given twice (--label-col, --text-col, --text2-col must differ).");
+        var loaderColumns = columns.Select(c => new Microsoft.ML.Data.TextLoader.Column(c.Name, Microsoft.ML.Data.DataKind.String, c.Index)).ToList();
+        if (teacherScoreColumns is not null)
+            loaderColumns.Add(new Microsoft.ML.Data.TextLoader.Column(TeacherScoreColumn, Microsoft.ML.Data.DataKind.Single,
+                teacherScoreColumns.Select(i => new Microsoft.ML.Data.TextLoader.Range(i)).ToArray()));
+        return file.Load(mlContext, loaderColumns, s.MaxRows);
+    }
+
+    /// <summary>The label and text columns of a file: their names in the model and their 0-based indices.</summary>
+    private static List<(string Name, int Index)> DataColumns(DelimitedFile file, Settings s)
     {
         var columns = new List<(string Name, int Index)>
         {
@@ -161,10 +222,7 @@ internal static class TextClassificationCommand
             (Sentence1Column, file.ResolveColumn(s.TextColumn, "--text-col")),
         };
         if (s.Text2Column is not null) columns.Add((Sentence2Column, file.ResolveColumn(s.Text2Column, "--text2-col")));
-        var clash = columns.GroupBy(c => c.Index).FirstOrDefault(g => g.Count() > 1);
-        if (clash is not null)
-            throw new ArgumentException($"Column {clash.Key} of {file.Description} is given twice (--label-col, --text-col, --text2-col must differ).");
-        return file.Load(mlContext, columns, s.MaxRows);
+        return columns;
     }
 
     /// <summary>The test data: --test-dataset, or without it 20% of the training data, held out (the training data is the rest).</summary>

@@ -72,9 +72,17 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         /// <summary>Dropout before the classification head. Default 0.</summary>
         public float HeadDropout;
 
+        /// <summary>
+        /// Knowledge distillation: also learn from a teacher's class probabilities (a fitted classifier of the same task, or
+        /// a column of scores), with a temperature and the soft term's weight. The teacher scores each image once, without
+        /// augmentation. Default null: the hard labels only.
+        /// </summary>
+        public DistillationOptions? Distillation;
+
         internal override void Validate()
         {
             base.Validate();
+            Distillation?.Validate();
             if (ImageSize < MinImageSize || ImageSize > MaxImageSize)
                 throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, $"ImageSize must be from {MinImageSize} to {MaxImageSize} pixels.");
             if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
@@ -103,6 +111,7 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ImageColumn.CheckShape(inputSchema, options.ImageColumnName, nameof(Options.ImageColumnName));
+        options.Distillation?.CheckInputShape(inputSchema);
         return ClassificationSchema.OutputShape(inputSchema, options.LabelColumnName, options.ScoreColumnName, options.PredictedLabelColumnName);
     }
 
@@ -134,8 +143,11 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         // are taken from them (a crop of a third of the image would otherwise be upscaled from few pixels).
         int cacheSide = new ImagePreprocessor(options.ImageSize, settings.Normalization).ResizeSize;
         int trainCacheSide = options.Augmentation.RandomResizedCrop ? cacheSide * 3 / 2 : cacheSide;
-        var train = ImageData.Read(input, settings, options.LabelColumnName, trainCacheSide, "training data", host, out var label);
-        LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
+        // With distillation, rows without a label are kept (label -1): the teacher may still teach them.
+        var train = ImageData.Read(input, settings, options.LabelColumnName, trainCacheSide, "training data", host, out var label, keepUnlabelled: options.Distillation is not null);
+        var distillation = options.Distillation is null ? null
+            : DistillationTargets.Prepare(options.Distillation, input, label, options.LabelColumnName, train.Labels, host, ch);
+        if (distillation is null) LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
         settings.ClassCount = label.ClassCount;
         settings.LabelValueKind = label.ValueKind;
         settings.LabelValues = label.Values?.ToList();
@@ -154,7 +166,7 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
             ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules of the {baseModel.Config}; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
-                TrainingJob(model, train, validation, random), random, m => EpochCompleted?.Invoke(this, m));
+                TrainingJob(model, train, validation, distillation, random), random, m => EpochCompleted?.Invoke(this, m));
             return new PeftImageClassificationTransformer(host, model, history);
         }
         catch
@@ -164,18 +176,19 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
         }
     }
 
-    private TrainingJob TrainingJob(ImageClassificationModel model, ImageData train, ImageData? validation, RandomSource random)
+    private TrainingJob TrainingJob(ImageClassificationModel model, ImageData train, ImageData? validation, DistillationTargets? distillation, RandomSource random)
     {
         var augmentation = options.Augmentation;
         bool augments = augmentation.RandomResizedCrop || augmentation.HorizontalFlip;
+        var used = distillation?.Rows ?? Enumerable.Range(0, train.Count).ToArray();
         return new TrainingJob
         {
-            RowCount = train.Count,
-            Loss = rows =>
+            RowCount = used.Length,
+            Loss = batch =>
             {
+                var rows = batch.Select(i => used[i]).ToArray();
                 // One seed per image from the run's generator: the crops do not depend on how threads are scheduled.
                 var seeds = rows.Select(_ => random.Shuffle.Next()).ToArray();
-                var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
                 var logits = model.Logits(rows.Select(i => train.Images[i]).ToList(), augments
                     ? (image, i, destination) =>
                     {
@@ -183,6 +196,8 @@ public sealed class PeftImageClassificationTrainer : IEstimator<PeftImageClassif
                         return true;
                     }
                     : null);
+                if (distillation is not null) return distillation.Loss(logits, rows, train.Labels);
+                var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
                 return nn.functional.cross_entropy(logits, labels);
             },
             Validate = validation is null ? null : () => Accuracy(model, validation),
@@ -202,8 +217,12 @@ internal sealed class ImageData
     public int MissingLabelRows { get; set; }
     public int Count => Labels.Count;
 
+    /// <summary>
+    /// Reads the image and label of every row; rows with a missing key are skipped and counted, or with
+    /// <paramref name="keepUnlabelled"/> kept with the label -1 (and counted), so that row i is the input's row i.
+    /// </summary>
     public static ImageData Read(IDataView data, ImageClassificationSettings settings, string labelColumnName, int cacheSide, string what,
-        IHost host, out LabelInfo label)
+        IHost host, out LabelInfo label, bool keepUnlabelled = false)
     {
         var image = ImageColumn.Bind(data.Schema, settings.ImageColumnName, nameof(PeftImageClassificationTrainer.Options.ImageColumnName), settings.ImageFolder);
         var labelColumn = data.Schema.GetColumnOrNull(labelColumnName)
@@ -225,7 +244,7 @@ internal sealed class ImageData
             if (key == 0)
             {
                 result.MissingLabelRows++;
-                continue;
+                if (!keepUnlabelled) continue;
             }
             result.Images.Add(readImage());
             result.Labels.Add((int)key - 1);

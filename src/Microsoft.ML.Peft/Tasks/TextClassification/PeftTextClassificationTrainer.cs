@@ -36,11 +36,16 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         /// <summary>The output column of the predicted key. Default <c>PredictedLabel</c>.</summary>
         public string PredictedLabelColumnName = "PredictedLabel";
 
-
+        /// <summary>
+        /// Knowledge distillation: also learn from a teacher's class probabilities (a fitted classifier of the same task, or
+        /// a column of scores), with a temperature and the soft term's weight. Default null: the hard labels only.
+        /// </summary>
+        public DistillationOptions? Distillation;
 
         internal override void Validate()
         {
             base.Validate();
+            Distillation?.Validate();
             foreach (var (value, name) in new[] { (Sentence1ColumnName, nameof(Sentence1ColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} is empty.", name);
         }
@@ -70,6 +75,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         }
         RequireText(options.Sentence1ColumnName, nameof(Options.Sentence1ColumnName));
         RequireText(options.Sentence2ColumnName, nameof(Options.Sentence2ColumnName));
+        options.Distillation?.CheckInputShape(inputSchema);
         return ClassificationSchema.OutputShape(inputSchema, options.LabelColumnName, options.ScoreColumnName, options.PredictedLabelColumnName);
     }
 
@@ -81,8 +87,11 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         var device = TorchBackend.ParseDevice(options.Device);
         using var ch = host.Start("Training");
 
-        var train = TrainingData.Read(input, options, "training data", out var label);
-        LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
+        // With distillation, rows without a label are kept (label -1): the teacher may still teach them.
+        var train = TrainingData.Read(input, options, "training data", out var label, keepUnlabelled: options.Distillation is not null);
+        var distillation = options.Distillation is null ? null
+            : DistillationTargets.Prepare(options.Distillation, input, label, options.LabelColumnName, train.Labels, host, ch);
+        if (distillation is null) LabelledRows.CheckTraining(train.Count, train.MissingLabelRows, train.Labels, options.LabelColumnName, ch);
         if (train.EmptyTextRows > 0) ch.Warning($"{train.EmptyTextRows} training rows have empty text; they are encoded as [CLS] [SEP] and kept.");
 
         TrainingData? validation = null;
@@ -117,7 +126,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
             ch.Info($"{method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
-                TrainingJob(model, train, validation, ch), random, m => EpochCompleted?.Invoke(this, m));
+                TrainingJob(model, train, validation, distillation, ch), random, m => EpochCompleted?.Invoke(this, m));
             model.Adapted.Backbone.GradientCheckpointing = false;
             return new PeftTextClassificationTransformer(host, model, history);
         }
@@ -144,22 +153,29 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         return (adapter, method);
     }
 
-    /// <summary>What this task hands the training loop: tokenized rows, cross-entropy over the head's logits, validation accuracy.</summary>
-    private static TrainingJob TrainingJob(TextClassificationModel model, TrainingData train, TrainingData? validation, IChannel ch)
+    /// <summary>
+    /// What this task hands the training loop: tokenized rows, cross-entropy over the head's logits (or the distillation
+    /// loss, over the rows it trains on), validation accuracy.
+    /// </summary>
+    private static TrainingJob TrainingJob(TextClassificationModel model, TrainingData train, TrainingData? validation, DistillationTargets? distillation, IChannel ch)
     {
         // Tokenized once; each step only pads its rows.
         var encoded = model.Encoder.Tokenize(train.First, train.Second);
         int truncated = encoded.Count(r => r.Truncated);
         if (truncated > 0)
             ch.Warning($"{truncated} of {train.Count} training rows were longer than MaxSequenceLength={model.Settings.MaxSequenceLength} tokens and were truncated.");
+        var used = distillation?.Rows ?? Enumerable.Range(0, train.Count).ToArray();
         return new TrainingJob
         {
-            RowCount = train.Count,
-            RowLengths = encoded.Select(r => r.Ids.Length).ToArray(),
-            Loss = rows =>
+            RowCount = used.Length,
+            RowLengths = used.Select(i => encoded[i].Ids.Length).ToArray(),
+            Loss = batch =>
             {
+                var rows = batch.Select(i => used[i]).ToArray();
+                var logits = model.Logits(rows.Select(i => encoded[i]).ToList());
+                if (distillation is not null) return distillation.Loss(logits, rows, train.Labels);
                 var labels = tensor(rows.Select(i => (long)train.Labels[i]).ToArray()).to(model.Device);
-                return nn.functional.cross_entropy(model.Logits(rows.Select(i => encoded[i]).ToList()), labels);
+                return nn.functional.cross_entropy(logits, labels);
             },
             Validate = validation is null ? null : () => Accuracy(model, validation),
             MetricName = "accuracy",

@@ -13,8 +13,11 @@ internal sealed class TrainingData
     public int EmptyTextRows { get; set; }
     public int Count => Labels.Count;
 
-    /// <summary>Checks the columns and reads every row with a label; rows with a missing key are skipped and counted.</summary>
-    public static TrainingData Read(IDataView data, PeftTextClassificationTrainer.Options options, string what, out LabelInfo label)
+    /// <summary>
+    /// Checks the columns and reads every row with a label; rows with a missing key are skipped and counted, or with
+    /// <paramref name="keepUnlabelled"/> kept with the label -1 (and counted), so that row i is the input's row i.
+    /// </summary>
+    public static TrainingData Read(IDataView data, PeftTextClassificationTrainer.Options options, string what, out LabelInfo label, bool keepUnlabelled = false)
     {
         string labelColumn = options.LabelColumnName, sentence1Column = options.Sentence1ColumnName;
         string? sentence2Column = options.Sentence2ColumnName;
@@ -42,10 +45,11 @@ internal sealed class TrainingData
         while (cursor.MoveNext())
         {
             labelGetter(ref key);
-            if (key == 0 || key > keyType.Count)
+            bool missing = key == 0 || key > keyType.Count;
+            if (missing)
             {
                 result.MissingLabelRows++;
-                continue;
+                if (!keepUnlabelled) continue;
             }
             firstGetter(ref a);
             result.First.Add(a.ToString());
@@ -57,7 +61,7 @@ internal sealed class TrainingData
                 empty &= b.Span.IsWhiteSpace();
             }
             if (empty) result.EmptyTextRows++;
-            result.Labels.Add((int)key - 1);
+            result.Labels.Add(missing ? -1 : (int)key - 1);
         }
         return result;
     }
