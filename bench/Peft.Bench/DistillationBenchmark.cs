@@ -132,7 +132,7 @@ internal static class DistillationBenchmark
         var trainRows = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows);
         var testRows = ReadRows(Path.Combine(dataFolder, "sst2", "test-sentences.tsv"), a.EvalRows);
         var resultsFile = Path.GetFullPath(a.Output ?? Path.Combine(root, "bench", "results", "distill-sst2.json"));
-        var loadAtStart = LoadAverage();
+        var loadAtStart = MethodComparison.LoadAverage();
         Program.Log($"distill: {trainRows.Count} training rows of sst2/train.tsv, {testRows.Count} evaluation rows of sst2/test-sentences.tsv, " +
             $"{Environment.ProcessorCount} cores.");
 
@@ -257,7 +257,7 @@ internal static class DistillationBenchmark
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
             ["machine"] = $"{Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}",
             ["loadAverageAtStart"] = loadAtStart,
-            ["loadAverageAtEnd"] = LoadAverage(),
+            ["loadAverageAtEnd"] = MethodComparison.LoadAverage(),
             ["commandLine"] = "distill " + string.Join(' ', args.Skip(1)),
             ["data"] = $"first {trainRows.Count:N0} rows of sst2/train.tsv (teacher and both students), evaluated on {testRows.Count:N0} rows of sst2/test-sentences.tsv",
             ["recipe"] = new JsonObject
@@ -388,29 +388,9 @@ internal static class DistillationBenchmark
 
     private static List<SentimentRow> ReadRows(string path, int? take)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"The data file {path} does not exist; pass the data folder with --data.", path);
-        var rows = new List<SentimentRow>();
-        foreach (var line in File.ReadLines(path).Skip(1))
-        {
-            if (take is int n && rows.Count >= n) break;
-            if (line.Length == 0) continue;
-            var tab = line.LastIndexOf('\t');
-            if (tab < 0) throw new InvalidDataException($"{path}: a line without a tab: '{line}'.");
-            rows.Add(new SentimentRow { Sentence = line[..tab], Label = line[(tab + 1)..] });
-        }
+        var rows = MethodComparison.ReadTsv(path, header: true, textFirst: true);
+        if (take is int n && rows.Count > n) rows = rows.Take(n).ToList();
         if (rows.Count == 0) throw new InvalidDataException($"{path} has no rows.");
         return rows;
-    }
-
-    private static double? LoadAverage()
-    {
-        try
-        {
-            return double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
-        {
-            return null;
-        }
     }
 }

@@ -221,7 +221,7 @@ internal static class MethodComparison
         return (train, test, $"first {train.Count:N0} rows of agnews/train.tsv, evaluated on the next {test.Count:N0} (rows training never saw)");
     }
 
-    private static List<SentimentRow> ReadTsv(string path, bool header, bool textFirst)
+    internal static List<SentimentRow> ReadTsv(string path, bool header, bool textFirst)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"The data file {path} does not exist; pass the data folder with --data.", path);
         var rows = new List<SentimentRow>();
@@ -235,7 +235,7 @@ internal static class MethodComparison
         return rows;
     }
 
-    private static double? LoadAverage()
+    internal static double? LoadAverage()
     {
         try
         {

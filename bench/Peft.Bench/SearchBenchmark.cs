@@ -150,10 +150,8 @@ internal static class SearchBenchmark
 
     private static List<SentimentRow> Read(string path, int? rows)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"The data file {path} does not exist; pass the data folder with --data.", path);
-        var lines = File.ReadLines(path).Skip(1).Where(l => l.Length > 0);
-        if (rows is int n) lines = lines.Take(n);
-        return lines.Select(l => l.Split('\t')).Select(p => new SentimentRow { Sentence = p[0], Label = p[1] }).ToList();
+        var all = MethodComparison.ReadTsv(path, header: true, textFirst: true);
+        return rows is int n ? all.Take(n).ToList() : all;
     }
 
     private static string Table(JsonObject report, IReadOnlyList<PeftTrialResult> leaderboard, int budget, double searchSeconds)
