@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Inputs.Images;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Tasks.ImageClassification;
@@ -56,6 +57,8 @@ internal static class ImageClassificationCommand
             earlyStopping, maxRows, seed, embed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             TestDataset: parse.GetValue(test),
@@ -73,14 +76,15 @@ internal static class ImageClassificationCommand
             Seed: parse.GetValue(seed),
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
-            MetricsJson: parse.GetValue(metricsJson))));
+            MetricsJson: parse.GetValue(metricsJson),
+            Code: code.Check(parse, "image-classification"))));
         return command;
     }
 
     private sealed record Settings(
         string Dataset, string? TestDataset, string? ValidationDataset, string? Model, PeftMethodOptions Method, int Epochs, int BatchSize,
         float LearningRate, int ImageSize, bool TrainBatchNorm, ImageAugmentation Augmentation, int EarlyStopping, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        bool EmbedBaseModel, string Output, string? MetricsJson, CodeRequest? Code = null);
 
     private static int Run(Settings s)
     {
@@ -134,13 +138,15 @@ internal static class ImageClassificationCommand
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftImageClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
+        int exitCode = ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftImageClassificationTransformer>().Single();
                 return new ClassifierSummary(peft.TrainableParameterCount, peft.TotalParameterCount, peft.Method, peft.TrainingHistory,
                     peft.BaseModelDescription, new[] { ("Image size", $"{peft.ImageSize} x {peft.ImageSize}") });
             });
+        s.Code?.Write(outputPath, console);
+        return exitCode;
     }
 
     /// <summary>The dataset's rows as an ML.NET data view of ImagePath (text) and Label (text); at most <paramref name="maxRows"/>, from the classes in turn.</summary>

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 using Spectre.Console;
 
@@ -58,6 +59,8 @@ internal static class TextClassificationCommand
             initAdapter,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             LabelColumn: parse.GetValue(labelCol)!,
@@ -78,7 +81,8 @@ internal static class TextClassificationCommand
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
             MetricsJson: parse.GetValue(metricsJson),
-            InitAdapter: parse.GetValue(initAdapter))));
+            InitAdapter: parse.GetValue(initAdapter),
+            Code: code.Check(parse, "text-classification"))));
         return command;
     }
 
@@ -87,7 +91,7 @@ internal static class TextClassificationCommand
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
-        string? InitAdapter = null);
+        string? InitAdapter = null, CodeRequest? Code = null);
 
     /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
     private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
@@ -144,13 +148,15 @@ internal static class TextClassificationCommand
         };
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
+        int exitCode = ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, estimator.Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
                 return new ClassifierSummary(peft.TrainableParameterCount, peft.TotalParameterCount, peft.Method, peft.TrainingHistory,
                     (baseModel ?? BaseModelSource.MiniLM()).ToString(), Array.Empty<(string, string)>());
             });
+        s.Code?.Write(outputPath, console);
+        return exitCode;
     }
 
     private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s)
