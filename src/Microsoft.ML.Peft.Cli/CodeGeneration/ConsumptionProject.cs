@@ -148,7 +148,15 @@ internal sealed class ConsumptionProject
         w.Line($"Console.Error.WriteLine({CSharpTypes.Literal($"usage: dotnet run -- {usage}   (or --Name value for each)")});");
         w.Line("return 2;");
         w.Close();
-        w.Line("var output = Predict(input);");
+        w.Line("ModelOutput output;");
+        w.Open("try");
+        w.Line("output = Predict(input);");
+        w.Close();
+        w.Line("// A model or base model that is missing or not the expected one, an input file that cannot be read.");
+        w.Open("catch (Exception e) when (e.GetBaseException() is IOException or InvalidDataException or UnauthorizedAccessException)");
+        w.Line("Console.Error.WriteLine($\"error: {e.GetBaseException().Message}\");");
+        w.Line("return 1;");
+        w.Close();
         if (Model.Outputs.Any(c => c.HasSlotNames || c.HasTextKeyValues)) w.Line("var schema = Engine.Value.OutputSchema;");
         foreach (var column in Model.Outputs) PrintStatement(w, column);
         w.Line("return 0;");
