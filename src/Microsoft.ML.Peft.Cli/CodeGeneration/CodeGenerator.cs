@@ -111,15 +111,17 @@ internal static class CodeGenerator
             foreach (var disposable in Flatten(loaded).OfType<IDisposable>()) disposable.Dispose();
         }
 
-        var bases = SavedBaseModel.Read(model);
+        var bases = SavedBaseModel.Read(model).Distinct().ToList();
         var packages = new List<ProjectPackage>
         {
             new("Microsoft.ML.Peft", Versions("PeftVersion"), "the library that trained the model, whose transformers score it"),
             LibTorch(),
         };
         var notes = new List<string>();
+        // A base model at a path is given to LoadWithBaseModel, which takes one; with several, loading follows their stored paths.
+        var located = bases.Where(b => b.Kind is SavedBaseKind.File or SavedBaseKind.Recommender).ToList();
         BaseModelFile? baseFile = null;
-        foreach (var saved in bases.Distinct())
+        foreach (var saved in bases)
         {
             switch (saved.Kind)
             {
@@ -136,19 +138,18 @@ internal static class CodeGenerator
                     packages.Add(new("Microsoft.ML.DnnImageFeaturizer.ResNet18", Versions("DnnImageFeaturizerResNet18Version"),
                         $"the base model ResNet-18, which {ConsumptionProject.ModelFileName} names by its SHA-256 instead of holding it; the build copies the package's ResNet18.onnx beside the program"));
                     break;
-                case SavedBaseKind.File:
-                    notes.Add($"The base model is not inside `{ConsumptionProject.ModelFileName}`: it names the file it was trained on, `{saved.Path}`, and loading checks its size and SHA-256. " +
-                        "`Program.BaseModelPath` says where it is: change it when the file moves (or train with `--embed-base-model` for a self-contained model).");
-                    baseFile = bases.Count(b => b.Kind is SavedBaseKind.File or SavedBaseKind.Recommender) == 1
-                        ? new BaseModelFile(saved.Path!, null, $"The base model {ConsumptionProject.ModelFileName} was trained on, which it names (size and SHA-256) instead of holding it. Change the path when the file moves.")
-                        : null;
+                case SavedBaseKind.File when located.Count == 1:
+                    notes.Add($"The base model is not inside `{ConsumptionProject.ModelFileName}`: it names the one it was trained on, `{saved.Path}`, and loading checks its size and SHA-256. " +
+                        "`Program.BaseModelPath` says where it is: change it when the base model moves (or train with `--embed-base-model` for a self-contained model).");
+                    baseFile = new BaseModelFile(saved.Path!, null, $"The base model {ConsumptionProject.ModelFileName} was trained on, which it names (size and SHA-256) instead of holding it. Change the path when it moves.");
                     break;
-                case SavedBaseKind.Recommender:
+                case SavedBaseKind.Recommender when located.Count == 1:
                     if (!File.Exists(saved.Path)) throw new FileNotFoundException($"The base recommender '{saved.Path}' that '{modelPath}' adapts does not exist, so it cannot be copied into the generated project.", saved.Path);
                     notes.Add($"`{BaseModelCopy}` is the base recommender that `{ConsumptionProject.ModelFileName}` adapts (an adaptation holds its adapter and refers to the base's tables), copied from `{saved.Path}`; the program loads both.");
-                    baseFile = bases.Count(b => b.Kind is SavedBaseKind.File or SavedBaseKind.Recommender) == 1
-                        ? new BaseModelFile(saved.Path!, BaseModelCopy, "The base recommender that the model adapts, copied beside the program by the build.")
-                        : null;
+                    baseFile = new BaseModelFile(saved.Path!, BaseModelCopy, "The base recommender that the model adapts, copied beside the program by the build.");
+                    break;
+                case SavedBaseKind.File or SavedBaseKind.Recommender:
+                    notes.Add($"The base model `{saved.Path}` is not inside `{ConsumptionProject.ModelFileName}`: loading reads it from there and checks it.");
                     break;
             }
         }

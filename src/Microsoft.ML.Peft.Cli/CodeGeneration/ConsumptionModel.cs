@@ -179,17 +179,17 @@ internal static class CSharpTypes
     };
 
     /// <summary>A C# expression that turns the command-line string <paramref name="value"/> into the column's value.</summary>
-    public static string Parse(DataViewType type, string value) =>
-        type switch
-        {
-            TextDataViewType => value,
-            ImageDataViewType => $"MLImage.CreateFromFile({value})",
-            VectorDataViewType { ItemType: TextDataViewType } => $"{value}.Split(' ', StringSplitOptions.RemoveEmptyEntries)",
-            // Raw image bytes (LoadRawImageBytes): the file's content.
-            VectorDataViewType { ItemType: NumberDataViewType n } when n.RawType == typeof(byte) => $"File.ReadAllBytes({value})",
-            VectorDataViewType vector => $"{value}.Split(',').Select(v => {ParseScalar(vector.ItemType, "v.Trim()")}).ToArray()",
-            _ => ParseScalar(type, value),
-        };
+    public static string Parse(DataViewType type, string value) => type switch
+    {
+        TextDataViewType => value,
+        ImageDataViewType => $"MLImage.CreateFromFile({value})",
+        // Words (a named-entity recognizer's sentence).
+        VectorDataViewType { ItemType: TextDataViewType } => $"{value}.Split(' ', StringSplitOptions.RemoveEmptyEntries)",
+        // Raw image bytes (LoadRawImageBytes): the file's content.
+        VectorDataViewType { ItemType: NumberDataViewType n } when n.RawType == typeof(byte) => $"File.ReadAllBytes({value})",
+        VectorDataViewType vector => $"{value}.Split(',').Select(v => {ParseScalar(vector.ItemType, "v.Trim()")}).ToArray()",
+        _ => ParseScalar(type, value),
+    };
 
     private static string ParseScalar(DataViewType type, string value)
     {
