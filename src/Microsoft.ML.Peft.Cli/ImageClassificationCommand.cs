@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Inputs.Images;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Tasks.ImageClassification;
@@ -59,6 +60,8 @@ internal static class ImageClassificationCommand
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
         foreach (var option in distill.Options) command.Options.Add(option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             TestDataset: parse.GetValue(test),
@@ -77,14 +80,15 @@ internal static class ImageClassificationCommand
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
             MetricsJson: parse.GetValue(metricsJson),
-            Distillation: distill.Parse(parse))));
+            Distillation: distill.Parse(parse),
+            Code: code.Check(parse, "image-classification"))));
         return command;
     }
 
     private sealed record Settings(
         string Dataset, string? TestDataset, string? ValidationDataset, string? Model, PeftMethodOptions Method, int Epochs, int BatchSize,
         float LearningRate, int ImageSize, bool TrainBatchNorm, ImageAugmentation Augmentation, int EarlyStopping, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson, DistillationSettings? Distillation = null);
+        bool EmbedBaseModel, string Output, string? MetricsJson, DistillationSettings? Distillation = null, CodeRequest? Code = null);
 
     private static int Run(Settings s)
     {
@@ -153,7 +157,7 @@ internal static class ImageClassificationCommand
                 DistillationChoices.Dispose(teacher);
             }
         }
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, Fit, train, testData, LabelColumn,
+        int exitCode = ClassifierRun.FitEvaluateSave(mlContext, console, "Image classification", labelToKey, Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftImageClassificationTransformer>().Single();
@@ -161,6 +165,8 @@ internal static class ImageClassificationCommand
                     peft.BaseModelDescription, new[] { ("Image size", $"{peft.ImageSize} x {peft.ImageSize}") }
                         .Concat(s.Distillation is null ? Array.Empty<(string, string)>() : new[] { ("Distillation", s.Distillation.Describe()) }).ToArray());
             });
+        s.Code?.Write(outputPath, console);
+        return exitCode;
     }
 
     /// <summary>The dataset's rows as an ML.NET data view of ImagePath (text) and Label (text); at most <paramref name="maxRows"/>, from the classes in turn.</summary>

@@ -6,6 +6,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
 using Microsoft.ML.Transforms;
 using Spectre.Console;
@@ -59,18 +60,20 @@ internal static class NerCommand
             earlyStopping, maxRows, seed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             parse.GetValue(dataset)!, parse.GetValue(test)!, parse.GetValue(validation), parse.GetValue(tagCol),
             parse.GetValue(model), parse.GetValue(vocab), MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions),
             parse.GetValue(epochs), parse.GetValue(batchSize), parse.GetValue(learningRate), parse.GetValue(maxLength),
             parse.GetValue(noCase) ? false : null, parse.GetValue(earlyStopping), parse.GetValue(maxRows), parse.GetValue(seed),
-            parse.GetValue(output)!, parse.GetValue(metricsJson))));
+            parse.GetValue(output)!, parse.GetValue(metricsJson), code.Check(parse, "ner"))));
         return command;
     }
 
     private sealed record Settings(string Dataset, string TestDataset, string? ValidationDataset, int? TagColumn, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, bool? CaseFeatures, int EarlyStopping,
-        int? MaxRows, int Seed, string Output, string? MetricsJson);
+        int? MaxRows, int Seed, string Output, string? MetricsJson, CodeRequest? Code = null);
 
     /// <summary>A sentence as ML.NET reads it: words and their tags.</summary>
     internal sealed class SentenceRow
@@ -149,6 +152,7 @@ internal static class NerCommand
             OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }) + Environment.NewLine));
             console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
         }
+        s.Code?.Write(outputPath, console);
         return 0;
     }
 

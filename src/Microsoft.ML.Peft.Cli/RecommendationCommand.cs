@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Tasks.Recommendation;
 using Microsoft.ML.Peft.Tasks.Recommendation.Neural;
 using Spectre.Console;
@@ -76,6 +77,8 @@ internal static class RecommendationCommand
             dataset, kind, rank, hidden,
         };
         foreach (var option in c.All) command.Options.Add(option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse =>
         {
             var format = new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(c.Separator)), parse.GetValue(c.HasHeader));
@@ -85,6 +88,7 @@ internal static class RecommendationCommand
             var ids = (parse.GetValue(c.User)!, parse.GetValue(c.Item)!, parse.GetValue(c.Label)!);
             var outputPath = OutputFiles.Check(parse.GetValue(c.Output)!, "--output");
             var metricsPath = parse.GetValue(c.MetricsJson) is { } m ? OutputFiles.Check(m, "--metrics-json") : null;
+            var codeRequest = code.Check(parse, "recommendation");
             int seed = parse.GetValue(c.Seed);
 
             var console = Terminal.Out;
@@ -131,6 +135,7 @@ internal static class RecommendationCommand
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(model, trainSet.Schema, temporary));
             var report = RecommendationReport.Of(model, isNeural, metrics, null, watch.Elapsed, outputPath, Count(testSet));
             Finish(console, report, isNeural ? "Neural collaborative filtering" : "Matrix factorization", outputPath, metricsPath);
+            codeRequest?.Write(outputPath, console);
             return 0;
         });
         return command;
@@ -158,6 +163,8 @@ internal static class RecommendationCommand
             model, dataset, method, rank, embed,
         };
         foreach (var option in c.All) command.Options.Add(option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse =>
         {
             var modelPath = parse.GetValue(model)!;
@@ -171,6 +178,7 @@ internal static class RecommendationCommand
             if (string.Equals(outputPath, Path.GetFullPath(modelPath), StringComparison.Ordinal))
                 throw new UsageException("--output is the base model file (--model); the adapted model refers to its base, so write it elsewhere.");
             var metricsPath = parse.GetValue(c.MetricsJson) is { } m ? OutputFiles.Check(m, "--metrics-json") : null;
+            var codeRequest = code.Check(parse, "recommendation-adapt");
             int seed = parse.GetValue(c.Seed);
 
             var console = Terminal.Out;
@@ -227,6 +235,7 @@ internal static class RecommendationCommand
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(adapted, adaptSet.Schema, temporary));
             var report = RecommendationReport.Of(adapted, isNeural, metrics, baseMetrics, watch.Elapsed, outputPath, Count(testSet));
             Finish(console, report, isNeural ? "Adapted neural collaborative filtering" : "Adapted matrix factorization", outputPath, metricsPath);
+            codeRequest?.Write(outputPath, console);
             return 0;
         });
         return command;

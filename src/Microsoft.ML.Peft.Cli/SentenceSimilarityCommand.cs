@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Tasks.SentenceSimilarity;
 using Spectre.Console;
@@ -66,6 +67,8 @@ internal static class SentenceSimilarityCommand
             method, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             LabelColumn: parse.GetValue(labelCol)!,
@@ -86,7 +89,8 @@ internal static class SentenceSimilarityCommand
             Seed: parse.GetValue(seed),
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
-            MetricsJson: parse.GetValue(metricsJson))));
+            MetricsJson: parse.GetValue(metricsJson),
+            Code: code.Check(parse, "sentence-similarity"))));
         return command;
     }
 
@@ -94,7 +98,7 @@ internal static class SentenceSimilarityCommand
         string Dataset, string LabelColumn, string TextColumn, string Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab, SimilarityArchitecture Architecture,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        bool EmbedBaseModel, string Output, string? MetricsJson, CodeRequest? Code = null);
 
     private static int Run(Settings s)
     {
@@ -158,6 +162,7 @@ internal static class SentenceSimilarityCommand
             OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, report.ToJson() + Environment.NewLine));
             console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
         }
+        s.Code?.Write(outputPath, console);
         return 0;
     }
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 using Spectre.Console;
 
@@ -62,6 +63,8 @@ internal static class TextClassificationCommand
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
         foreach (var option in distill.Options) command.Options.Add(option);
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
             Dataset: parse.GetValue(dataset)!,
             LabelColumn: parse.GetValue(labelCol)!,
@@ -83,7 +86,8 @@ internal static class TextClassificationCommand
             Output: parse.GetValue(output)!,
             MetricsJson: parse.GetValue(metricsJson),
             InitAdapter: parse.GetValue(initAdapter),
-            Distillation: distill.Parse(parse))));
+            Distillation: distill.Parse(parse),
+            Code: code.Check(parse, "text-classification"))));
         return command;
     }
 
@@ -92,7 +96,7 @@ internal static class TextClassificationCommand
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
-        string? InitAdapter = null, DistillationSettings? Distillation = null);
+        string? InitAdapter = null, DistillationSettings? Distillation = null, CodeRequest? Code = null);
 
     /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
     private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
@@ -190,7 +194,7 @@ internal static class TextClassificationCommand
                 DistillationChoices.Dispose(teacher);
             }
         }
-        return ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, Fit, train, testData, LabelColumn,
+        int exitCode = ClassifierRun.FitEvaluateSave(mlContext, console, "Text classification", labelToKey, Fit, train, testData, LabelColumn,
             outputPath, metricsPath, trained =>
             {
                 var peft = trained.OfType<PeftTextClassificationTransformer>().Single();
@@ -198,6 +202,8 @@ internal static class TextClassificationCommand
                     (baseModel ?? BaseModelSource.MiniLM()).ToString(),
                     s.Distillation is null ? Array.Empty<(string, string)>() : new[] { ("Distillation", s.Distillation.Describe()) });
             });
+        s.Code?.Write(outputPath, console);
+        return exitCode;
     }
 
     private static IDataView Load(MLContext mlContext, DelimitedFile file, Settings s, int[]? teacherScoreColumns = null)
