@@ -76,8 +76,12 @@ public class CliAutoTests
     {
         var data = Head(Shared("sst2", "train.tsv"), 160, "train.tsv");
         var run = Auto(60, "--task", "text-classification", "--dataset", data, "--has-header", "--label-col", "label", "--text-col", "sentence",
-            "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "3", "--methods", "lora,bitfit", "--report", Path.Combine(workDir, "report.html"));
+            "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "3", "--methods", "lora,bitfit", "--report", Path.Combine(workDir, "report.html"),
+            "--generate-code", Path.Combine(workDir, "app"));
         var json = CheckSearch(run, 60, 3, "accuracy", "macroF1", "logLoss");
+        // The consumption project (built and run against the packed library by CodeGenerationCliTests) is written too.
+        Assert.That(Directory.GetFiles(Path.Combine(workDir, "app"), "*.csproj"), Has.Length.EqualTo(1));
+        Assert.That(File.ReadAllText(Path.Combine(workDir, "app", "Program.cs")), Does.Contain("class ModelInput").And.Contain("Sentence1"));
         var page = File.ReadAllText(Path.Combine(workDir, "report.html"));
         Assert.That(page, Does.Contain("Leaderboard").And.Contain("data:image/png;base64,"));
         Assert.That(Directory.GetFiles(Path.Combine(workDir, "report-charts"), "*.png"), Is.Not.Empty);

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Peft.AutoML;
+using Microsoft.ML.Peft.Cli.CodeGeneration;
 using Microsoft.ML.Peft.Cli.Reports;
 using Microsoft.ML.Peft.Tasks.ImageClassification;
 using Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
@@ -60,6 +61,8 @@ internal static class AutoCommand
             task, dataset, trainTime, output, report, metricsJson, seed, labelCol, textCol, text2Col, hasHeader, separator, tagCol,
             validation, test, model, vocab, maxRows, methods, metric, maxEpochs, maxLengths, imageSizes, maxTrials, trialLog, resume, noRefit,
         };
+        var code = CodeGenerationOptions.Create();
+        code.AddTo(command);
         command.SetAction(parse => Run(
             new AutoDataSettings(parse.GetValue(task)!, parse.GetValue(dataset)!, parse.GetValue(labelCol), parse.GetValue(textCol), parse.GetValue(text2Col),
                 new TextFileFormat(TextFileFormat.ParseSeparator(parse.GetValue(separator)), parse.GetValue(hasHeader)),
@@ -68,7 +71,7 @@ internal static class AutoCommand
             new RunSettings(parse.GetValue(trainTime), parse.GetValue(output)!, parse.GetValue(report), parse.GetValue(metricsJson),
                 parse.GetValue(methods), parse.GetValue(metric), parse.GetValue(maxEpochs),
                 InputSizes(parse.GetValue(task)!, parse.GetValue(maxLengths), parse.GetValue(imageSizes)), parse.GetValue(maxTrials), parse.GetValue(trialLog),
-                parse.GetValue(resume), !parse.GetValue(noRefit))));
+                parse.GetValue(resume), !parse.GetValue(noRefit), code.Check(parse, "auto"))));
         return command;
     }
 
@@ -88,7 +91,7 @@ internal static class AutoCommand
     }
 
     private sealed record RunSettings(int TrainTime, string Output, string? Report, string? MetricsJson, string? Methods, string? Metric,
-        int MaxEpochs, int[]? InputSizes, int? MaxTrials, string? TrialLog, bool Resume, bool Refit);
+        int MaxEpochs, int[]? InputSizes, int? MaxTrials, string? TrialLog, bool Resume, bool Refit, CodeRequest? Code);
 
     private static int Run(AutoDataSettings data, RunSettings s)
     {
@@ -163,6 +166,7 @@ internal static class AutoCommand
             OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, json + Environment.NewLine));
             console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
         }
+        s.Code?.Write(outputPath, console);
         return 0;
     }
 
