@@ -45,6 +45,8 @@ internal static class DistillationBenchmark
         "  --temperature X           distillation temperature T (default 2)\n" +
         "  --weight X                distillation weight alpha in [0, 1] (default 0.5)\n" +
         "  --max-length N            longest token sequence (default 128)\n" +
+        "  --unlabelled-rows N       also train a distilled student on the next N rows of sst2/train.tsv without their labels\n" +
+        "                            (the teacher's probabilities only; a single teacher), reported beside the target rows\n" +
         "  --seed N                  seed (default 1)\n" +
         "  --output FILE             results file (default bench/results/distill-sst2.json; the table goes beside it as .md)\n" +
         "  --data DIR                data folder (default ../shared/data beside the repository root)";
@@ -66,6 +68,7 @@ internal static class DistillationBenchmark
         public float Temperature = new DistillationOptions().Temperature;
         public float Weight = new DistillationOptions().Weight;
         public int MaxLength = BenchArguments.DefaultMaxLength;
+        public int UnlabelledRows;
         public int Seed = BenchArguments.DefaultSeed;
         public string? Output, Data;
 
@@ -109,6 +112,7 @@ internal static class DistillationBenchmark
                 case "--temperature": a.Temperature = Number(1e-3f, 1000); break;
                 case "--weight": a.Weight = Number(0, 1); break;
                 case "--max-length": a.MaxLength = Positive(); break;
+                case "--unlabelled-rows": a.UnlabelledRows = Positive(); break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
                 case "--output": a.Output = Value(); break;
                 case "--data": a.Data = Value(); break;
@@ -118,6 +122,7 @@ internal static class DistillationBenchmark
         if (a.TeacherModel is not null && a.SaveTeacher is not null) throw new ArgumentException("--teacher-model and --save-teacher exclude each other.");
         if (a.Teacher == "ensemble" && (a.TeacherModel is not null || a.SaveTeacher is not null))
             throw new ArgumentException("--teacher-model and --save-teacher apply to a single teacher (full or lora), not an ensemble.");
+        if (a.UnlabelledRows > 0 && a.Teacher == "ensemble") throw new ArgumentException("--unlabelled-rows needs a single teacher (full or lora), not an ensemble.");
         if (a.TeacherModel is not null && !File.Exists(a.TeacherModel)) throw new FileNotFoundException($"The teacher model {a.TeacherModel} (--teacher-model) does not exist.", a.TeacherModel);
         return a;
     }
@@ -240,7 +245,21 @@ internal static class DistillationBenchmark
         var distilledWatch = Stopwatch.StartNew();
         var distilled = Pipeline(distilledOptions).Fit(ensembleTrainScores is null ? train : WithScores(ml, trainRows, ensembleTrainScores));
         rows.Add(Measure("student, distilled", distilledRecipe, distilled, Seconds(distilledWatch)));
-        foreach (var model in new[] { teacher, hard, distilled }.OfType<ITransformer>())
+
+        // Beside the target: the same distilled student with unlabelled rows that only the teacher's probabilities teach
+        // (the transfer set of Hinton et al.); the student on the labels cannot use them.
+        ITransformer? transfer = null;
+        if (a.UnlabelledRows > 0)
+        {
+            var extra = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows + a.UnlabelledRows).Skip(trainRows.Count)
+                .Select(r => new SentimentRow { Sentence = r.Sentence, Label = "" }).ToList();
+            string transferRecipe = string.Create(CultureInfo.InvariantCulture, $"{distilledRecipe}; plus {extra.Count:N0} unlabelled rows (the next rows of train.tsv)");
+            Program.Log($"student distilled with unlabelled rows: {transferRecipe} ...");
+            var transferWatch = Stopwatch.StartNew();
+            transfer = Pipeline(distilledOptions).Fit(ml.Data.LoadFromEnumerable(trainRows.Concat(extra).ToList()));
+            rows.Add(Measure("student, distilled + unlabelled rows", transferRecipe, transfer, Seconds(transferWatch)));
+        }
+        foreach (var model in new[] { teacher, hard, distilled, transfer }.OfType<ITransformer>())
             foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
 
         double gap = rows[0].Accuracy - rows[1].Accuracy;
@@ -259,7 +278,7 @@ internal static class DistillationBenchmark
             ["loadAverageAtStart"] = loadAtStart,
             ["loadAverageAtEnd"] = MethodComparison.LoadAverage(),
             ["commandLine"] = "distill " + string.Join(' ', args.Skip(1)),
-            ["data"] = $"first {trainRows.Count:N0} rows of sst2/train.tsv (teacher and both students), evaluated on {testRows.Count:N0} rows of sst2/test-sentences.tsv",
+            ["data"] = $"first {trainRows.Count:N0} rows of sst2/train.tsv (teacher and both students{(a.UnlabelledRows > 0 ? $"; the last row's student also the next {a.UnlabelledRows:N0} rows without labels" : "")}), evaluated on {testRows.Count:N0} rows of sst2/test-sentences.tsv",
             ["recipe"] = new JsonObject
             {
                 ["teacher"] = teacherDescription,

@@ -46,7 +46,7 @@ internal static class AutoCommand
         var model = new Option<string>("--model") { Description = "The base model: for text an ONNX file or a Hugging Face directory (default MiniLM); for images an ONNX ResNet or torchvision .safetensors (default ResNet-18)." };
         var vocab = CommandOptions.Vocab();
         var maxRows = CommandOptions.MaxRows();
-        var methods = new Option<string>("--methods") { Description = "Comma-separated methods to search (default: text lora, rslora, dora, loraplus, ia3, bitfit, bottleneck; images lora, rslora, loraplus, ia3, bitfit, full)." };
+        var methods = new Option<string>("--methods") { Description = "Comma-separated methods to search (default: text lora, rslora, loraplus, ia3, bitfit, bottleneck; images lora, rslora, loraplus, ia3, bitfit, full)." };
         var metric = new Option<string>("--metric") { Description = "The metric that ranks trials (classification: accuracy, macro-accuracy, log-loss; sentence-similarity: spearman, pearson; ner: entity F1). Default: the task's first." };
         var maxEpochs = new Option<int>("--max-epochs") { Description = "Most epochs a trial trains.", DefaultValueFactory = _ => new PeftSearchSpace().MaxEpochs }.AtLeast(1);
         var maxLengths = new Option<string>("--max-lengths") { Description = "Text tasks: comma-separated sequence lengths to search (default 64,128)." };

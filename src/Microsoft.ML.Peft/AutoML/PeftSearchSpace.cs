@@ -10,7 +10,7 @@ namespace Microsoft.ML.Peft.AutoML;
 public sealed class PeftSearchSpace
 {
     /// <summary>Method names (<c>lora</c>, <c>rslora</c>, <c>dora</c>, <c>ia3</c>...: see <see cref="Methods.PeftMethodNames"/>).
-    /// Default (null): for text lora, rslora, dora, loraplus, ia3, bitfit, bottleneck; for images lora, rslora, loraplus, ia3, bitfit, full.</summary>
+    /// Default (null): for text lora, rslora, loraplus, ia3, bitfit, bottleneck; for images lora, rslora, loraplus, ia3, bitfit, full.</summary>
     public IReadOnlyList<string>? Methods;
 
     /// <summary>Ranks of LoRA-type methods. Default 4, 8, 16.</summary>

@@ -56,10 +56,14 @@ public sealed class PeftSearchTask
     internal Func<MLContext, IDataView, ITransformer>? FitPreprocessing { get; }
     internal Func<MLContext, IEstimator<ITransformer>>? Postprocessing { get; }
 
-    /// <summary>The default methods of the search on this task.</summary>
+    /// <summary>
+    /// The default methods of the search on this task. DoRA, PiSSA and VeRA are left out for text: in the methods
+    /// benchmark (SST-2, same rows) each was no more accurate than LoRA and DoRA trained at 0.7x its speed, so in a
+    /// time budget they cost trials; prompt and prefix tuning need many more epochs than a budget gives.
+    /// </summary>
     internal IReadOnlyList<string> DefaultMethods => ForImages
         ? new[] { "lora", "rslora", "loraplus", "ia3", "bitfit", "full" }
-        : new[] { "lora", "rslora", "dora", "loraplus", "ia3", "bitfit", "bottleneck" };
+        : new[] { "lora", "rslora", "loraplus", "ia3", "bitfit", "bottleneck" };
 
     internal IReadOnlyList<string> DefaultTargetModules => ForImages
         ? new[] { Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions }
