@@ -31,9 +31,12 @@ internal static class DistillationBenchmark
         "usage: dotnet run -c Release --project bench/Peft.Bench -- distill [options]\n" +
         "  --train-rows N            first N rows of sst2/train.tsv, for the teacher and both students (default 8000)\n" +
         "  --eval-rows N             first N rows of sst2/test-sentences.tsv (default all 1,821)\n" +
-        "  --teacher full|lora|ensemble  the teacher: full fine-tuning (default), LoRA r=8 on all-linear, or an ensemble of\n" +
-        "                            --teacher-members LoRA models (other seeds) whose averaged probabilities teach\n" +
-        "  --teacher-members K       models in an ensemble teacher (default 4)\n" +
+        "  --teacher full|lora|ensemble|crossfit  the teacher: full fine-tuning (default), LoRA r=8 on all-linear, an ensemble of\n" +
+        "                            --teacher-members LoRA models (other seeds) whose averaged probabilities teach, or\n" +
+        "                            cross-fitted full fine-tuning: --teacher-members models, each trained on the rows of the\n" +
+        "                            other folds (row i is in fold i mod K); each training row is taught by the model that\n" +
+        "                            did not train on it, and the teacher on the test rows is their average\n" +
+        "  --teacher-members K       models in an ensemble teacher (default 4; crossfit 2)\n" +
         "  --teacher-epochs N        the teacher's passes over the rows (default 3; ensemble members 1)\n" +
         "  --teacher-learning-rate X the teacher's peak learning rate (default 5e-5 for full, 2e-3 for lora and ensemble)\n" +
         "  --teacher-model FILE      use this saved teacher (a model of --save-teacher) instead of training one\n" +
@@ -57,7 +60,8 @@ internal static class DistillationBenchmark
         public int? EvalRows;
         public string Teacher = "full";
         public int? TeacherEpochsGiven;
-        public int TeacherMembers = 4;
+        public int? TeacherMembersGiven;
+        public int TeacherMembers => TeacherMembersGiven ?? (Teacher == "crossfit" ? 2 : 4);
         public float? TeacherLearningRate;
         public string? TeacherModel, SaveTeacher;
         public int Epochs = BenchArguments.DefaultEpochs;
@@ -72,8 +76,9 @@ internal static class DistillationBenchmark
         public int Seed = BenchArguments.DefaultSeed;
         public string? Output, Data;
 
-        public float TeacherRate => TeacherLearningRate ?? (Teacher == "full" ? 5e-5f : BenchArguments.DefaultLearningRate);
+        public float TeacherRate => TeacherLearningRate ?? (Teacher is "full" or "crossfit" ? 5e-5f : BenchArguments.DefaultLearningRate);
         public int TeacherEpochs => TeacherEpochsGiven ?? (Teacher == "ensemble" ? 1 : 3);
+        public bool ManyTeachers => Teacher is "ensemble" or "crossfit";
     }
 
     private static Arguments Parse(IReadOnlyList<string> args)
@@ -97,10 +102,10 @@ internal static class DistillationBenchmark
                 case "--eval-rows": a.EvalRows = Positive(); break;
                 case "--teacher":
                     a.Teacher = Value();
-                    if (a.Teacher is not ("full" or "lora" or "ensemble")) throw new ArgumentException("--teacher must be full, lora or ensemble.");
+                    if (a.Teacher is not ("full" or "lora" or "ensemble" or "crossfit")) throw new ArgumentException("--teacher must be full, lora, ensemble or crossfit.");
                     break;
                 case "--teacher-epochs": a.TeacherEpochsGiven = Positive(); break;
-                case "--teacher-members": a.TeacherMembers = Positive(); break;
+                case "--teacher-members": a.TeacherMembersGiven = Positive(); break;
                 case "--teacher-learning-rate": a.TeacherLearningRate = Number(1e-8f, 1); break;
                 case "--teacher-model": a.TeacherModel = Value(); break;
                 case "--save-teacher": a.SaveTeacher = Value(); break;
@@ -120,9 +125,10 @@ internal static class DistillationBenchmark
             }
         }
         if (a.TeacherModel is not null && a.SaveTeacher is not null) throw new ArgumentException("--teacher-model and --save-teacher exclude each other.");
-        if (a.Teacher == "ensemble" && (a.TeacherModel is not null || a.SaveTeacher is not null))
+        if (a.Teacher == "crossfit" && a.TeacherMembers < 2) throw new ArgumentException("--teacher crossfit needs at least 2 --teacher-members (folds).");
+        if (a.ManyTeachers && (a.TeacherModel is not null || a.SaveTeacher is not null))
             throw new ArgumentException("--teacher-model and --save-teacher apply to a single teacher (full or lora), not an ensemble.");
-        if (a.UnlabelledRows > 0 && a.Teacher == "ensemble") throw new ArgumentException("--unlabelled-rows needs a single teacher (full or lora), not an ensemble.");
+        if (a.UnlabelledRows > 0 && a.ManyTeachers) throw new ArgumentException("--unlabelled-rows needs a single teacher (full or lora), not an ensemble.");
         if (a.TeacherModel is not null && !File.Exists(a.TeacherModel)) throw new FileNotFoundException($"The teacher model {a.TeacherModel} (--teacher-model) does not exist.", a.TeacherModel);
         return a;
     }
@@ -182,20 +188,39 @@ internal static class DistillationBenchmark
         double? teacherSeconds = null;
         string teacherDescription;
         var rows = new List<Row>();
-        if (a.Teacher == "ensemble")
+        if (a.ManyTeachers)
         {
-            teacherDescription = string.Create(CultureInfo.InvariantCulture,
-                $"ensemble of {a.TeacherMembers} LoRA r=8 all-linear (seeds {a.Seed + 1}-{a.Seed + a.TeacherMembers}), lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s) each");
+            bool crossfit = a.Teacher == "crossfit";
+            teacherDescription = crossfit
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $"cross-fitted full fine-tuning: {a.TeacherMembers} models, each on the other folds' rows (lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s)); each training row taught by the model that did not see it, test rows by their average")
+                : string.Create(CultureInfo.InvariantCulture,
+                    $"ensemble of {a.TeacherMembers} LoRA r=8 all-linear (seeds {a.Seed + 1}-{a.Seed + a.TeacherMembers}), lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s) each");
             Program.Log($"teacher: {teacherDescription} ...");
             var watch = Stopwatch.StartNew();
             var members = new List<ITransformer>();
-            for (int k = 1; k <= a.TeacherMembers; k++)
+            for (int k = 0; k < a.TeacherMembers; k++)
             {
-                var options = Options(new LoraOptions(), a.TeacherEpochs, a.TeacherRate);
-                options.Seed = a.Seed + k;
-                members.Add(Pipeline(options).Fit(train));
+                var options = Options(crossfit ? new FullFineTuningOptions() : new LoraOptions(), a.TeacherEpochs, a.TeacherRate);
+                options.Seed = a.Seed + k + 1;
+                var memberRows = crossfit ? trainRows.Where((_, i) => i % a.TeacherMembers != k).ToList() : trainRows;
+                members.Add(Pipeline(options).Fit(ml.Data.LoadFromEnumerable(memberRows)));
             }
-            ensembleTrainScores = AverageScores(ml, members, train);
+            if (crossfit)
+            {
+                // Out of fold: row i is scored by the member that left its fold (i mod K) out.
+                ensembleTrainScores = new float[trainRows.Count][];
+                for (int k = 0; k < a.TeacherMembers; k++)
+                {
+                    var fold = Enumerable.Range(0, trainRows.Count).Where(i => i % a.TeacherMembers == k).ToList();
+                    var scores = AverageScores(ml, new[] { members[k] }, ml.Data.LoadFromEnumerable(fold.Select(i => trainRows[i]).ToList()));
+                    for (int j = 0; j < fold.Count; j++) ensembleTrainScores[fold[j]] = scores[j];
+                }
+            }
+            else
+            {
+                ensembleTrainScores = AverageScores(ml, members, train);
+            }
             teacherSeconds = Seconds(watch);
             var classes = trainRows.Select(r => r.Label).Distinct().Order(StringComparer.Ordinal).ToList();
             var (accuracy, macroF1) = Metrics(AverageScores(ml, members, test), testRows.Select(r => classes.IndexOf(r.Label)).ToList(), classes.Count);

@@ -248,11 +248,20 @@ public sealed class PeftExperiment
                 var point = sampler.Sample(history.Select(h => (h.Point, Score(h.Trial))).ToList(), new Random(unchecked(options.Seed * 7919 + number)));
                 var parameters = Decode(point);
                 double left = budget - watch.Elapsed.TotalSeconds - RefitReserve(Best(history), trainRows, validationRows, cost);
-                double perEpoch = cost.Estimate(parameters.InputSize, 1) - cost.Overhead;
-                int fits = (int)Math.Floor((left - cost.Overhead) / Math.Max(perEpoch, 1e-3));
+                // Epochs that fit: the calibration's estimate, corrected by what the finished trials took against it.
+                double correction = Correction(history, cost);
+                int Fits(int inputSize) => (int)Math.Floor((left - cost.Overhead) / Math.Max((cost.Estimate(inputSize, 1) - cost.Overhead) * correction, 1e-3));
+                int fits = Fits(parameters.InputSize);
+                if (fits < 1 && parameters.InputSize != InputSizes[0] && Fits(InputSizes[0]) >= 1)
+                {
+                    ch.Info($"Trial {number}: {task.InputSizeName} {InputSizes[0]} instead of {parameters.InputSize} fits in the time left.");
+                    parameters = parameters with { InputSize = InputSizes[0] };
+                    fits = Fits(InputSizes[0]);
+                }
                 if (fits < 1)
                 {
-                    ch.Info($"Stopping the search: {Math.Max(0, left):F0} s left, not enough for another trial (about {minimumTrial:F0} s).");
+                    ch.Info($"Stopping the search: {Math.Max(0, left):F0} s left (after keeping time for the final refit), not enough for one more epoch " +
+                        $"(about {(cost.Estimate(InputSizes[0], 1) - cost.Overhead) * correction + cost.Overhead:F0} s).");
                     break;
                 }
                 if (fits < parameters.Epochs)
@@ -347,6 +356,19 @@ public sealed class PeftExperiment
     private PeftTrialResult? Best(List<(PeftTrialResult Trial, double[] Point)> history) =>
         history.Select(h => h.Trial).Where(t => t.Status == PeftTrialStatus.Completed && t.Metric is double m && double.IsFinite(m))
             .OrderByDescending(Score).ThenBy(t => t.Number).FirstOrDefault();
+
+    /// <summary>
+    /// The median over finished trials of the seconds an epoch took against the calibration's estimate for its input size
+    /// (the estimate scales with the input size, which overstates text whose rows are mostly shorter than the maximum); 1 before any.
+    /// </summary>
+    private static double Correction(List<(PeftTrialResult Trial, double[] Point)> history, TrialCost cost)
+    {
+        var ratios = history.Select(h => h.Trial).Where(t => t.Epochs.Count > 0 && t.Status != PeftTrialStatus.Failed)
+            .Select(t => Math.Max(0, t.Seconds - cost.Overhead) / t.Epochs.Count / Math.Max(cost.Estimate(t.Parameters.InputSize, 1) - cost.Overhead, 1e-3))
+            .Where(double.IsFinite).Order().ToList();
+        if (ratios.Count == 0) return 1;
+        return Math.Clamp(ratios[ratios.Count / 2], 0.1, 10);
+    }
 
     /// <summary>Seconds to keep for the refit of <paramref name="best"/> (none when refitting is off).</summary>
     private double RefitReserve(PeftTrialResult? best, long trainRows, long validationRows, TrialCost cost)
