@@ -140,7 +140,9 @@ internal static class DistillationBenchmark
     {
         var a = Parse(args);
         var dataFolder = Path.GetFullPath(a.Data ?? Path.Combine(root, BenchArguments.DefaultDataPath));
-        var trainRows = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows);
+        // The training rows and, after them, the unlabelled rows of --unlabelled-rows: one read of the file.
+        var trainFileRows = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows + a.UnlabelledRows);
+        var trainRows = trainFileRows.Take(a.TrainRows).ToList();
         var testRows = ReadRows(Path.Combine(dataFolder, "sst2", "test-sentences.tsv"), a.EvalRows);
         var resultsFile = Path.GetFullPath(a.Output ?? Path.Combine(root, "bench", "results", "distill-sst2.json"));
         var loadAtStart = MethodComparison.LoadAverage();
@@ -276,7 +278,7 @@ internal static class DistillationBenchmark
         ITransformer? transfer = null;
         if (a.UnlabelledRows > 0)
         {
-            var extra = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows + a.UnlabelledRows).Skip(trainRows.Count)
+            var extra = trainFileRows.Skip(trainRows.Count)
                 .Select(r => new SentimentRow { Sentence = r.Sentence, Label = "" }).ToList();
             string transferRecipe = string.Create(CultureInfo.InvariantCulture, $"{distilledRecipe}; plus {extra.Count:N0} unlabelled rows (the next rows of train.tsv)");
             Program.Log($"student distilled with unlabelled rows: {transferRecipe} ...");

@@ -36,9 +36,15 @@ internal sealed record ClassificationReport(
     /// </summary>
     public static double ComputeMacroF1(ConfusionMatrix matrix)
     {
+        var f1 = PerClassF1(matrix);
+        return f1.Count == 0 ? 0 : f1.Sum() / f1.Count;
+    }
+
+    /// <summary>Each class's F1 from the confusion matrix's counts, in key order; 0 for a class without support or predictions (see <see cref="ComputeMacroF1"/>).</summary>
+    public static IReadOnlyList<double> PerClassF1(ConfusionMatrix matrix)
+    {
         int n = matrix.NumberOfClasses;
-        if (n == 0) return 0;
-        double sum = 0;
+        var f1 = new double[n];
         for (int c = 0; c < n; c++)
         {
             double truePositives = matrix.Counts[c][c];
@@ -50,8 +56,8 @@ internal sealed record ClassificationReport(
             }
             double precision = predicted > 0 ? truePositives / predicted : 0;
             double recall = actual > 0 ? truePositives / actual : 0;
-            sum += precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
+            f1[c] = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
         }
-        return sum / n;
+        return f1;
     }
 }

@@ -190,7 +190,7 @@ internal static class AutoCommand
         summary.AddRange(evaluation.Metrics.Select(m => ($"Test {m.Label}", F(m.Value))));
         summary.Add(("Final model", result.Refitted ? $"best settings trained again on the training and validation rows ({result.RefitSeconds.ToString("F0", CultureInfo.InvariantCulture)} s)" : result.RefitNote ?? "the best trial's model"));
         summary.Add(("Seed", data.Seed.ToString(CultureInfo.InvariantCulture)));
-        var trials = result.Trials.Select(t => new ReportTrial(t.Number, t.Parameters.ToPairs(setup.Task.InputSizeName), StatusText(t.Status), t.Metric, t.Seconds, t.Epochs, t.Error)).ToList();
+        var trials = result.Trials.Select(t => new ReportTrial(t.Number, t.Parameters.ToPairs(setup.Task.InputSizeName), PeftTrialResult.StatusName(t.Status), t.Metric, t.Seconds, t.Epochs, t.Error)).ToList();
         long? baseBytes = BaseModelBytes(data);
         return new ReportData($"Automated search: {setup.Task.Name}", setup.Task.Name, DateTime.UtcNow, result.MetricName, summary, trials, best.Number,
             new ReportModel(modelBytes, sizes.Trainable, sizes.Total, baseBytes), evaluation.Classification, evaluation.HardestExamples);
@@ -319,19 +319,11 @@ internal static class AutoCommand
         {
             var settings = string.Join(", ", t.Parameters.ToPairs(task.InputSizeName).Select(p => $"{p.Name} {p.Value}"));
             var mark = t.Number == result.BestTrial.Number ? "[green]*[/]" : "";
-            table.AddRow((++rank).ToString(CultureInfo.InvariantCulture), $"{t.Number}{mark}", Markup.Escape(settings), StatusText(t.Status),
+            table.AddRow((++rank).ToString(CultureInfo.InvariantCulture), $"{t.Number}{mark}", Markup.Escape(settings), PeftTrialResult.StatusName(t.Status),
                 F(t.Metric), t.Seconds.ToString("F0", CultureInfo.InvariantCulture));
         }
         return table;
     }
-
-    internal static string StatusText(PeftTrialStatus status) => status switch
-    {
-        PeftTrialStatus.Completed => "completed",
-        PeftTrialStatus.Pruned => "pruned",
-        PeftTrialStatus.OutOfTime => "out of time",
-        _ => "failed",
-    };
 
     private static Table SummaryTable(PeftExperimentResult result, AutoEvaluation evaluation, (long Trainable, long Total) sizes, long modelBytes)
     {
@@ -367,7 +359,7 @@ internal static class AutoCommand
         json["best"] = new JsonObject { ["trial"] = result.BestTrial.Number, ["parameters"] = Parameters(result.BestTrial.Parameters) };
         json["leaderboard"] = new JsonArray(leaderboard.Select(t => (JsonNode)new JsonObject
         {
-            ["trial"] = t.Number, ["status"] = StatusText(t.Status), ["metric"] = Number(t.Metric), ["seconds"] = Math.Round(t.Seconds, 3),
+            ["trial"] = t.Number, ["status"] = PeftTrialResult.StatusName(t.Status), ["metric"] = Number(t.Metric), ["seconds"] = Math.Round(t.Seconds, 3),
             ["epochs"] = t.Epochs.Count, ["parameters"] = Parameters(t.Parameters), ["error"] = t.Error,
         }).ToArray());
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });

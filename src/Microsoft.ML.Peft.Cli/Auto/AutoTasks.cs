@@ -225,11 +225,7 @@ internal static class AutoTasks
         var names = KeyNames(scored.Schema[label]);
         var counts = metrics.ConfusionMatrix.Counts;
         int n = metrics.ConfusionMatrix.NumberOfClasses;
-        var f1 = Enumerable.Range(0, n).Select(c =>
-        {
-            double p = metrics.ConfusionMatrix.PerClassPrecision[c], r = metrics.ConfusionMatrix.PerClassRecall[c];
-            return p + r > 0 ? 2 * p * r / (p + r) : 0;
-        }).ToList();
+        var f1 = ClassificationReport.PerClassF1(metrics.ConfusionMatrix);
         var classification = new ReportClassification(
             Enumerable.Range(0, n).Select(c => c < names.Count ? names[c] : $"class {c + 1}").ToList(),
             counts.Select(row => (IReadOnlyList<long>)row.Select(v => (long)v).ToList()).ToList(),

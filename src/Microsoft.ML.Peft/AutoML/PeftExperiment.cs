@@ -273,7 +273,7 @@ public sealed class PeftExperiment
                 var (result, model) = RunTrial(number, parameters, searchTrain, searchValidation, halving, TimeSpan.FromSeconds(Math.Max(1, left)), ch, cancellationToken);
                 history.Add((result, point));
                 log?.Write(result, point);
-                ch.Info($"Trial {number} {Describe(result.Status)}: {parameters}; {Metric.Name} {(result.Metric is double m ? m.ToString("F4", CultureInfo.InvariantCulture) : "-")}, {result.Seconds:F1} s" +
+                ch.Info($"Trial {number} {PeftTrialResult.StatusName(result.Status)}: {parameters}; {Metric.Name} {(result.Metric is double m ? m.ToString("F4", CultureInfo.InvariantCulture) : "-")}, {result.Seconds:F1} s" +
                     (result.Error is null ? "" : $" ({result.Error})"));
                 TrialCompleted?.Invoke(this, result);
                 if (model is not null && (bestWithModel is null || Better(result, bestWithModel)))
@@ -290,7 +290,7 @@ public sealed class PeftExperiment
 
             var best = Best(history) ?? throw new InvalidOperationException(
                 $"No trial completed within the time budget of {options.TrainTimeSeconds} s ({history.Count} trials: " +
-                $"{string.Join(", ", history.GroupBy(h => h.Trial.Status).Select(g => $"{g.Count()} {Describe(g.Key)}"))}); give a larger budget." +
+                $"{string.Join(", ", history.GroupBy(h => h.Trial.Status).Select(g => $"{g.Count()} {PeftTrialResult.StatusName(g.Key)}"))}); give a larger budget." +
                 (history.FirstOrDefault(h => h.Trial.Error is not null).Trial?.Error is string error ? $" First error: {error}" : ""));
 
             // The final model: the best settings trained on every row, if that fits in the budget; else the best trial's model.
@@ -338,14 +338,6 @@ public sealed class PeftExperiment
             (bestModel as IDisposable)?.Dispose();
         }
     }
-
-    private static string Describe(PeftTrialStatus status) => status switch
-    {
-        PeftTrialStatus.Completed => "completed",
-        PeftTrialStatus.Pruned => "pruned",
-        PeftTrialStatus.OutOfTime => "out of time",
-        _ => "failed",
-    };
 
     /// <summary>The sampler's score of a finished trial: the metric turned so that higher is better; no metric is the worst.</summary>
     private double Score(PeftTrialResult trial) =>

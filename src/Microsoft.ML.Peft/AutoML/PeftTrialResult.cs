@@ -29,6 +29,15 @@ public enum PeftTrialStatus
 public sealed record PeftTrialResult(int Number, PeftTrialParameters Parameters, PeftTrialStatus Status, double? Metric, double Seconds,
     IReadOnlyList<EpochMetrics> Epochs, string? Error)
 {
+    /// <summary>How a trial with <paramref name="status"/> ended, in words: <c>completed</c>, <c>pruned</c>, <c>out of time</c>, <c>failed</c>.</summary>
+    public static string StatusName(PeftTrialStatus status) => status switch
+    {
+        PeftTrialStatus.Completed => "completed",
+        PeftTrialStatus.Pruned => "pruned",
+        PeftTrialStatus.OutOfTime => "out of time",
+        _ => "failed",
+    };
+
     /// <summary>The epoch whose weights the trial's model keeps: its best validation epoch (the trainer restores it), or the last.</summary>
     public int BestEpoch => Epochs.Where(e => e.ValidationMetric is not null).OrderByDescending(e => e.ValidationMetric).ThenBy(e => e.Epoch)
         .Select(e => e.Epoch).DefaultIfEmpty(Epochs.Count).First();
