@@ -6,6 +6,25 @@ namespace Microsoft.ML.Peft.Cli;
 /// <summary>Options shared by the commands, and checks of numeric options.</summary>
 internal static class CommandOptions
 {
+    /// <summary>
+    /// --threads, on every command: libtorch's intra-op threads for the process (the command line is the application,
+    /// so it may set them). Unset: libtorch's default (one per core), except the recommenders, which take 1.
+    /// </summary>
+    public static readonly Option<int?> Threads = new("--threads")
+    {
+        Description = "libtorch threads for this run (default: one per core; 1 for the recommenders, whose operations are too small to gain from more). " +
+            "With another process busy on the same cores, fewer threads and --omp-wait-policy passive are faster.",
+        Recursive = true,
+    };
+
+    /// <summary>--omp-wait-policy, on every command: how libtorch's OpenMP threads wait (set before libtorch loads).</summary>
+    public static readonly Option<string?> WaitPolicy = new Option<string?>("--omp-wait-policy")
+    {
+        Description = "How libtorch's idle threads wait: active (spin first; OpenMP's default) or passive (sleep at once: faster when other processes share the cores). " +
+            "Same as setting OMP_WAIT_POLICY.",
+        Recursive = true,
+    }.AcceptOnlyFromAmong("active", "passive");
+
     public static Option<string> Dataset(string description) => new("--dataset") { Description = description, Required = true };
 
     public static Option<bool> HasHeader() => new("--has-header") { Description = "The first line of each file names its columns." };

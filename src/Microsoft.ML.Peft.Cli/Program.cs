@@ -12,6 +12,8 @@ var verbose = new Option<bool>("--verbose")
 var root = new RootCommand("Fine-tune pretrained text encoders with PEFT methods in ML.NET pipelines, and score with the saved models. " +
     "Exit codes: 0 success, 1 bad data or files, 2 wrong command line, 70 unexpected error, 130 cancelled.");
 root.Options.Add(verbose);
+root.Options.Add(CommandOptions.Threads);
+root.Options.Add(CommandOptions.WaitPolicy);
 root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(ImageClassificationCommand.Create());
 root.Subcommands.Add(NerCommand.Create());
@@ -30,6 +32,21 @@ if (parseResult.Errors.Count > 0 && !parseResult.Tokens.Any(t => t.Value is "--h
     Console.Error.WriteLine("Run 'mlnet-peft --help' or 'mlnet-peft <command> --help' for the options.");
     return ExitCodes.UsageError;
 }
+
+// libtorch's process settings, before anything loads it: the wait policy is read once, when it loads.
+if (parseResult.GetValue(CommandOptions.WaitPolicy) is { } waitPolicy)
+    PeftRuntime.SetOpenMPWaitPolicy(waitPolicy == "passive" ? OpenMPWaitPolicy.Passive : OpenMPWaitPolicy.Active);
+if (parseResult.GetValue(CommandOptions.Threads) is { } threadCount)
+{
+    if (threadCount < 1 || threadCount > 4 * Environment.ProcessorCount)
+    {
+        Terminal.WriteError($"--threads must be between 1 and {4 * Environment.ProcessorCount}; it is {threadCount}.");
+        return ExitCodes.UsageError;
+    }
+    PeftRuntime.SetThreads(threadCount);
+}
+if (parseResult.GetValue(verbose) && (parseResult.GetResult(CommandOptions.Threads) is not null || parseResult.GetResult(CommandOptions.WaitPolicy) is not null))
+    Console.Error.WriteLine($"libtorch: {PeftRuntime.Threads} threads, OpenMP wait policy {PeftRuntime.WaitPolicy?.ToString().ToLowerInvariant() ?? "not set"}.");
 
 // Ctrl+C and SIGTERM cancel the work in progress through ML.NET (checked every training step); outputs are written
 // to temporary names and moved into place, so a cancelled run leaves nothing half-written.

@@ -26,13 +26,18 @@ internal static class RecommendationCommand
     public const string LabelColumn = "Label";
 
     private sealed record Columns(Option<string> User, Option<string> Item, Option<string> Label, Option<bool> HasHeader, Option<string> Separator,
-        Option<string> Test, Option<int> Seed, Option<string> Output, Option<string> MetricsJson, Option<int> Iterations, Option<double> Lambda, Option<double> LearningRate,
-        Option<int> Threads)
+        Option<string> Test, Option<int> Seed, Option<string> Output, Option<string> MetricsJson, Option<int> Iterations, Option<double> Lambda, Option<double> LearningRate)
     {
-        public IEnumerable<Option> All => new Option[] { User, Item, Label, HasHeader, Separator, Test, Seed, Iterations, Lambda, LearningRate, Threads, Output, MetricsJson };
+        public IEnumerable<Option> All => new Option[] { User, Item, Label, HasHeader, Separator, Test, Seed, Iterations, Lambda, LearningRate, Output, MetricsJson };
 
-        /// <summary>Sets libtorch's intra-op threads for this process (the command line is the application, so it may).</summary>
-        public void ApplyThreads(ParseResult parse) => TorchSharp.torch.set_num_threads(parse.GetValue(Threads));
+        /// <summary>
+        /// One libtorch thread unless --threads says otherwise (the command line is the application, so it may): a
+        /// recommender's operations are too small to gain from more; on two cores, two threads made training several times slower.
+        /// </summary>
+        public void ApplyThreads(ParseResult parse)
+        {
+            if (parse.GetValue(CommandOptions.Threads) is null) PeftRuntime.SetThreads(1);
+        }
     }
 
     private static Columns CommonOptions(int seed, int iterations, double lambda, double learningRate) => new(
@@ -47,12 +52,7 @@ internal static class RecommendationCommand
         new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." },
         new Option<int>("--iterations") { Description = $"Passes over the ratings (default {iterations}).", DefaultValueFactory = _ => iterations }.AtLeast(1),
         new Option<double>("--lambda") { Description = $"L2 regularisation (default {lambda.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => lambda }.AtLeast(0),
-        new Option<double>("--learning-rate") { Description = $"Adam's learning rate (default {learningRate.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => learningRate }.AtLeast(1e-12),
-        new Option<int>("--threads")
-        {
-            Description = "libtorch threads (default 1: a recommender's operations are too small to gain from more; on two cores, two threads made training several times slower).",
-            DefaultValueFactory = _ => 1,
-        }.AtLeast(1));
+        new Option<double>("--learning-rate") { Description = $"Adam's learning rate (default {learningRate.ToString(CultureInfo.InvariantCulture)}).", DefaultValueFactory = _ => learningRate }.AtLeast(1e-12));
 
     public static Command Create()
     {

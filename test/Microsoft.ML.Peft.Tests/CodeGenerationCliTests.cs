@@ -178,13 +178,16 @@ public class CodeGenerationCliTests
         Assert.That(File.ReadAllText(Path.Combine(code, "Ratings.csproj")), Does.Not.Contain("SentenceTransformers"), "a recommender has no text base model");
     }
 
-    private static string Configuration =>
+    internal static string Configuration =>
         typeof(CodeGenerationCliTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "Configuration").Value!;
 
     /// <summary>The NuGet global packages folder, as the dotnet CLI reports it.</summary>
-    private string GlobalPackagesFolder()
+    private string GlobalPackagesFolder() => GlobalPackagesFolder(workDir);
+
+    /// <summary>The NuGet global packages folder, as the dotnet CLI run in <paramref name="directory"/> reports it.</summary>
+    internal static string GlobalPackagesFolder(string directory)
     {
-        var locals = Dotnet(workDir, "nuget", "locals", "global-packages", "--list");
+        var locals = Dotnet(directory, "nuget", "locals", "global-packages", "--list");
         Assert.That(locals.ExitCode, Is.EqualTo(0), locals.ToString());
         var match = Regex.Match(locals.StdOut, @"global-packages:\s*(.+?)\s*$", RegexOptions.Multiline);
         Assert.That(match.Success, locals.ToString());
@@ -192,7 +195,7 @@ public class CodeGenerationCliTests
     }
 
     /// <summary>Runs the dotnet command line in <paramref name="directory"/>, without the MSBuild settings of the test run's own build.</summary>
-    private static CliRun Dotnet(string directory, params string[] arguments)
+    internal static CliRun Dotnet(string directory, params string[] arguments)
     {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
         {
