@@ -17,10 +17,11 @@ using Peft.Perf;
 using static TorchSharp.torch;
 
 // perf [--quick] [--out FILE]: the whole benchmark (children for each training-step figure).
-// step MODE BATCH SEQ STEPS WARMUP: one training-step measurement, as a JSON line (used by perf).
+// step MODE BATCH SEQ STEPS WARMUP [THREADS]: one training-step measurement, as a JSON line (used by perf).
 var invariant = CultureInfo.InvariantCulture;
 if (args.Length >= 1 && args[0] == "step")
 {
+    if (args.Length > 6) PeftRuntime.SetThreads(int.Parse(args[6], invariant));
     var r = StepRunner.Run(args[1], int.Parse(args[2], invariant), int.Parse(args[3], invariant), int.Parse(args[4], invariant), int.Parse(args[5], invariant));
     Console.WriteLine("RESULT " + StepRunner.ToJson(r));
     return 0;
@@ -76,6 +77,9 @@ var checkpointed = Child("checkpointed", 32, 128, steps, warmup);
 var loraMemory = Child("lora", 32, 128, 1, 1, memory: true);
 var fullMemory = Child("full", 32, 128, 1, 1, memory: true);
 var checkpointedMemory = Child("checkpointed", 32, 128, 1, 1, memory: true);
+
+// 2b. Two processes sharing the cores: the OpenMP wait policy and the thread count (PeftRuntime).
+json["contention"] = Contention.Run(self, quick ? 3 : 5, 1, Log);
 
 // 3. PyTorch doing the same LoRA and full steps on the same ONNX weights.
 var onnxPath = Path.Combine(Path.GetTempPath(), "peft-perf-minilm.onnx");
@@ -224,6 +228,9 @@ foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "lo
     }
     Console.WriteLine($"| {key} | {value?.ToJsonString() ?? "n/a"} | {verdict} |");
 }
+var contention = json["contention"]!;
+foreach (var key in new[] { "aloneActiveStepMs", "alonePassiveStepMs", "sharedActiveStepMs", "sharedPassiveStepMs", "sharedPassiveOneThreadStepMs", "passiveVsActiveAlone", "passiveVsActiveShared", "oneThreadVsActiveShared" })
+    Console.WriteLine($"| contention.{key} | {contention[key]?.ToJsonString() ?? "n/a"} | |");
 Console.WriteLine();
 Console.WriteLine("| batch | seq | LoRA step ms | peak RSS MB | activations MB |");
 Console.WriteLine("|---:|---:|---:|---:|---:|");
