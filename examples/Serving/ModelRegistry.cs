@@ -256,6 +256,9 @@ public sealed class ModelRegistry : IAsyncDisposable
             var model = ServedModel.Load(slot.Name, slot.FilePath, options);
             var previous = slot.Current;
             slot.Swap(model);
+            // Loading parsed the base model's file into arrays that are garbage now (the weights are shared): give that
+            // memory back at once rather than whenever the collector next runs. Loads are rare; this costs a short pause.
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             if (previous is null)
                 log.LogInformation("Loaded adapter {Adapter} from {File} (SHA-256 {Sha}, {Method}, labels {Labels}, shares the base model: {Shares}).",
                     slot.Name, slot.FilePath, model.Sha256, model.Peft.Method, string.Join(",", model.Labels), model.Peft.SharesBaseModel);
