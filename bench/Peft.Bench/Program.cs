@@ -54,6 +54,8 @@ internal static class Program
             ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
             ("search", SearchBenchmark.Run, SearchBenchmark.Usage),
             ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
+            ("serve-load", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
+            ("serve-load-server", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;
