@@ -27,6 +27,21 @@ if (args.Length >= 1 && args[0] == "step")
     return 0;
 }
 
+// contention: only the two-process section, written to bench/results/contention.json.
+if (args.Length >= 1 && args[0] == "contention")
+{
+    var clock = Stopwatch.StartNew();
+    var section = Contention.Run(typeof(StepRunner).Assembly.Location, 5, 1, m => Console.WriteLine($"{clock.Elapsed:mm\\:ss} {m}"));
+    section["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", invariant);
+    section["command"] = "dotnet run -c Release --project bench/Peft.Perf -- contention";
+    section["cores"] = Environment.ProcessorCount;
+    section["loadAverageAtEnd"] = LoadAverage();
+    var file = Path.Combine(FindRoot(), "bench", "results", "contention.json");
+    File.WriteAllText(file, section.ToJsonString(Json.Indented));
+    Console.WriteLine($"Written {file}.");
+    return 0;
+}
+
 bool quick = args.Contains("--quick");
 var root = FindRoot();
 var outIndex = Array.IndexOf(args, "--out");
