@@ -56,6 +56,7 @@ internal static class Program
             ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
             ("serve-load", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
             ("serve-load-server", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
+            ("export-onnx-image", ImageOnnxExportBenchmark.Run, ImageOnnxExportBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;

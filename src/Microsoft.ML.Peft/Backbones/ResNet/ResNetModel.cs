@@ -34,6 +34,12 @@ internal sealed class FrozenBatchNorm2d : nn.Module<Tensor, Tensor>
 
     public Parameter Bias => bias;
 
+    /// <summary>The frozen running mean (buffer <c>running_mean</c>).</summary>
+    public Tensor RunningMean => running_mean;
+
+    /// <summary>The frozen running variance (buffer <c>running_var</c>).</summary>
+    public Tensor RunningVar => running_var;
+
     public override Tensor forward(Tensor input) =>
         nn.functional.batch_norm(input, running_mean, running_var, weight, bias, training: false, eps: Eps);
 }
@@ -50,6 +56,9 @@ internal sealed class Downsample : nn.Module<Tensor, Tensor>
         register_module("0", conv);
         register_module("1", norm);
     }
+
+    /// <summary>The projection's convolution and batch normalisation.</summary>
+    public (TunerConv2d Conv, FrozenBatchNorm2d Norm) Parts => parts;
 
     public override Tensor forward(Tensor input)
     {
@@ -84,6 +93,12 @@ internal sealed class ResidualBlock : nn.Module<Tensor, Tensor>
             register_module("downsample", downsample);
         }
     }
+
+    /// <summary>The main path's convolutions with their batch normalisations, in order (a ReLU between each, not after the last).</summary>
+    public IReadOnlyList<(TunerConv2d Conv, FrozenBatchNorm2d Norm)> MainPath => path;
+
+    /// <summary>The shortcut's projection, or null when the shortcut is the identity.</summary>
+    public Downsample? Shortcut => downsample;
 
     private void Add(int index, TunerConv2d conv, ResNetConfig config)
     {
@@ -145,6 +160,16 @@ internal sealed class ResNetModel : nn.Module<Tensor, Tensor>
     }
 
     public ResNetConfig Config { get; }
+
+    /// <summary>The stem's 7 x 7 convolution and its batch normalisation (then ReLU).</summary>
+    public (TunerConv2d Conv, FrozenBatchNorm2d Norm) Stem => (conv1, bn1);
+
+    /// <summary>The stem's 3 x 3 stride-2 max pool window.</summary>
+    public ConvGeometry MaxPool => pool;
+
+    /// <summary>Every residual block with its full name (<c>layer1.0</c>...), in forward order.</summary>
+    public IEnumerable<(string Name, ResidualBlock Block)> Blocks() =>
+        stages.SelectMany((stage, s) => stage.Select((block, b) => ($"layer{s + 1}.{b}", block)));
 
     /// <summary>Every convolution with its full name, in forward order.</summary>
     public IEnumerable<(string Name, TunerConv2d Module)> Convolutions() =>

@@ -18,7 +18,7 @@ namespace Microsoft.ML.Peft.Tasks.ImageClassification;
 /// <c>mlContext.Model.Save</c>, it stores the adapter, the head and the settings, not the base model (unless
 /// <c>EmbedBaseModel</c> was set); loading finds the base model again and checks its hash.
 /// </summary>
-public sealed class PeftImageClassificationTransformer : ITransformer, IDisposable, IRowScorer
+public sealed partial class PeftImageClassificationTransformer : ITransformer, IDisposable, IRowScorer
 {
     internal const string LoaderSignature = "PeftImageClassifier";
 
