@@ -261,6 +261,13 @@ public class ImageClassificationTests
         var tooSmall = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.PeftImageClassification(size));
         Assert.That(tooSmall!.ParamName, Is.EqualTo("ImageSize"));
 
+        // The package's ResNet-18 pads as CNTK does: sizes that are not multiples of 32 are refused before any tensor work.
+        var odd = SmallOptions();
+        odd.ImageSize = 40;
+        var notMultiple = Assert.Throws<ArgumentOutOfRangeException>(() => Fit(ml, odd, train.Take(20)));
+        Assert.That(notMultiple!.ParamName, Is.EqualTo("ImageSize"));
+        Assert.That(notMultiple.Message, Does.Contain("multiple of 32").And.Contain("32 or 64"));
+
         var text = SmallOptions(new Methods.PrefixTuning.PrefixTuningOptions());
         var prefix = Assert.Catch<ArgumentException>(() => Fit(ml, text, train.Take(20)));
         Assert.That(prefix!.Message, Does.Contain("text encoders only"));

@@ -46,6 +46,11 @@ internal sealed class ImageClassificationModel : IDisposable
         bool embedBaseModel, Device device, Generator? generator, float headDropout = 0)
     {
         settings.Validate("image classification settings");
+        // CNTK's "same" padding pads one pixel less after a stride-2 convolution than its shortcut needs on odd sizes: the
+        // residual sum's shapes differ unless every stride-2 stage (five of them) halves an even size.
+        if (baseModel.Config.Padding == Backbones.ResNet.ResNetConfig.SameBeginPadding && settings.ImageSize % 32 != 0)
+            throw new ArgumentOutOfRangeException("ImageSize", settings.ImageSize,
+                $"ImageSize must be a multiple of 32 for the base model {baseModel.Source.Name} (its convolutions use CNTK's padding, which needs even sizes at every stride-2 stage); {settings.ImageSize} is not. Use {Math.Max(32, settings.ImageSize / 32 * 32)} or {(settings.ImageSize / 32 + 1) * 32}.");
         Settings = settings;
         BaseModel = baseModel;
         BaseModelFile = embedBaseModel ? baseModel.File : null;
