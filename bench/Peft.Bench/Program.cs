@@ -54,6 +54,7 @@ internal static class Program
             ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
             ("search", SearchBenchmark.Run, SearchBenchmark.Usage),
             ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
+            ("export-onnx", ExportOnnxBenchmark.Run, ExportOnnxBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;
