@@ -57,6 +57,7 @@ internal static class Program
             ("serve-load", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
             ("serve-load-server", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
             ("export-onnx-image", ImageOnnxExportBenchmark.Run, ImageOnnxExportBenchmark.Usage),
+            ("export-onnx", ExportOnnxBenchmark.Run, ExportOnnxBenchmark.Usage),
         })
         {
             if (args.Length == 0 || args[0] != name) continue;

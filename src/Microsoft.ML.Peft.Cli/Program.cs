@@ -22,6 +22,7 @@ root.Subcommands.Add(RecommendationCommand.Create());
 root.Subcommands.Add(RecommendationCommand.CreateAdapt());
 root.Subcommands.Add(PredictCommand.Create());
 root.Subcommands.Add(ExportAdapterCommand.Create());
+root.Subcommands.Add(ExportOnnxCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());
 root.Subcommands.Add(Microsoft.ML.Peft.Cli.Auto.AutoCommand.Create());
 

@@ -80,6 +80,12 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     /// <summary>Number of virtual tokens of the prompt or prefix (0 without one): they take the first positions.</summary>
     public int VirtualTokens { get; private set; }
 
+    /// <summary>The prompt-tuning module (virtual-token vectors), or null.</summary>
+    internal nn.Module<Tensor, Tensor>? PromptModule => prompt;
+
+    /// <summary>The prefix-tuning module (key and value prefix table), or null.</summary>
+    internal nn.Module<Tensor, Tensor>? PrefixModule => prefix;
+
     /// <summary>The longest input in tokens: the position table less the virtual tokens.</summary>
     public int MaxInputLength => Config.MaxPositionEmbeddings - VirtualTokens;
 

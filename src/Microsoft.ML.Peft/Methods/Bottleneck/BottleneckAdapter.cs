@@ -62,6 +62,9 @@ internal sealed class BottleneckAdapter : nn.Module<Tensor, Tensor>
 
     public DenseLayer Up => up;
 
+    /// <summary>The activation between the projections: <c>relu</c> or <c>gelu</c> (exact).</summary>
+    public string Activation => activation;
+
     public override Tensor forward(Tensor hidden)
     {
         using var scope = NewDisposeScope();

@@ -17,7 +17,7 @@ namespace Microsoft.ML.Peft.Tasks.NamedEntityRecognition;
 /// a batch of rows at a time. It works with <c>PredictionEngine</c> and saves with <c>mlContext.Model.Save</c> (adapter, head,
 /// settings and a reference to the base model).
 /// </summary>
-public sealed class PeftNamedEntityRecognitionTransformer : ITransformer, IDisposable, IRowScorer
+public sealed partial class PeftNamedEntityRecognitionTransformer : ITransformer, IDisposable, IRowScorer
 {
     internal const string LoaderSignature = "PeftNerTagger";
 

@@ -19,7 +19,7 @@ namespace Microsoft.ML.Peft.Tasks.SentenceSimilarity;
 /// itself with <c>EmbedBaseModel</c>). A bi-encoder keeps the embeddings of recently scored sentences (a bounded cache), so
 /// a sentence that recurs is encoded once, and gives embeddings for search with <see cref="Embed"/>.
 /// </summary>
-public sealed class PeftSentenceSimilarityTransformer : ITransformer, IDisposable, IRowScorer
+public sealed partial class PeftSentenceSimilarityTransformer : ITransformer, IDisposable, IRowScorer
 {
     internal const string LoaderSignature = "PeftSentenceSimilarity";
 

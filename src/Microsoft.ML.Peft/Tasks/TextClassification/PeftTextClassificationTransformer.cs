@@ -17,7 +17,7 @@ namespace Microsoft.ML.Peft.Tasks.TextClassification;
 /// <c>PredictionEngine</c> and saves with <c>mlContext.Model.Save</c> (adapter, head, configuration and a reference to the
 /// base model, or the base model itself with <c>EmbedBaseModel</c>).
 /// </summary>
-public sealed class PeftTextClassificationTransformer : ITransformer, IDisposable, IRowScorer
+public sealed partial class PeftTextClassificationTransformer : ITransformer, IDisposable, IRowScorer
 {
     internal const string LoaderSignature = "PeftTextClassifier";
 
