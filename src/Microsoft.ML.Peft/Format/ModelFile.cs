@@ -47,6 +47,19 @@ internal static class ModelFile
     /// <summary>Reads and verifies the entries; returns the format version they were written in.</summary>
     public static (int Version, ModelEntries Entries) Load(ModelLoadContext ctx, string source)
     {
+        try
+        {
+            return LoadCore(ctx, source);
+        }
+        catch (Exception e) when (e is EndOfStreamException or FormatException)
+        {
+            // A header cut short, a string whose length prefix is damaged, or ML.NET's own framing of an entry.
+            throw new InvalidDataException($"{source}: the header or an entry of the model file is truncated or damaged ({e.Message}).", e);
+        }
+    }
+
+    private static (int Version, ModelEntries Entries) LoadCore(ModelLoadContext ctx, string source)
+    {
         int version = ctx.Reader.ReadInt32();
         if (version < 1 || version > Version)
             throw new InvalidDataException($"{source} has format version {version}; this library reads versions 1 to {Version}. Upgrade Microsoft.ML.Peft.");
