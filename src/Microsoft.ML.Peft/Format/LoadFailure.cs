@@ -6,9 +6,9 @@ namespace Microsoft.ML.Peft.Format;
 /// What a failed <c>LoadPeft</c> rethrows. ML.NET creates each transformer's loader through reflection and wraps what it
 /// throws (a <see cref="TargetInvocationException"/>, inside a chain an <see cref="InvalidOperationException"/> "Error
 /// during class instantiation" around that); its own checks of the zip's framing (<c>Model.key</c> headers, version
-/// stamps, string tables, loader assembly names) throw <see cref="FormatException"/>, <see cref="EndOfStreamException"/>,
-/// <see cref="FileLoadException"/>, an <see cref="InvalidOperationException"/> from its <c>Contracts</c>, or whatever
-/// <see cref="Assembly.Load(string)"/> throws for a damaged assembly name. The wrappers are
+/// stamps, string tables, transformer counts, loader assembly names) throw <see cref="FormatException"/>,
+/// <see cref="EndOfStreamException"/>, <see cref="OverflowException"/>, an <see cref="InvalidOperationException"/> from its
+/// <c>Contracts</c>, or whatever <see cref="Assembly.Load(string)"/> throws for a damaged assembly name. The wrappers are
 /// removed, and framing damage becomes the <see cref="InvalidDataException"/> that every other damaged file gives.
 /// </summary>
 internal static class LoadFailure
@@ -21,13 +21,20 @@ internal static class LoadFailure
         return e;
     }
 
-    /// <summary>Whether <paramref name="e"/> is ML.NET's (or the stream reader's) refusal of a damaged model zip.</summary>
-    public static bool IsFramingDamage(Exception e) =>
-        e is FormatException or EndOfStreamException or FileLoadException
-        || (e is InvalidOperationException && e.TargetSite?.DeclaringType?.FullName == "Microsoft.ML.Runtime.Contracts")
-        // A loader assembly name that is not a name at all (a damaged header): Assembly.Load refuses to parse it.
-        || (e is ArgumentException or BadImageFormatException && FromAssemblyLoad(e));
-
-    private static bool FromAssemblyLoad(Exception e) =>
-        new System.Diagnostics.StackTrace(e).GetFrames().Any(f => f.GetMethod() is { Name: "Load" } m && m.DeclaringType == typeof(Assembly));
+    /// <summary>
+    /// Whether <paramref name="e"/> is ML.NET's (or the runtime's) refusal of a damaged model zip: a decoding check of
+    /// ML.NET's (a <see cref="FormatException"/> thrown by ML.NET's code, also when a loader here asked it, as in
+    /// <c>CheckAtModel</c>), or one of the exceptions its framing code throws, raised without passing through this
+    /// library's loaders (they throw <see cref="InvalidDataException"/> themselves; anything else from them is a bug to be
+    /// seen, not hidden).
+    /// </summary>
+    public static bool IsFramingDamage(Exception e)
+    {
+        if (e is FormatException && e.TargetSite?.DeclaringType?.Assembly is { } thrower && thrower != typeof(LoadFailure).Assembly
+            && thrower.GetName().Name!.StartsWith("Microsoft.ML", StringComparison.Ordinal)) return true;
+        return e is FormatException or EndOfStreamException or FileLoadException or BadImageFormatException or OverflowException
+                or InvalidOperationException or ArgumentException
+            && !new System.Diagnostics.StackTrace(e).GetFrames().Any(f => f.GetMethod()?.DeclaringType is { } type
+                && type.Assembly == typeof(LoadFailure).Assembly && type != typeof(PeftModelOperations));
+    }
 }

@@ -44,6 +44,9 @@ internal sealed class ModelMetadata
     public void Validate(string source)
     {
         if (string.IsNullOrEmpty(Task)) throw new InvalidDataException($"{source}: the metadata names no task.");
+        // JSON null reaches properties declared non-null: a damaged file can hold it.
+        if (BaseModel is null || Method is null || AdapterName is null || AdaptedModules is null || TaskSettings is null || AdaptedModules.Any(m => m is null))
+            throw new InvalidDataException($"{source}: the metadata lacks one of base_model, method, adapter_name, adapted_modules, task_settings (or holds null in it).");
         BaseModel.Validate(source);
         Config?.Validate($"{source} (saved configuration)");
         if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{source}: {AdaptedModules.Count} adapted modules is not valid.");

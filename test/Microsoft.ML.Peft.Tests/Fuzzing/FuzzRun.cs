@@ -53,20 +53,20 @@ internal sealed class FuzzRun
 
     /// <summary>
     /// The library's documented refusals of a damaged input (docs/architecture.md, "Loading trusts nothing"):
-    /// <see cref="InvalidDataException"/> for anything wrong inside a file, <see cref="FileNotFoundException"/> and
-    /// <see cref="DirectoryNotFoundException"/> for a file a model names that is not there, and <see cref="FormatException"/>
-    /// that ML.NET's own model-zip framing (its <c>Model.key</c> headers, written and checked by ML.NET) throws.
+    /// <see cref="InvalidDataException"/> for anything wrong inside a file (<c>LoadPeft</c> turns ML.NET's own framing
+    /// errors into it too), <see cref="FileNotFoundException"/> and <see cref="DirectoryNotFoundException"/> for a file
+    /// that a model names and that is not there.
     /// </summary>
-    public static bool IsDocumented(Exception e) =>
-        e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException
-        || (e is FormatException && FromMlNetFraming(e));
+    public static bool IsDocumented(Exception e) => e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException;
 
-    /// <summary>Whether an exception was thrown by ML.NET's own code (its framing checks), not by this library or the runtime below it.</summary>
-    private static bool FromMlNetFraming(Exception e)
+    /// <summary>
+    /// ML.NET's parallel cursors wrap what a cursor throws (an <see cref="InvalidOperationException"/> "Splitter/consolidator
+    /// worker encountered exception", once per level); the scorer's own exception is inside.
+    /// </summary>
+    private static Exception Unwrap(Exception e)
     {
-        var frame = new StackTrace(e).GetFrames().FirstOrDefault(f => f.GetMethod()?.DeclaringType is not null);
-        var assembly = frame?.GetMethod()?.DeclaringType?.Assembly.GetName().Name ?? "";
-        return assembly.StartsWith("Microsoft.ML", StringComparison.Ordinal) && !assembly.StartsWith("Microsoft.ML.Peft", StringComparison.Ordinal);
+        while (e is InvalidOperationException { InnerException: { } inner } && e.Message.StartsWith("Splitter/consolidator", StringComparison.Ordinal)) e = inner;
+        return e;
     }
 
     /// <summary>
@@ -94,7 +94,7 @@ internal sealed class FuzzRun
         }
         catch (AggregateException wrapped) when (wrapped.InnerExceptions.Count == 1)
         {
-            var e = wrapped.InnerException!;
+            var e = Unwrap(wrapped.InnerException!);
             outcome = IsDocumented(e) ? $"refused: {e.GetType().Name}" : "FAILURE";
             problem = IsDocumented(e) ? null : $"undocumented {e}";
             if (problem is not null)
