@@ -44,6 +44,19 @@ internal static class ModelFile
         foreach (var (name, bytes) in list) ctx.SaveBinaryStream(name, w => ModelEntries.Write(w, bytes));
     }
 
+    /// <summary>ML.NET's check of the transformer's header (signature and version stamp); a damaged one is an <see cref="InvalidDataException"/>.</summary>
+    public static void CheckAtModel(ModelLoadContext ctx, VersionInfo versionInfo)
+    {
+        try
+        {
+            ctx.CheckAtModel(versionInfo);
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidDataException($"The {versionInfo.ModelSignature} model's header is damaged or is not of this kind: {e.Message}", e);
+        }
+    }
+
     /// <summary>Reads and verifies the entries; returns the format version they were written in.</summary>
     public static (int Version, ModelEntries Entries) Load(ModelLoadContext ctx, string source)
     {

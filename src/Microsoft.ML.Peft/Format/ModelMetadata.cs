@@ -30,6 +30,15 @@ internal sealed class ModelMetadata
         ModelMetadata? metadata;
         try
         {
+            // The method and task settings are JsonObjects, read lazily: bytes that are not UTF-8 would fail on first use.
+            _ = new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetCharCount(utf8);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{source}: the metadata is not UTF-8 text: {e.Message}", e);
+        }
+        try
+        {
             metadata = JsonSerializer.Deserialize<ModelMetadata>(utf8, new JsonSerializerOptions { MaxDepth = 16 });
         }
         catch (JsonException e)

@@ -95,7 +95,7 @@ internal static class ModelZipFuzzer
                 var payload = copy.Payload(entry);
                 var (name, bytes) = shortName switch
                 {
-                    ModelEntries.Metadata => Mutations.Json(random, payload),
+                    ModelEntries.Metadata when random.Next(5) > 0 => Mutations.Json(random, payload),
                     ModelEntries.Adapter or ModelEntries.BaseModel when random.Next(5) > 0 => Mutations.Safetensors(random, payload),
                     _ => Mutations.AnyBytes(random, payload),
                 };

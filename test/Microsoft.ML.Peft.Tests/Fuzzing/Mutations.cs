@@ -173,12 +173,20 @@ internal static class Mutations
         {
             root = JsonNode.Parse(utf8);
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
         {
             root = null;
         }
-        if (root is null || MutateJson(random, root) is not { } mutated) return AnyBytes(random, utf8);
-        return (mutated.Name, Encoding.UTF8.GetBytes(mutated.Root.ToJsonString()));
+        try
+        {
+            if (root is null || MutateJson(random, root) is not { } mutated) return AnyBytes(random, utf8);
+            return (mutated.Name, Encoding.UTF8.GetBytes(mutated.Root.ToJsonString()));
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // Valid JSON whose strings are not valid UTF-8 parses lazily and fails on use.
+            return AnyBytes(random, utf8);
+        }
     }
 
     /// <summary>
@@ -222,12 +230,25 @@ internal static class Mutations
     /// <summary>Mutates one tensor's dtype, shape or offsets, renames it, or mutates any node of the header.</summary>
     private static (string Name, byte[] Header) TensorHeader(Random random, byte[] header)
     {
+        try
+        {
+            return TensorHeaderCore(random, header);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or JsonException)
+        {
+            // A header whose names are not UTF-8 parses lazily and fails on use.
+            return AnyBytes(random, header);
+        }
+    }
+
+    private static (string Name, byte[] Header) TensorHeaderCore(Random random, byte[] header)
+    {
         JsonObject root;
         try
         {
             root = JsonNode.Parse(header)!.AsObject();
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
         {
             return AnyBytes(random, header);
         }

@@ -116,7 +116,7 @@ public sealed class PeftImageClassificationTransformer : ITransformer, IDisposab
 
     internal static PeftImageClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         var (version, entries) = ModelFile.Load(ctx, ImageClassificationLoader.Source);
         var host = env.Register(nameof(PeftImageClassificationTransformer));
         using var ch = host.Start("Loading");
