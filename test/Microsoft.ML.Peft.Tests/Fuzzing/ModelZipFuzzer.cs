@@ -14,7 +14,7 @@ internal static class ModelZipFuzzer
 {
     /// <summary>Seconds each target may fuzz; the environment variable <c>PEFT_FUZZ_SECONDS</c> changes it (longer runs by hand).</summary>
     public static TimeSpan Budget => TimeSpan.FromSeconds(
-        double.TryParse(Environment.GetEnvironmentVariable("PEFT_FUZZ_SECONDS"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0 ? s : 20);
+        double.TryParse(Environment.GetEnvironmentVariable("PEFT_FUZZ_SECONDS"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0 ? s : 15);
 
     /// <summary>The most cases per target, so that a fast machine does not spend its whole budget.</summary>
     public const int MaxCases = 1_500;
