@@ -493,6 +493,8 @@ internal static class HuggingFacePeftFormat
         var method = ResolveMethod(adapter, baseModel, options.CheckBaseModelName);
         int maxPositions = baseModel.Config.MaxPositionEmbeddings;
         int maxLength = options.MaxSequenceLength ?? adapter.Extra?.MaxSequenceLength ?? Math.Min(DefaultMaxSequenceLength, maxPositions);
+        if (maxLength > maxPositions && options.MaxSequenceLength is null)
+            throw new InvalidDataException($"{adapter.Source}: the {ExtraKey} block's max_sequence_length {maxLength} exceeds the base model's position table ({maxPositions}).");
         if (maxLength > maxPositions)
             throw new ArgumentOutOfRangeException(nameof(PeftAdapterImportOptions.MaxSequenceLength), maxLength, $"MaxSequenceLength exceeds the base model's position table ({maxPositions}).");
         var (kind, values) = Label(adapter);

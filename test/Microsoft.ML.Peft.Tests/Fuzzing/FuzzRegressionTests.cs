@@ -150,6 +150,46 @@ public class FuzzRegressionTests
     }
 
     [Test]
+    public void EmptySecondTextColumnInTheMetadataIsRefusedWhenLoading()
+    {
+        // Was: loaded, then ArgumentException "Sentence2ColumnName is empty" at the first Transform.
+        var zip = AssetZip();
+        var entry = Entry(zip, ModelEntries.Metadata);
+        zip.SetPayload(entry, EditMetadata(zip.Payload(entry), json => json["task_settings"]!["sentence2_column"] = ""));
+        var e = LoadError(Write(zip));
+        Assert.That(e, Is.InstanceOf<InvalidDataException>());
+        Assert.That(e.Message, Does.Contain("second text column"));
+    }
+
+    [Test]
+    public void AdapterWhoseRecordedSequenceLengthExceedsTheBaseModelIsInvalidData()
+    {
+        // Was: ArgumentOutOfRangeException naming the MaxSequenceLength option, which the caller had not set.
+        var tiny = TinyBert.WriteDirectory(seed: 7);
+        try
+        {
+            var ml = new MLContext(1);
+            var options = TinyTraining.Options(tiny);
+            options.MaxEpoch = 1;
+            var data = ml.Data.LoadFromEnumerable(TinyTraining.Rows(16, 1));
+            var chain = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.PeftTextClassification(options)).Fit(data);
+            var directory = Path.Combine(work, "adapter-long");
+            ml.Model.ExportPeftAdapter(chain, directory);
+            LoaderFuzzTests.Dispose(chain);
+            var configPath = Path.Combine(directory, HuggingFacePeftFormat.ConfigFileName);
+            var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+            config[HuggingFacePeftFormat.ExtraKey]!["max_sequence_length"] = 4_096;
+            File.WriteAllText(configPath, config.ToJsonString());
+            var e = Assert.Throws<InvalidDataException>(() => ml.Model.ImportPeftAdapter(directory, new PeftAdapterImportOptions { BaseModel = BaseModelSource.FromHuggingFace(tiny) }))!;
+            Assert.That(e.Message, Does.Contain("max_sequence_length 4096"));
+        }
+        finally
+        {
+            Directory.Delete(tiny, recursive: true);
+        }
+    }
+
+    [Test]
     public void MetadataOfBoundedSizesThatTogetherNeedGigabytesIsRefusedBeforeAllocation()
     {
         // vocab_size and hidden_size within their own bounds, 64 GB of embeddings together, from a file of kilobytes.
