@@ -358,6 +358,8 @@ public static class PeftModelOperations
     /// <summary>
     /// Loads a model saved with <c>mlContext.Model.Save</c> with PEFT load options (base-model location, device). ML.NET
     /// creates loaders through reflection and wraps their exceptions; this method rethrows the loader's own exception.
+    /// A damaged or unsupported file throws <see cref="InvalidDataException"/> (ML.NET's own framing errors of the zip
+    /// included), a base model that is not where the file says <see cref="FileNotFoundException"/>.
     /// </summary>
     public static ITransformer LoadPeft(this ModelOperationsCatalog catalog, string modelPath, PeftLoadOptions options, out DataViewSchema inputSchema)
     {
@@ -375,11 +377,11 @@ public static class PeftModelOperations
         {
             return catalog.Load(modelPath, out inputSchema);
         }
-        catch (System.Reflection.TargetInvocationException e) when (e.InnerException is not null)
+        catch (Exception e) when (LoadFailure.Unwrap(e) is var inner && (inner != e || LoadFailure.IsFramingDamage(inner)))
         {
-            var inner = e.InnerException;
-            while (inner is System.Reflection.TargetInvocationException { InnerException: not null } wrapped) inner = wrapped.InnerException;
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner!).Throw();
+            if (LoadFailure.IsFramingDamage(inner))
+                throw new InvalidDataException($"The model file '{modelPath}' is damaged or is not an ML.NET model: {inner.Message}", inner);
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
             throw;
         }
         finally

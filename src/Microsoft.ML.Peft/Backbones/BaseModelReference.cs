@@ -25,6 +25,8 @@ internal sealed class BaseModelReference
     /// <summary>Checks what loading relies on; the message names the model file.</summary>
     public void Validate(string source)
     {
+        // JSON null reaches properties declared non-null: a damaged file can hold it.
+        if (Name is null || Sha256 is null) throw new InvalidDataException($"{source}: the saved base model has no name or no hash.");
         if (!Enum.IsDefined(Kind)) throw new InvalidDataException($"{source}: base-model kind {(int)Kind} is not known.");
         if (Sha256.Length != 64 || !Sha256.All(Uri.IsHexDigit)) throw new InvalidDataException($"{source}: the saved base-model hash is not a SHA-256 hex string.");
         if (Size <= 0 || Size > Array.MaxLength) throw new InvalidDataException($"{source}: the saved base-model size {Size} is not valid.");

@@ -7,6 +7,14 @@ namespace Microsoft.ML.Peft.Backbones;
 /// <summary>Reads ONNX initializers into float arrays, checking that the stored bytes fit the declared shape.</summary>
 internal static class OnnxTensors
 {
+    /// <summary>Every node must name its output: the importers follow the graph from outputs to the nodes that read them.</summary>
+    public static void CheckNodes(GraphProto graph, string source)
+    {
+        foreach (var node in graph.Node)
+            if (node.Output.Count == 0 || string.IsNullOrEmpty(node.Output[0]))
+                throw new InvalidDataException($"'{source}': the node '{node.Name}' ({node.OpType}) has no output.");
+    }
+
     /// <summary>The float32 values of <paramref name="tensor"/> (from <c>float_data</c> or <c>raw_data</c>) with its shape.</summary>
     public static NamedArray ToArray(TensorProto tensor, string source)
     {

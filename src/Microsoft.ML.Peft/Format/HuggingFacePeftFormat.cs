@@ -289,6 +289,15 @@ internal static class HuggingFacePeftFormat
         JsonObject config;
         try
         {
+            // JsonNode reads strings lazily: bytes that are not UTF-8 would fail later, on first use, with another exception.
+            _ = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetCharCount(configBytes);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{source}: {ConfigFileName} is not UTF-8 text: {e.Message}", e);
+        }
+        try
+        {
             config = JsonNode.Parse(configBytes, documentOptions: new JsonDocumentOptions { MaxDepth = 32 }) as JsonObject
                 ?? throw new InvalidDataException($"{source}: {ConfigFileName} is not a JSON object.");
         }
@@ -484,6 +493,8 @@ internal static class HuggingFacePeftFormat
         var method = ResolveMethod(adapter, baseModel, options.CheckBaseModelName);
         int maxPositions = baseModel.Config.MaxPositionEmbeddings;
         int maxLength = options.MaxSequenceLength ?? adapter.Extra?.MaxSequenceLength ?? Math.Min(DefaultMaxSequenceLength, maxPositions);
+        if (maxLength > maxPositions && options.MaxSequenceLength is null)
+            throw new InvalidDataException($"{adapter.Source}: the {ExtraKey} block's max_sequence_length {maxLength} exceeds the base model's position table ({maxPositions}).");
         if (maxLength > maxPositions)
             throw new ArgumentOutOfRangeException(nameof(PeftAdapterImportOptions.MaxSequenceLength), maxLength, $"MaxSequenceLength exceeds the base model's position table ({maxPositions}).");
         var (kind, values) = Label(adapter);
@@ -618,6 +629,9 @@ internal static class HuggingFacePeftFormat
         public void Validate(string source)
         {
             string where = $"{source}: the {ExtraKey} block";
+            // JSON null reaches properties declared non-null: a damaged file can hold it.
+            if (Task is null || Pooling is null || ClassNames is null || BaseModel?.Sha256 is null || AdaptedModules is null || AdaptedModules.Any(m => m is null))
+                throw new InvalidDataException($"{where} holds null where task, pooling, class_names, base_model (with its sha256) and adapted_modules are expected.");
             if (FormatVersion != 1) throw new InvalidDataException($"{where} has format_version {FormatVersion}; this library reads version 1. Upgrade Microsoft.ML.Peft.");
             if (Task != TextClassificationSettings.TaskName) throw new InvalidDataException($"{where} is for task '{Task}', not {TextClassificationSettings.TaskName}.");
             if (Pooling != "mean") throw new InvalidDataException($"{where} names pooling '{Pooling}'; only 'mean' is known.");

@@ -44,8 +44,34 @@ internal static class ModelFile
         foreach (var (name, bytes) in list) ctx.SaveBinaryStream(name, w => ModelEntries.Write(w, bytes));
     }
 
+    /// <summary>ML.NET's check of the transformer's header (signature and version stamp); a damaged one is an <see cref="InvalidDataException"/>.</summary>
+    public static void CheckAtModel(ModelLoadContext ctx, VersionInfo versionInfo)
+    {
+        try
+        {
+            ctx.CheckAtModel(versionInfo);
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidDataException($"The {versionInfo.ModelSignature} model's header is damaged or is not of this kind: {e.Message}", e);
+        }
+    }
+
     /// <summary>Reads and verifies the entries; returns the format version they were written in.</summary>
     public static (int Version, ModelEntries Entries) Load(ModelLoadContext ctx, string source)
+    {
+        try
+        {
+            return LoadCore(ctx, source);
+        }
+        catch (Exception e) when (e is EndOfStreamException or FormatException)
+        {
+            // A header cut short, a string whose length prefix is damaged, or ML.NET's own framing of an entry.
+            throw new InvalidDataException($"{source}: the header or an entry of the model file is truncated or damaged ({e.Message}).", e);
+        }
+    }
+
+    private static (int Version, ModelEntries Entries) LoadCore(ModelLoadContext ctx, string source)
     {
         int version = ctx.Reader.ReadInt32();
         if (version < 1 || version > Version)

@@ -30,6 +30,15 @@ internal sealed class ModelMetadata
         ModelMetadata? metadata;
         try
         {
+            // The method and task settings are JsonObjects, read lazily: bytes that are not UTF-8 would fail on first use.
+            _ = new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetCharCount(utf8);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{source}: the metadata is not UTF-8 text: {e.Message}", e);
+        }
+        try
+        {
             metadata = JsonSerializer.Deserialize<ModelMetadata>(utf8, new JsonSerializerOptions { MaxDepth = 16 });
         }
         catch (JsonException e)
@@ -44,6 +53,9 @@ internal sealed class ModelMetadata
     public void Validate(string source)
     {
         if (string.IsNullOrEmpty(Task)) throw new InvalidDataException($"{source}: the metadata names no task.");
+        // JSON null reaches properties declared non-null: a damaged file can hold it.
+        if (BaseModel is null || Method is null || AdapterName is null || AdaptedModules is null || TaskSettings is null || AdaptedModules.Any(m => m is null))
+            throw new InvalidDataException($"{source}: the metadata lacks one of base_model, method, adapter_name, adapted_modules, task_settings (or holds null in it).");
         BaseModel.Validate(source);
         Config?.Validate($"{source} (saved configuration)");
         if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{source}: {AdaptedModules.Count} adapted modules is not valid.");

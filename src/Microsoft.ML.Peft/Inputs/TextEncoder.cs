@@ -54,7 +54,8 @@ internal sealed class TextEncoder
                 MaxInputCharsPerWord = 2 * MaxCharsPerWord,
             });
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException)
+        // A vocabulary without one of the special tokens ([UNK], [CLS], [SEP], [PAD], [MASK]) is a KeyNotFoundException.
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             throw new InvalidDataException($"The WordPiece vocabulary is not valid: {e.Message}", e);
         }

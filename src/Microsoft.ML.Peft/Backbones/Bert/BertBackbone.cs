@@ -9,6 +9,7 @@ internal sealed class BertBackbone : ITextBackbone
 {
     public BertBackbone(LoadedBaseModel baseModel)
     {
+        BertWeights.CheckSize(baseModel.Config, baseModel.Weights, baseModel.Source.ToString());
         Model = new BertModel(baseModel.Config);
         BertWeights.Load(Model, baseModel.Weights, baseModel.Source.ToString());
         SourceNames = baseModel.Weights.Where(w => w.Value.SourceName is not null)

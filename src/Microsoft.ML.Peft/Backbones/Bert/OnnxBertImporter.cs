@@ -24,6 +24,7 @@ internal static class OnnxBertImporter
             throw new InvalidDataException($"'{source}' is not a readable ONNX model: {e.Message}", e);
         }
         var graph = model.Graph ?? throw new InvalidDataException($"'{source}' has no graph.");
+        OnnxTensors.CheckNodes(graph, source);
         var initializers = new Dictionary<string, TensorProto>();
         foreach (var init in graph.Initializer) initializers[init.Name] = init;
         foreach (var node in graph.Node.Where(n => n.OpType == "Constant"))
@@ -38,7 +39,7 @@ internal static class OnnxBertImporter
             foreach (var input in node.Input)
             {
                 if (!consumers.TryGetValue(input, out var list)) consumers[input] = list = new List<NodeProto>();
-                list.Add(node);
+                if (!list.Contains(node)) list.Add(node);
             }
         }
 
@@ -111,14 +112,15 @@ internal static class OnnxBertImporter
     private static int FindHeads(GraphProto graph, Dictionary<string, TensorProto> constants, int hidden)
     {
         var producers = Producers(graph);
-        long? Scalar(string name)
+        long? Scalar(string name, int depth = 0)
         {
             if (constants.TryGetValue(name, out var c))
             {
                 var v = ReadInt64(c);
                 return v.Length == 1 ? v[0] : null;
             }
-            if (producers.TryGetValue(name, out var p) && p.OpType is "Unsqueeze" or "Cast" or "Identity") return Scalar(p.Input[0]);
+            // A bounded walk: a damaged graph can make these nodes a cycle.
+            if (depth < 16 && producers.TryGetValue(name, out var p) && p.OpType is "Unsqueeze" or "Cast" or "Identity" && p.Input.Count > 0) return Scalar(p.Input[0], depth + 1);
             return null;
         }
         foreach (var node in graph.Node.Where(n => n.OpType == "Reshape" && n.Input.Count == 2))
@@ -150,7 +152,7 @@ internal static class OnnxBertImporter
             return fused.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5;
         // Decomposed layer norm: Sqrt(Add(variance, epsilon)).
         var producers = Producers(graph);
-        foreach (var sqrt in graph.Node.Where(n => n.OpType == "Sqrt"))
+        foreach (var sqrt in graph.Node.Where(n => n.OpType == "Sqrt" && n.Input.Count > 0))
         {
             if (!producers.TryGetValue(sqrt.Input[0], out var add) || add.OpType != "Add") continue;
             foreach (var input in add.Input)

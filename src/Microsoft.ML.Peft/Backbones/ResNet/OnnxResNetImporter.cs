@@ -29,6 +29,7 @@ internal static class OnnxResNetImporter
             throw new InvalidDataException($"'{source}' is not a readable ONNX model: {e.Message}", e);
         }
         var graph = model.Graph ?? throw new InvalidDataException($"'{source}' has no graph.");
+        OnnxTensors.CheckNodes(graph, source);
         return new Reader(graph, source, model.ProducerName).Read();
     }
 
@@ -53,7 +54,7 @@ internal static class OnnxResNetImporter
                 foreach (var input in node.Input)
                 {
                     if (!consumers.TryGetValue(input, out var list)) consumers[input] = list = new List<NodeProto>();
-                    list.Add(node);
+                    if (!list.Contains(node)) list.Add(node);
                 }
         }
 
@@ -80,10 +81,11 @@ internal static class OnnxResNetImporter
                 var convs = next.Where(n => n.OpType == "Conv").ToList();
                 if (convs.Count == 0) throw Error($"after '{x}' comes neither a residual block nor the average pool ({string.Join(", ", next.Select(n => n.OpType))})");
                 // The shortcut's projection is the convolution whose normalised output goes straight into the Add.
+                if (convs.Count > 2) throw Error($"{convs.Count} convolutions read '{x}'; a residual block has its main path and at most a shortcut projection");
                 NodeProto? projection = convs.Count == 2 ? convs.FirstOrDefault(c => FeedsAdd(c)) : null;
+                if (convs.Count == 2 && projection is null) throw Error($"two convolutions read '{x}' but neither is a shortcut projection");
                 var main = convs.Single(c => c != projection);
                 int stride = Geometry(main, null).Stride;
-                if (convs.Count == 2 && projection is null) throw Error($"two convolutions read '{x}' but neither is a shortcut projection");
                 bool downsamples = projection is not null && (stride != 1 || Geometry(projection, 1).Stride != 1);
                 if (layers.Count == 0 || downsamples)
                 {
@@ -92,6 +94,8 @@ internal static class OnnxResNetImporter
                     stage = layers.Count;
                     index = 0;
                 }
+                // A damaged graph can loop back on itself: no stage has more blocks than a configuration allows.
+                if (layers[^1] >= ResNetConfig.MaxBlocksPerStage) throw Error($"stage {stage} has more than {ResNetConfig.MaxBlocksPerStage} blocks (is the graph a cycle?)");
                 string prefix = $"layer{stage}.{index}";
                 var output = Block(main, projection, prefix, x, out var kind);
                 if (block is not null && kind != block) throw Error($"block {prefix} is {kind}, earlier blocks are {block}");

@@ -23,6 +23,7 @@ internal sealed class ResNetBackbone : IImageBackbone
 {
     public ResNetBackbone(ResNetConfig config, IReadOnlyDictionary<string, NamedArray> weights, string source)
     {
+        CheckSize(config, weights, source);
         Model = new ResNetModel(config);
         try
         {
@@ -34,6 +35,24 @@ internal sealed class ResNetBackbone : IImageBackbone
             throw;
         }
         SourceNames = weights.Where(w => w.Value.SourceName is not null).ToDictionary(w => w.Key, w => (w.Value.SourceName!, false));
+    }
+
+    /// <summary>
+    /// Refuses a configuration that needs more weights than <paramref name="weights"/> hold, before a network of that size
+    /// is allocated (a damaged file could name 64 blocks per stage of width 1,024 and hold a few kilobytes).
+    /// </summary>
+    private static void CheckSize(ResNetConfig config, IReadOnlyDictionary<string, NamedArray> weights, string source)
+    {
+        // Every block has at least one 3 x 3 convolution of its stage's width (planes) in and out.
+        double needed = 3.0 * 49 * config.Width;
+        for (int stage = 0; stage < config.Layers.Length; stage++)
+        {
+            double planes = (double)config.Width * (1 << stage);
+            needed += config.Layers[stage] * 9 * planes * planes;
+        }
+        double held = weights.Values.Sum(w => (double)w.Data.LongLength);
+        if (needed > held)
+            throw new InvalidDataException($"{source}: a {config} of width {config.Width} needs at least {needed:N0} weights, but the file holds {held:N0}.");
     }
 
     public ResNetModel Model { get; }

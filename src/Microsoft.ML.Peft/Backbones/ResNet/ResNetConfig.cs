@@ -20,6 +20,9 @@ internal sealed class ResNetConfig
     /// </summary>
     public const string SameBeginPadding = "same_begin";
 
+    /// <summary>The most blocks a stage may have.</summary>
+    public const int MaxBlocksPerStage = 64;
+
     /// <summary><c>basic</c> (two 3 x 3 convolutions) or <c>bottleneck</c> (1 x 1, 3 x 3, 1 x 1, four times wider out).</summary>
     [JsonPropertyName("block")] public string Block { get; set; } = "basic";
 
@@ -76,7 +79,7 @@ internal sealed class ResNetConfig
     public void Validate(string source)
     {
         if (Block is not ("basic" or "bottleneck")) throw new InvalidDataException($"{source}: ResNet block '{Block}' is not 'basic' or 'bottleneck'.");
-        if (Layers is null || Layers.Length != 4 || Layers.Any(l => l < 1 || l > 64)) throw new InvalidDataException($"{source}: ResNet layers must be four block counts from 1 to 64.");
+        if (Layers is null || Layers.Length != 4 || Layers.Any(l => l < 1 || l > MaxBlocksPerStage)) throw new InvalidDataException($"{source}: ResNet layers must be four block counts from 1 to {MaxBlocksPerStage}.");
         if (Width < 1 || Width > 1024) throw new InvalidDataException($"{source}: ResNet width {Width} is not from 1 to 1024.");
         if (Padding is not (SymmetricPadding or SameBeginPadding)) throw new InvalidDataException($"{source}: ResNet padding '{Padding}' is not known.");
         if (!(BatchNormEps > 0 && BatchNormEps < 1)) throw new InvalidDataException($"{source}: batch_norm_eps {BatchNormEps} is not in (0, 1).");

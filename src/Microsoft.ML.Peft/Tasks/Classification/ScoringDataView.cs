@@ -82,7 +82,7 @@ internal sealed class ScoringDataView : IDataView
             // Several batches are read at once: a scorer may sort them (text by length, so less goes to padding).
             while (inputs.Count < view.parent.BatchSize * LookaheadBatches && lookahead!.MoveNext()) inputs.Add(reader!());
             if (inputs.Count == 0) throw new InvalidOperationException("The input data view returned fewer rows to its second cursor than to its first.");
-            batch = view.parent.Score(inputs);
+            batch = FiniteOutputs.Check(view.parent.Score(inputs));
             if (batch.Count != inputs.Count) throw new InvalidOperationException($"The scorer returned {batch.Count} outputs for {inputs.Count} rows.");
             batchIndex = 0;
         }

@@ -74,7 +74,7 @@ internal sealed class ScoringRowMapper : IRowToRowMapper
             var value = reader!();
             if (cachedPosition != input.Position || cachedInput is null || !mapper.parent.SameInput(value, cachedInput))
             {
-                cached = mapper.parent.Score(new[] { value })[0];
+                cached = FiniteOutputs.Check(mapper.parent.Score(new[] { value }))[0];
                 cachedPosition = input.Position;
                 cachedInput = value;
             }

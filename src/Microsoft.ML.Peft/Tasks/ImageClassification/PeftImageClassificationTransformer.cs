@@ -116,7 +116,7 @@ public sealed partial class PeftImageClassificationTransformer : ITransformer, I
 
     internal static PeftImageClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         var (version, entries) = ModelFile.Load(ctx, ImageClassificationLoader.Source);
         var host = env.Register(nameof(PeftImageClassificationTransformer));
         using var ch = host.Start("Loading");

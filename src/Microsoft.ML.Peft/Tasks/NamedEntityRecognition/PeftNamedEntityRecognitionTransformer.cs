@@ -142,7 +142,7 @@ public sealed partial class PeftNamedEntityRecognitionTransformer : ITransformer
     /// <summary>Called by ML.NET's model loader.</summary>
     internal static PeftNamedEntityRecognitionTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         var (_, entries) = ModelFile.Load(ctx, NerLoader.Source);
         var host = env.Register(nameof(PeftNamedEntityRecognitionTransformer));
         using var ch = host.Start("Loading");

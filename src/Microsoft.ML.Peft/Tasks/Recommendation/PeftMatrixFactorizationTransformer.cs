@@ -37,7 +37,7 @@ public sealed class PeftMatrixFactorizationTransformer : PeftRecommenderTransfor
     /// <summary>Called by ML.NET's model loader.</summary>
     internal static PeftMatrixFactorizationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         return RecommenderFiles.Load<PeftMatrixFactorizationTransformer, MatrixFactorizationModel, MatrixFactorizationSettings, MatrixFactorizationNetwork>(env, ctx);
     }
 

@@ -223,7 +223,7 @@ public sealed partial class PeftSentenceSimilarityTransformer : ITransformer, ID
     /// <summary>Called by ML.NET's model loader.</summary>
     internal static PeftSentenceSimilarityTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         var (version, entries) = ModelFile.Load(ctx, "The PEFT sentence similarity model");
         var host = env.Register(nameof(PeftSentenceSimilarityTransformer));
         using var ch = host.Start("Loading");

@@ -153,7 +153,7 @@ public sealed partial class PeftTextClassificationTransformer : ITransformer, ID
     /// <summary>Called by ML.NET's model loader.</summary>
     internal static PeftTextClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         var (version, entries) = ModelFile.Load(ctx, "The PEFT text classification model");
         var host = env.Register(nameof(PeftTextClassificationTransformer));
         using var ch = host.Start("Loading");

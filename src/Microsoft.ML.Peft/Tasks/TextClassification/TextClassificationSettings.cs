@@ -43,5 +43,7 @@ internal sealed class TextClassificationSettings
         if (Pooling != "mean") throw new InvalidDataException($"{source}: pooling '{Pooling}' is not known.");
         foreach (var name in new[] { Sentence1ColumnName, ScoreColumnName, PredictedLabelColumnName })
             if (string.IsNullOrEmpty(name) || name.Length > 1024) throw new InvalidDataException($"{source}: the saved column names are incomplete.");
+        // The second text column is optional (null), but never an empty name.
+        if (Sentence2ColumnName is { } second && (second.Length == 0 || second.Length > 1024)) throw new InvalidDataException($"{source}: the saved second text column name is not valid.");
     }
 }

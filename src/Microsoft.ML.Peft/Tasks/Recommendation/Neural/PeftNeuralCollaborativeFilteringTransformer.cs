@@ -41,7 +41,7 @@ public sealed class PeftNeuralCollaborativeFilteringTransformer : PeftRecommende
     /// <summary>Called by ML.NET's model loader.</summary>
     internal static PeftNeuralCollaborativeFilteringTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
+        ModelFile.CheckAtModel(ctx, GetVersionInfo());
         return RecommenderFiles.Load<PeftNeuralCollaborativeFilteringTransformer, NeuralCollaborativeFilteringModel, NeuralCollaborativeFilteringSettings, NeuralCollaborativeFilteringNetwork>(env, ctx);
     }
 
