@@ -70,6 +70,7 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
             unmergedBias = Bias?.detach().clone();
             MergeInto(adapters[activeAdapter], Weight, Bias);
         }
+        WeightChanged();
     }
 
     public void Unmerge()
@@ -83,7 +84,11 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
         unmergedWeight.Dispose();
         unmergedBias?.Dispose();
         unmergedWeight = unmergedBias = null;
+        WeightChanged();
     }
+
+    /// <summary>Called after merging or unmerging changed the weight in place (to refresh copies derived from it).</summary>
+    protected virtual void WeightChanged() { }
 
     protected override void Dispose(bool disposing)
     {

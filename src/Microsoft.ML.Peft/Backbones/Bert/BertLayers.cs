@@ -12,6 +12,13 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 /// per-layer key and value prefixes are concatenated before the projected keys and values, in every path (plain,
 /// dropout on the attention probabilities while training, fused projections at inference).
 /// </summary>
+/// <remarks>
+/// Attention runs through libtorch's <c>scaled_dot_product_attention</c> (its fused, memory-efficient CPU kernel keeps
+/// neither the scores nor the probabilities for the backward pass) except while training with attention dropout: that
+/// path computes <c>softmax(QK^T/sqrt(d) + mask)</c> explicitly so the dropout masks come from the run's generator.
+/// With a <see cref="ComputeType"/> (bfloat16) the fused kernel takes bfloat16 queries, keys and values (it accumulates
+/// the softmax in fp32), and the fused inference projection runs in that type.
+/// </remarks>
 internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -36,6 +43,16 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Dropout on the attention probabilities while training; 0 lets training use the fused kernel.</summary>
+    public double AttentionDropout
+    {
+        get => dropout.Probability;
+        set => dropout.Probability = value;
+    }
+
+    /// <summary>The type fused attention and the fused inference projection run in (bfloat16), or null for fp32.</summary>
+    public ScalarType? ComputeType { get; set; }
+
     /// <summary>
     /// For inference with fixed weights: one [3·hidden, hidden] projection instead of three, a larger matrix product
     /// that uses the cores better. Must be redone (or cleared) whenever the weights change.
@@ -47,8 +64,11 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         if (new[] { query, key, value }.Any(p => p.ActiveAdapter is not null && !p.Merged)) return;
         using (no_grad())
         {
-            fusedWeight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0).detach().DetachFromDisposeScope();
-            fusedBias = cat(new[] { query.Bias!, key.Bias!, value.Bias! }, 0).detach().DetachFromDisposeScope();
+            using var weight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0);
+            using var bias = cat(new[] { query.Bias!, key.Bias!, value.Bias! }, 0);
+            var type = ComputeType ?? weight.dtype;
+            fusedWeight = weight.detach().to(type).DetachFromDisposeScope();
+            fusedBias = bias.detach().to(type).DetachFromDisposeScope();
         }
     }
 
@@ -72,29 +92,35 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     /// <param name="hidden">[batch, length, hidden]</param>
     /// <param name="additiveMask">[batch, 1, 1, keys]: 0 where attended, a large negative number at padding; keys = n + length with a prefix.</param>
     /// <param name="prefix">Null, or [2, batch, heads, n, head size]: the key (0) and value (1) prefixes of prefix tuning.</param>
+    /// <returns>The attended values [batch, length, hidden], in fp32 or in the compute type.</returns>
     public Tensor Forward(Tensor hidden, Tensor additiveMask, Tensor? prefix)
     {
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0], length = hidden.shape[1];
         Tensor q, k, v;
         bool fused = !training && fusedWeight is not null;
+        // Training with attention dropout takes the explicit path (fp32); everything else the fused kernel.
+        bool explicitPath = !fused && training && dropout.Probability > 0;
+        var type = explicitPath ? hidden.dtype : ComputeType ?? hidden.dtype;
         if (fused)
         {
-            var qkv = nn.functional.linear(hidden, fusedWeight!, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
+            var qkv = nn.functional.linear(hidden.to(fusedWeight!.dtype), fusedWeight!, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
         {
-            Tensor Split(TunerLinear projection) => projection.forward(hidden).view(batch, length, heads, headSize).transpose(1, 2);
+            Tensor Split(TunerLinear projection) =>
+                (projection.LowPrecisionForward(hidden) ?? projection.forward(hidden)).view(batch, length, heads, headSize).transpose(1, 2);
             (q, k, v) = (Split(query), Split(key), Split(value));
         }
+        (q, k, v) = (q.to(type), k.to(type), v.to(type));
         if (prefix is not null)
         {
-            k = cat(new[] { prefix[0], k }, 2);
-            v = cat(new[] { prefix[1], v }, 2);
+            k = cat(new[] { prefix[0].to(type), k }, 2);
+            v = cat(new[] { prefix[1].to(type), v }, 2);
         }
         Tensor context;
-        if (!fused && training && dropout.Probability > 0)
+        if (explicitPath)
         {
             // Dropout on the attention probabilities, with masks from the run's generator.
             var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
@@ -102,7 +128,7 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         }
         else
         {
-            context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, 0.0);
+            context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask.to(type), 0.0);
         }
         return context.transpose(1, 2).reshape(batch, length, heads * headSize).MoveToOuterDisposeScope();
     }
@@ -194,7 +220,8 @@ internal sealed class BertIntermediate : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hidden)
     {
-        using var projected = dense.forward(hidden);
+        // A frozen projection in reduced precision stays in it through the activation (the next projection casts anyway).
+        using var projected = dense.LowPrecisionForward(hidden) ?? dense.forward(hidden);
         return activation switch
         {
             "relu" => nn.functional.relu(projected),
