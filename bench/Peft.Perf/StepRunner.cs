@@ -4,6 +4,7 @@ using Microsoft.ML.Peft.Methods.Lora;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
 using Microsoft.ML.Peft.Tasks.TextClassification;
+using Microsoft.ML.Peft.Training;
 using static TorchSharp.torch;
 
 namespace Peft.Perf;
@@ -15,16 +16,21 @@ internal sealed record StepResult(string Mode, int Batch, int Seq, int Threads, 
 /// <summary>
 /// One training step of MiniLM with a 2-class head, measured in its own process so peak memory belongs to it alone:
 /// forward, cross-entropy, backward, gradient clipping, AdamW. Modes: <c>lora</c> (rank 8 on query/value),
-/// <c>full</c> (every parameter trainable), <c>checkpointed</c> (lora with activation checkpointing).
+/// <c>full</c> (every parameter trainable), <c>checkpointed</c> (lora with activation checkpointing), <c>lora-bf16</c>
+/// (lora with <c>Precision = Bf16</c>: the frozen base's products in bfloat16). A suffix <c>-nodrop</c> sets the
+/// attention dropout to 0 (fused attention in training), e.g. <c>lora-nodrop</c>, <c>lora-bf16-nodrop</c>.
 /// </summary>
 internal static class StepRunner
 {
     public static StepResult Run(string mode, int batch, int seq, int steps, int warmup)
     {
         var loaded = BaseModelSource.MiniLM().Load();
-        Microsoft.ML.Peft.Methods.PeftMethodOptions method = mode switch
+        bool noAttentionDropout = mode.EndsWith("-nodrop", StringComparison.Ordinal);
+        var baseMode = noAttentionDropout ? mode[..^"-nodrop".Length] : mode;
+        var precision = baseMode == "lora-bf16" ? PeftPrecision.Bf16 : PeftPrecision.Fp32;
+        Microsoft.ML.Peft.Methods.PeftMethodOptions method = baseMode switch
         {
-            "lora" or "checkpointed" => new LoraOptions { TargetModules = new[] { "query", "value" } }, // as bench/pytorch/lora_step.py
+            "lora" or "checkpointed" or "lora-bf16" => new LoraOptions { TargetModules = new[] { "query", "value" } }, // as bench/pytorch/lora_step.py
             "full" => new Microsoft.ML.Peft.Methods.Full.FullFineTuningOptions(),
             _ => throw new ArgumentException($"unknown mode '{mode}'"),
         };
@@ -36,7 +42,8 @@ internal static class StepRunner
         using var generator0 = new Generator(1);
         var classifier = new TextClassificationModel(settings, loaded, method, embedBaseModel: false, CPU, generator0, headDropout: 0.1f);
         loaded = null;
-        classifier.Adapted.Backbone.GradientCheckpointing = mode == "checkpointed";
+        classifier.Adapted.Backbone.GradientCheckpointing = baseMode == "checkpointed";
+        classifier.ConfigureCompute(precision, noAttentionDropout ? 0 : null);
         var model = classifier.Network;
         model.train();
         var trainable = classifier.TrainableParameters().Select(p => p.Parameter).ToList();
