@@ -33,6 +33,63 @@ internal static class MixedPrecision
         return 2.0 * n * n * n / best / 1e9;
     }
 
+    /// <summary>Times fp32 and bf16 versions of a MiniLM layer's operations at batch 32 x 128 (diagnostic output).</summary>
+    public static void Kernels(Action<string> print)
+    {
+        double Time(Action run, int repeats = 5)
+        {
+            run();
+            double best = double.MaxValue;
+            for (int i = 0; i < repeats; i++)
+            {
+                var watch = Stopwatch.StartNew();
+                run();
+                best = Math.Min(best, watch.Elapsed.TotalMilliseconds);
+            }
+            return best;
+        }
+        using var scope = NewDisposeScope();
+        print($"mm 2048 fp32 {GemmGflops(2048, 3, ScalarType.Float32):F1} GFLOP/s, bf16 {GemmGflops(2048, 3, ScalarType.BFloat16):F1} GFLOP/s; threads {get_num_threads()}");
+        var x = randn(32, 128, 384);
+        var w = randn(1536, 384).div(20);
+        var x16 = x.to(ScalarType.BFloat16);
+        var w16 = w.to(ScalarType.BFloat16);
+        double flops = 2.0 * 32 * 128 * 384 * 1536;
+        void Report(string name, double ms, double f) => print($"{name,-40} {ms,8:F2} ms {f / ms / 1e6,8:F1} GFLOP/s");
+        Report("linear fp32 [32,128,384]x[1536,384]", Time(() => { using var y = nn.functional.linear(x, w); }), flops);
+        Report("linear bf16", Time(() => { using var y = nn.functional.linear(x16, w16); }), flops);
+        Report("linear bf16 incl. casts", Time(() => { using var a = x.to(ScalarType.BFloat16); using var y = nn.functional.linear(a, w16); using var z = y.to(ScalarType.Float32); }), flops);
+        Report("matmul 2-D bf16", Time(() => { using var a = x16.view(-1, 384); using var y = a.matmul(w16.t()); }), flops);
+        var g = randn(32, 128, 1536);
+        var g16 = g.to(ScalarType.BFloat16);
+        Report("grad input fp32 (g W)", Time(() => { using var y = g.matmul(w); }), flops);
+        Report("grad input bf16 (g W)", Time(() => { using var y = g16.matmul(w16); }), flops);
+        var wt16 = w16.t().contiguous();
+        Report("grad input bf16 linear(g, W^T contiguous)", Time(() => { using var y = nn.functional.linear(g16, wt16); }), flops);
+        Report("cast fp32->bf16 [32,128,1536]", Time(() => { using var y = g.to(ScalarType.BFloat16); }), 0);
+        var q = randn(32, 12, 128, 32);
+        var q16 = q.to(ScalarType.BFloat16);
+        var mask = zeros(32, 1, 1, 128);
+        var mask16 = mask.to(ScalarType.BFloat16);
+        double attention = 2.0 * 2 * 32 * 12 * 128 * 128 * 32;
+        Report("sdpa fp32", Time(() => { using var y = nn.functional.scaled_dot_product_attention(q, q, q, mask); }), attention);
+        Report("sdpa bf16", Time(() => { using var y = nn.functional.scaled_dot_product_attention(q16, q16, q16, mask16); }), attention);
+        Report("sdpa fp32 forward+backward", Time(() =>
+        {
+            using var inner = NewDisposeScope();
+            var a = q.detach().requires_grad_(true);
+            nn.functional.scaled_dot_product_attention(a, a, a, mask).sum().backward();
+        }), 3 * attention);
+        Report("sdpa bf16 forward+backward", Time(() =>
+        {
+            using var inner = NewDisposeScope();
+            var a = q16.detach().requires_grad_(true);
+            nn.functional.scaled_dot_product_attention(a, a, a, mask16).sum().backward();
+        }), 3 * attention);
+        Report("gelu fp32 [32,128,1536]", Time(() => { using var y = nn.functional.gelu(g); }), 0);
+        Report("gelu bf16", Time(() => { using var y = nn.functional.gelu(g16); }), 0);
+    }
+
     /// <summary>
     /// Trains LoRA (the library's defaults: r=8 on every Linear layer) on the first <paramref name="trainRows"/> rows of
     /// SST-2's <c>train.tsv</c> for one epoch in fp32 and in bf16 with one seed, and scores <c>test-sentences.tsv</c> with each.

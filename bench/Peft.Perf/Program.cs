@@ -27,6 +27,13 @@ if (args.Length >= 1 && args[0] == "step")
     return 0;
 }
 
+// kernels: fp32 against bf16 rates of the matrix products and attention a MiniLM step runs (diagnostic).
+if (args.Length >= 1 && args[0] == "kernels")
+{
+    MixedPrecision.Kernels(Console.WriteLine);
+    return 0;
+}
+
 // contention: only the two-process section, written to bench/results/contention.json.
 if (args.Length >= 1 && args[0] == "contention")
 {

@@ -9,10 +9,11 @@ public enum PeftPrecision
     Fp32,
 
     /// <summary>
-    /// Mixed precision: the frozen base weights' matrix products (and attention, when it runs fused) in bfloat16, which
-    /// processors with AVX-512 BF16 or AMX run at two to three times the fp32 rate; the trained parameters (adapters,
-    /// head, any base parameter the method trains), LayerNorm, softmax accumulation and the loss stay in fp32. Scores
-    /// differ from fp32 in about the third significant digit.
+    /// Mixed precision: the frozen base weights' matrix products in bfloat16 (on bfloat16 copies of the weights); the
+    /// trained parameters (adapters, head, any base parameter the method trains), attention, LayerNorm and the loss stay
+    /// in fp32. Faster only where the processor's bfloat16 matrix rate exceeds its fp32 rate (AMD Zen 4 and later with
+    /// AVX-512 BF16, Intel with AMX); compare <c>gemmBf16Gflops</c> with <c>gemmGflops</c> in the performance benchmark.
+    /// Probabilities differ from fp32 by about 1e-3.
     /// </summary>
     Bf16,
 }

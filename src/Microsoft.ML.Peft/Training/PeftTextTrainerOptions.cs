@@ -33,8 +33,8 @@ public abstract class PeftTextTrainerOptions : PeftTrainerOptions
     /// <summary>
     /// Number format of the frozen base model's matrix products, for training and for scoring (saved with the model, so a
     /// loaded model scores the same way). <see cref="PeftPrecision.Bf16"/> runs them in bfloat16 on copies of the frozen
-    /// weights (2-3x the fp32 rate on processors with AVX-512 BF16 or AMX) while the trained parameters, LayerNorm, the
-    /// softmax accumulation and the loss stay fp32. Default <see cref="PeftPrecision.Fp32"/>.
+    /// weights while the trained parameters, attention, LayerNorm and the loss stay fp32; it pays only on processors whose
+    /// bfloat16 matrix rate exceeds their fp32 rate (see <see cref="PeftPrecision.Bf16"/>). Default <see cref="PeftPrecision.Fp32"/>.
     /// </summary>
     public PeftPrecision Precision = PeftPrecision.Fp32;
 

@@ -16,8 +16,9 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 /// Attention runs through libtorch's <c>scaled_dot_product_attention</c> (its fused, memory-efficient CPU kernel keeps
 /// neither the scores nor the probabilities for the backward pass) except while training with attention dropout: that
 /// path computes <c>softmax(QK^T/sqrt(d) + mask)</c> explicitly so the dropout masks come from the run's generator.
-/// With a <see cref="ComputeType"/> (bfloat16) the fused kernel takes bfloat16 queries, keys and values (it accumulates
-/// the softmax in fp32), and the fused inference projection runs in that type.
+/// With a <see cref="ComputeType"/> (bfloat16) the projections run in that type (the fused inference projection too),
+/// but attention itself stays fp32: libtorch's bfloat16 attention kernels measured slower than fp32 on CPUs (the
+/// backward pass about four times slower), and the softmax keeps full precision.
 /// </remarks>
 internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 {
@@ -50,7 +51,7 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         set => dropout.Probability = value;
     }
 
-    /// <summary>The type fused attention and the fused inference projection run in (bfloat16), or null for fp32.</summary>
+    /// <summary>The type the fused inference projection runs in (bfloat16), or null for fp32; the separate projections follow their own layers'.</summary>
     public ScalarType? ComputeType { get; set; }
 
     /// <summary>
@@ -92,35 +93,31 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
     /// <param name="hidden">[batch, length, hidden]</param>
     /// <param name="additiveMask">[batch, 1, 1, keys]: 0 where attended, a large negative number at padding; keys = n + length with a prefix.</param>
     /// <param name="prefix">Null, or [2, batch, heads, n, head size]: the key (0) and value (1) prefixes of prefix tuning.</param>
-    /// <returns>The attended values [batch, length, hidden], in fp32 or in the compute type.</returns>
     public Tensor Forward(Tensor hidden, Tensor additiveMask, Tensor? prefix)
     {
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0], length = hidden.shape[1];
         Tensor q, k, v;
         bool fused = !training && fusedWeight is not null;
-        // Training with attention dropout takes the explicit path (fp32); everything else the fused kernel.
-        bool explicitPath = !fused && training && dropout.Probability > 0;
-        var type = explicitPath ? hidden.dtype : ComputeType ?? hidden.dtype;
         if (fused)
         {
-            var qkv = nn.functional.linear(hidden.to(fusedWeight!.dtype), fusedWeight!, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
+            var qkv = nn.functional.linear(hidden.to(fusedWeight!.dtype), fusedWeight!, fusedBias).to(hidden.dtype)
+                .view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
         {
-            Tensor Split(TunerLinear projection) =>
-                (projection.LowPrecisionForward(hidden) ?? projection.forward(hidden)).view(batch, length, heads, headSize).transpose(1, 2);
+            Tensor Split(TunerLinear projection) => projection.forward(hidden).view(batch, length, heads, headSize).transpose(1, 2);
             (q, k, v) = (Split(query), Split(key), Split(value));
         }
-        (q, k, v) = (q.to(type), k.to(type), v.to(type));
         if (prefix is not null)
         {
-            k = cat(new[] { prefix[0].to(type), k }, 2);
-            v = cat(new[] { prefix[1].to(type), v }, 2);
+            k = cat(new[] { prefix[0].to(k.dtype), k }, 2);
+            v = cat(new[] { prefix[1].to(v.dtype), v }, 2);
         }
         Tensor context;
-        if (explicitPath)
+        // Training with attention dropout takes the explicit path; everything else the fused kernel.
+        if (!fused && training && dropout.Probability > 0)
         {
             // Dropout on the attention probabilities, with masks from the run's generator.
             var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
@@ -128,7 +125,7 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         }
         else
         {
-            context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask.to(type), 0.0);
+            context = nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, 0.0);
         }
         return context.transpose(1, 2).reshape(batch, length, heads * headSize).MoveToOuterDisposeScope();
     }
