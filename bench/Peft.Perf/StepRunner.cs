@@ -11,7 +11,7 @@ namespace Peft.Perf;
 
 /// <summary>What one training-step measurement reports (one JSON line on standard output of a child process).</summary>
 internal sealed record StepResult(string Mode, int Batch, int Seq, int Threads, double StepMsMedian, double[] StepMsAll,
-    long PeakRssBytes, long RssBeforeStepsBytes, long TrainableParameters, long TotalParameters, string Runtime);
+    long PeakRssBytes, long RssBeforeStepsBytes, long TrainableParameters, long TotalParameters, string Runtime, double CpuMsPerStep);
 
 /// <summary>
 /// One training step of MiniLM with a 2-class head, measured in its own process so peak memory belongs to it alone:
@@ -74,15 +74,18 @@ internal static class StepRunner
         Memory.ResetPeak();
         for (int i = 0; i < warmup; i++) Step();
         var times = new double[steps];
+        var cpuBefore = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
         for (int i = 0; i < steps; i++)
         {
             var watch = Stopwatch.StartNew();
             Step();
             times[i] = watch.Elapsed.TotalMilliseconds;
         }
+        // Processor time of the timed steps (all threads): less sensitive than wall time to other processes on the cores.
+        double cpuMs = (System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalMilliseconds / steps;
         long peak = Memory.PeakRss();
         return new StepResult(mode, batch, seq, get_num_threads(), Stats.Median(times), times, peak, before,
-            trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version);
+            trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version, Math.Round(cpuMs, 1));
     }
 
     public static string ToJson(StepResult result) => JsonSerializer.Serialize(result, Json.Options);

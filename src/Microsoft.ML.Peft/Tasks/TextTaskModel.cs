@@ -185,11 +185,14 @@ internal abstract class TextTaskModel : IDisposable
     /// <summary>Shares the frozen base weights with other loaded models of the same base (see <see cref="SharedBaseWeights"/>).</summary>
     public void ShareBaseWeights(string sha256) => SharedBase = SharedBaseWeights.Share(Adapted, sha256, Device);
 
-    /// <summary>Fixes the adapter for scoring: merged into the base weights, unless those are shared with other models.</summary>
+    /// <summary>
+    /// Fixes the adapter for scoring: merged into the base weights (for good: nothing unmerges a scoring model, so no
+    /// copy of the base is kept), unless those are shared with other models.
+    /// </summary>
     public void PrepareForScoring()
     {
         Network.eval();
-        if (SharedBase is null) Adapted.Merge();
+        if (SharedBase is null) Adapted.Merge(keepBase: false);
         else Adapted.Backbone.PrepareInference();
     }
 
