@@ -34,6 +34,13 @@ if (args.Length >= 1 && args[0] == "kernels")
     return 0;
 }
 
+// rss: what is resident after each stage of building the LoRA step's model (diagnostic).
+if (args.Length >= 1 && args[0] == "rss")
+{
+    StepRunner.ResidentStages(Console.WriteLine);
+    return 0;
+}
+
 // contention: only the two-process section, written to bench/results/contention.json.
 if (args.Length >= 1 && args[0] == "contention")
 {

@@ -88,6 +88,35 @@ internal static class StepRunner
             trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version, Math.Round(cpuMs, 1));
     }
 
+    /// <summary>Prints the resident memory after each stage of building the LoRA step's model, and the managed heap's share.</summary>
+    public static void ResidentStages(Action<string> print)
+    {
+        void Report(string stage)
+        {
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            Memory.TrimNativeHeap();
+            print($"{stage,-44} RSS {Memory.Rss() / 1e6,7:F0} MB, managed heap {GC.GetTotalMemory(false) / 1e6,6:F0} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1e6,6:F0} MB");
+        }
+        Report("start");
+        using (var t = ones(4, 4)) { }
+        Report("libtorch loaded");
+        var loaded = BaseModelSource.MiniLM().Load();
+        Report("base model parsed");
+        var settings = new TextClassificationSettings
+        {
+            Sentence1ColumnName = "Sentence", ScoreColumnName = "Score", PredictedLabelColumnName = "PredictedLabel",
+            MaxSequenceLength = 128, BatchSize = 32, ClassCount = 2,
+        };
+        using var generator = new Generator(1);
+        using var classifier = new TextClassificationModel(settings, loaded, new LoraOptions { TargetModules = new[] { "query", "value" } }, embedBaseModel: false, CPU, generator, headDropout: 0.1f);
+        Report("model built (parsed arrays still referenced)");
+        loaded = null;
+        Report("parsed arrays released");
+        print($"parameters: {classifier.Network.parameters().Sum(p => p.numel() * 4) / 1e6:F0} MB");
+    }
+
     public static string ToJson(StepResult result) => JsonSerializer.Serialize(result, Json.Options);
 }
 

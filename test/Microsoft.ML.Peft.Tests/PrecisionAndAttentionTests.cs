@@ -244,6 +244,28 @@ public class PrecisionAndAttentionTests
     }
 
     [Test]
+    public void MergingForScoringOnlyKeepsNoBaseCopyAndRefusesToUnmerge()
+    {
+        using var scope = NewDisposeScope();
+        var (ids, mask, types) = TinyBert.RandomBatch(3, 10);
+        Tensor Merged(bool keepBase, out AdaptedBackbone adapted, out BertModel model)
+        {
+            model = TinyBert.CreateModel(seed: 8);
+            adapted = TinyBert.Adapt(model, new LoraOptions { Rank = 2 }, new Generator(4));
+            using (no_grad()) foreach (var (_, linear) in model.Linears()) if (linear.Adapter("default") is LoraLayer l) l.B.normal_(0, 0.2, new Generator(5));
+            model.eval();
+            adapted.Merge(keepBase);
+            using (no_grad()) return model.forward(ids, mask, types);
+        }
+        var reversible = Merged(true, out _, out var first);
+        var scoringOnly = Merged(false, out var adapted, out var second);
+        Assert.That(MaxDiff(scoringOnly, reversible), Is.EqualTo(0), "the same merged weights");
+        Assert.Throws<InvalidOperationException>(() => adapted.Unmerge());
+        first.Dispose();
+        second.Dispose();
+    }
+
+    [Test]
     public void TrainedWeightsGetNoBf16Copy()
     {
         using var scope = NewDisposeScope();
