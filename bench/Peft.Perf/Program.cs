@@ -111,6 +111,9 @@ var checkpointed = Child("checkpointed", 32, 128, steps, warmup);
 var loraMemory = Child("lora", 32, 128, 1, 1, memory: true);
 var fullMemory = Child("full", 32, 128, 1, 1, memory: true);
 var checkpointedMemory = Child("checkpointed", 32, 128, 1, 1, memory: true);
+// The LoRA step with AttentionDropout = 0: attention through libtorch's fused kernel, which keeps no attention matrices.
+var noDropMemory = Child("lora-nodrop", 32, 128, 1, 1, memory: true);
+var checkpointedNoDropMemory = Child("checkpointed-nodrop", 32, 128, 1, 1, memory: true);
 
 // 2b. Two processes sharing the cores: the OpenMP wait policy and the thread count (PeftRuntime).
 json["contention"] = Contention.Run(self, quick ? 3 : 5, 1, Log);
@@ -154,6 +157,10 @@ json["loraVsFullMemory"] = Ratio(loraMemory?.PeakRssBytes, fullMemory?.PeakRssBy
 json["checkpointedStepMs"] = checkpointed?.StepMsMedian;
 json["checkpointedPeakMemoryBytes"] = checkpointedMemory?.PeakRssBytes;
 json["checkpointingMemoryRatio"] = Ratio(checkpointedMemory?.PeakRssBytes, loraMemory?.PeakRssBytes);
+json["loraNoAttentionDropoutPeakMemoryBytes"] = noDropMemory?.PeakRssBytes;
+json["loraNoAttentionDropoutVsFullMemory"] = Ratio(noDropMemory?.PeakRssBytes, fullMemory?.PeakRssBytes);
+json["checkpointedNoAttentionDropoutPeakMemoryBytes"] = checkpointedNoDropMemory?.PeakRssBytes;
+json["checkpointedNoAttentionDropoutVsFullMemory"] = Ratio(checkpointedNoDropMemory?.PeakRssBytes, fullMemory?.PeakRssBytes);
 // What the figures above hold besides the step itself: runtime, libtorch's code, the weights.
 json["loraRssBeforeStepsBytes"] = loraMemory?.RssBeforeStepsBytes;
 json["fullRssBeforeStepsBytes"] = fullMemory?.RssBeforeStepsBytes;
@@ -243,6 +250,7 @@ json["scaling"] = scaling;
 var accuracy = MixedPrecision.Accuracy(Path.Combine(root, "..", "shared", "data", "sst2"), quick ? 1000 : 2000, Log);
 json["precisionAccuracy"] = accuracy;
 json["bf16AccuracyDelta"] = accuracy["deltaPoints"]!.GetValue<double>();
+json["noAttentionDropoutAccuracyDelta"] = accuracy["noAttentionDropoutDeltaPoints"]!.GetValue<double>();
 json["machine"]!["loadAverageAtEnd"] = LoadAverage();
 json["totalSeconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
 
@@ -252,6 +260,7 @@ var targets = new (string Key, string Op, double Bound)[]
     ("loraStepVsPytorch", "<=", 1.0), ("mfu", ">=", 0.4), ("loraVsFullMemory", "<=", 0.75),
     ("checkpointingMemoryRatio", "<=", 0.5), ("inferenceVsOrt", ">=", 0.8), ("adapterVsBase", "<=", 0.02),
     ("bf16StepVsFp32", "<=", 0.6), ("bf16AccuracyDelta", "|x| <=", 0.5),
+    ("loraNoAttentionDropoutVsFullMemory", "<=", 0.7), ("checkpointedNoAttentionDropoutVsFullMemory", "<=", 0.45),
 };
 Console.WriteLine();
 Console.WriteLine("| figure | value | target |");
@@ -259,7 +268,9 @@ Console.WriteLine("|---|---:|---|");
 foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "loraStepVsPytorch", "mfu", "pytorchMfu", "fullStepMs", "pytorchFullStepMs", "loraVsFullTime",
     "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio",
     "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
-    "gemmBf16Gflops", "loraBf16StepMs", "bf16StepVsFp32", "bf16Mfu", "bf16AccuracyDelta" })
+    "gemmBf16Gflops", "loraBf16StepMs", "bf16StepVsFp32", "bf16Mfu", "bf16AccuracyDelta",
+    "loraNoAttentionDropoutPeakMemoryBytes", "loraNoAttentionDropoutVsFullMemory", "checkpointedNoAttentionDropoutPeakMemoryBytes",
+    "checkpointedNoAttentionDropoutVsFullMemory", "noAttentionDropoutAccuracyDelta" })
 {
     var target = targets.FirstOrDefault(t => t.Key == key);
     var value = json[key];
