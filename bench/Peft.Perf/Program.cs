@@ -34,6 +34,16 @@ if (args.Length >= 1 && args[0] == "kernels")
     return 0;
 }
 
+// accuracy [ROWS]: only the fp32 / bf16 / AttentionDropout 0 accuracy comparison on SST-2 (default 2000 training rows).
+if (args.Length >= 1 && args[0] == "accuracy")
+{
+    var clock = Stopwatch.StartNew();
+    var rows = args.Length > 1 ? int.Parse(args[1], invariant) : 2000;
+    var result = MixedPrecision.Accuracy(Path.Combine(FindRoot(), "..", "shared", "data", "sst2"), rows, m => Console.WriteLine($"{clock.Elapsed:mm\\:ss} {m}"));
+    Console.WriteLine(result.ToJsonString());
+    return 0;
+}
+
 // rss: what is resident after each stage of building the LoRA step's model (diagnostic).
 if (args.Length >= 1 && args[0] == "rss")
 {

@@ -20,8 +20,16 @@ internal static class BertWeights
                 if (!array.Shape.SequenceEqual(parameter.shape))
                     throw new InvalidDataException(
                         $"{source}: '{name}' has shape [{string.Join(", ", array.Shape)}], the model expects [{string.Join(", ", parameter.shape)}].");
-                using var values = tensor(array.Data, array.Shape);
-                parameter.copy_(values);
+                // Straight into the parameter's storage: no intermediate tensor (the whole base model once more at load time).
+                if (parameter.device_type == TorchSharp.DeviceType.CPU && parameter.dtype == ScalarType.Float32 && parameter.is_contiguous())
+                {
+                    parameter.bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(array.Data.AsSpan());
+                }
+                else
+                {
+                    using var values = tensor(array.Data, array.Shape);
+                    parameter.copy_(values);
+                }
             }
         }
         if (missing.Count > 0)
