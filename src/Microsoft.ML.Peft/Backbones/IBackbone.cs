@@ -113,7 +113,7 @@ internal interface ITextBackbone : IBackbone
     ScalarType? ComputeType { get; }
 
     /// <summary>
-    /// Runs the frozen base products (and fused attention) in <paramref name="type"/> (bfloat16), or in fp32 for null,
+    /// Runs the frozen base products (attention stays fp32) in <paramref name="type"/> (bfloat16), or in fp32 for null,
     /// from reduced-precision copies of the base weights; trained weights stay fp32. Set once the trainable parameters are known.
     /// </summary>
     void SetComputeType(ScalarType? type);

@@ -183,7 +183,7 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
     }
 
     /// <summary>
-    /// Sets the type of the frozen base products and of fused attention (bfloat16), or null for fp32, and makes every
+    /// Sets the type of the frozen base products (bfloat16; attention stays fp32), or null for fp32, and makes every
     /// Linear layer's weight copy in it. Call again (or <see cref="RefreshComputeWeights"/>) after base weights change.
     /// </summary>
     public void SetComputeType(ScalarType? type)
