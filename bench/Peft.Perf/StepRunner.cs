@@ -4,27 +4,33 @@ using Microsoft.ML.Peft.Methods.Lora;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
 using Microsoft.ML.Peft.Tasks.TextClassification;
+using Microsoft.ML.Peft.Training;
 using static TorchSharp.torch;
 
 namespace Peft.Perf;
 
 /// <summary>What one training-step measurement reports (one JSON line on standard output of a child process).</summary>
 internal sealed record StepResult(string Mode, int Batch, int Seq, int Threads, double StepMsMedian, double[] StepMsAll,
-    long PeakRssBytes, long RssBeforeStepsBytes, long TrainableParameters, long TotalParameters, string Runtime);
+    long PeakRssBytes, long RssBeforeStepsBytes, long TrainableParameters, long TotalParameters, string Runtime, double CpuMsPerStep);
 
 /// <summary>
 /// One training step of MiniLM with a 2-class head, measured in its own process so peak memory belongs to it alone:
 /// forward, cross-entropy, backward, gradient clipping, AdamW. Modes: <c>lora</c> (rank 8 on query/value),
-/// <c>full</c> (every parameter trainable), <c>checkpointed</c> (lora with activation checkpointing).
+/// <c>full</c> (every parameter trainable), <c>checkpointed</c> (lora with activation checkpointing), <c>lora-bf16</c>
+/// (lora with <c>Precision = Bf16</c>: the frozen base's products in bfloat16). A suffix <c>-nodrop</c> sets the
+/// attention dropout to 0 (fused attention in training), e.g. <c>lora-nodrop</c>, <c>lora-bf16-nodrop</c>.
 /// </summary>
 internal static class StepRunner
 {
     public static StepResult Run(string mode, int batch, int seq, int steps, int warmup)
     {
         var loaded = BaseModelSource.MiniLM().Load();
-        Microsoft.ML.Peft.Methods.PeftMethodOptions method = mode switch
+        bool noAttentionDropout = mode.EndsWith("-nodrop", StringComparison.Ordinal);
+        var baseMode = noAttentionDropout ? mode[..^"-nodrop".Length] : mode;
+        var precision = baseMode == "lora-bf16" ? PeftPrecision.Bf16 : PeftPrecision.Fp32;
+        Microsoft.ML.Peft.Methods.PeftMethodOptions method = baseMode switch
         {
-            "lora" or "checkpointed" => new LoraOptions { TargetModules = new[] { "query", "value" } }, // as bench/pytorch/lora_step.py
+            "lora" or "checkpointed" or "lora-bf16" => new LoraOptions { TargetModules = new[] { "query", "value" } }, // as bench/pytorch/lora_step.py
             "full" => new Microsoft.ML.Peft.Methods.Full.FullFineTuningOptions(),
             _ => throw new ArgumentException($"unknown mode '{mode}'"),
         };
@@ -36,7 +42,8 @@ internal static class StepRunner
         using var generator0 = new Generator(1);
         var classifier = new TextClassificationModel(settings, loaded, method, embedBaseModel: false, CPU, generator0, headDropout: 0.1f);
         loaded = null;
-        classifier.Adapted.Backbone.GradientCheckpointing = mode == "checkpointed";
+        classifier.Adapted.Backbone.GradientCheckpointing = baseMode == "checkpointed";
+        classifier.ConfigureCompute(precision, noAttentionDropout ? 0 : null);
         var model = classifier.Network;
         model.train();
         var trainable = classifier.TrainableParameters().Select(p => p.Parameter).ToList();
@@ -67,15 +74,47 @@ internal static class StepRunner
         Memory.ResetPeak();
         for (int i = 0; i < warmup; i++) Step();
         var times = new double[steps];
+        var cpuBefore = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
         for (int i = 0; i < steps; i++)
         {
             var watch = Stopwatch.StartNew();
             Step();
             times[i] = watch.Elapsed.TotalMilliseconds;
         }
+        // Processor time of the timed steps (all threads): less sensitive than wall time to other processes on the cores.
+        double cpuMs = (System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalMilliseconds / steps;
         long peak = Memory.PeakRss();
         return new StepResult(mode, batch, seq, get_num_threads(), Stats.Median(times), times, peak, before,
-            trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version);
+            trainable.Sum(p => p.numel()), model.parameters().Sum(p => p.numel()), "TorchSharp " + typeof(TorchSharp.torch).Assembly.GetName().Version, Math.Round(cpuMs, 1));
+    }
+
+    /// <summary>Prints the resident memory after each stage of building the LoRA step's model, and the managed heap's share.</summary>
+    public static void ResidentStages(Action<string> print)
+    {
+        void Report(string stage)
+        {
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+            Memory.TrimNativeHeap();
+            print($"{stage,-44} RSS {Memory.Rss() / 1e6,7:F0} MB, managed heap {GC.GetTotalMemory(false) / 1e6,6:F0} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1e6,6:F0} MB");
+        }
+        Report("start");
+        using (var t = ones(4, 4)) { }
+        Report("libtorch loaded");
+        var loaded = BaseModelSource.MiniLM().Load();
+        Report("base model parsed");
+        var settings = new TextClassificationSettings
+        {
+            Sentence1ColumnName = "Sentence", ScoreColumnName = "Score", PredictedLabelColumnName = "PredictedLabel",
+            MaxSequenceLength = 128, BatchSize = 32, ClassCount = 2,
+        };
+        using var generator = new Generator(1);
+        using var classifier = new TextClassificationModel(settings, loaded, new LoraOptions { TargetModules = new[] { "query", "value" } }, embedBaseModel: false, CPU, generator, headDropout: 0.1f);
+        Report("model built (parsed arrays still referenced)");
+        loaded = null;
+        Report("parsed arrays released");
+        print($"parameters: {classifier.Network.parameters().Sum(p => p.numel() * 4) / 1e6:F0} MB");
     }
 
     public static string ToJson(StepResult result) => JsonSerializer.Serialize(result, Json.Options);

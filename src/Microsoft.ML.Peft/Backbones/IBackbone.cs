@@ -109,6 +109,18 @@ internal interface ITextBackbone : IBackbone
     /// </summary>
     void SetPrefix(string name, int count, nn.Module<Tensor, Tensor> module);
 
+    /// <summary>The type of the frozen base products (bfloat16), or null for fp32.</summary>
+    ScalarType? ComputeType { get; }
+
+    /// <summary>
+    /// Runs the frozen base products (attention stays fp32) in <paramref name="type"/> (bfloat16), or in fp32 for null,
+    /// from reduced-precision copies of the base weights; trained weights stay fp32. Set once the trainable parameters are known.
+    /// </summary>
+    void SetComputeType(ScalarType? type);
+
+    /// <summary>Dropout on the attention probabilities while training (0 lets training use the fused attention kernel).</summary>
+    double AttentionDropout { get; set; }
+
     /// <summary><c>last_hidden_state</c> [batch, length, hidden] of input ids, attention mask and token types [batch, length].</summary>
     Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds);
 }

@@ -21,6 +21,10 @@ internal sealed class ModelMetadata
     [JsonPropertyName("adapter_name")] public string AdapterName { get; set; } = "default";
     [JsonPropertyName("adapted_modules")] public List<string> AdaptedModules { get; set; } = new();
     [JsonPropertyName("task_settings")] public JsonObject TaskSettings { get; set; } = new();
+    /// <summary>Precision of the frozen base products (<c>bf16</c>); absent (models before the option, or fp32): fp32.</summary>
+    [JsonPropertyName("precision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Precision { get; set; }
+    /// <summary>Attention dropout the model was trained with, when not the base model's; absent: the base model's.</summary>
+    [JsonPropertyName("attention_dropout"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? AttentionDropout { get; set; }
 
     public byte[] ToUtf8() => JsonSerializer.SerializeToUtf8Bytes(this);
 
@@ -60,6 +64,9 @@ internal sealed class ModelMetadata
         Config?.Validate($"{source} (saved configuration)");
         if (AdaptedModules.Count > 100_000) throw new InvalidDataException($"{source}: {AdaptedModules.Count} adapted modules is not valid.");
         _ = Methods.MethodRegistry.FromJson(Method, source);
+        _ = Training.PeftPrecisionNames.Parse(Precision, source);
+        if (AttentionDropout is { } dropout && !(dropout >= 0 && dropout < 1))
+            throw new InvalidDataException($"{source}: the saved attention dropout {dropout} is not in [0, 1).");
     }
 
     /// <summary>Reads the task's settings as <typeparamref name="T"/>.</summary>

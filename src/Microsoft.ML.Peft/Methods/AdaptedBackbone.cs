@@ -170,11 +170,15 @@ internal sealed class AdaptedBackbone
     public IReadOnlyList<NamedTensor> SavedState() =>
         Method.SavedState(Backbone).Select(p => p.TopLevel ? p : p with { Key = Backbone.Name + "." + p.Key }).ToList();
 
-    /// <summary>Folds the active adapter into the weights and prepares the backbone for inference.</summary>
-    public void Merge()
+    /// <summary>
+    /// Folds the active adapter into the weights and prepares the backbone for inference. Without
+    /// <paramref name="keepBase"/> (a model that only scores from now on) no copy of the base weights is kept and
+    /// <see cref="Unmerge"/> is refused.
+    /// </summary>
+    public void Merge(bool keepBase = true)
     {
         if (disabled) throw new InvalidOperationException("Adapters are disabled: enable them before merging.");
-        Method.Merge(Backbone);
+        Method.Merge(Backbone, keepBase);
         merged = true;
         Backbone.PrepareInference();
     }

@@ -32,6 +32,9 @@ internal interface ITunerLayer
     /// <summary>Folds the active adapter into the weight (keeping the base weight to unmerge).</summary>
     void Merge();
 
+    /// <summary>Folds the active adapter into the weight; without <paramref name="keepBase"/> the layer cannot be unmerged (no copy is kept).</summary>
+    void Merge(bool keepBase);
+
     /// <summary>Restores the base weight.</summary>
     void Unmerge();
 }

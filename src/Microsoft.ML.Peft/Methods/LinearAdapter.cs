@@ -24,6 +24,16 @@ internal abstract class LinearAdapter : nn.Module
         return Adapt(input, output);
     }
 
+    /// <summary>
+    /// The adapted output of <paramref name="layer"/>, whose base product (<see cref="TunerLinear.BaseForward"/>) may run
+    /// in reduced precision. By default the base output passed to <see cref="Adapt"/>.
+    /// </summary>
+    public virtual Tensor Forward(Tensor input, TunerLinear layer)
+    {
+        using var output = layer.BaseForward(input);
+        return Adapt(input, output);
+    }
+
     /// <summary>Adds the update into <paramref name="weight"/> (out x in) and <paramref name="bias"/> in place.</summary>
     public abstract void MergeInto(Tensor weight, Tensor? bias);
 }

@@ -12,9 +12,9 @@ internal abstract class LinearLayerMethod : PeftMethod
 
     public sealed override bool SupportsSeveralAdapters => true;
 
-    public sealed override void Merge(IBackbone backbone)
+    public sealed override void Merge(IBackbone backbone, bool keepBase = true)
     {
-        foreach (var (_, layer) in backbone.TunerLayers()) if (layer.ActiveAdapter == AdapterName) layer.Merge();
+        foreach (var (_, layer) in backbone.TunerLayers()) if (layer.ActiveAdapter == AdapterName) layer.Merge(keepBase);
     }
 
     public sealed override void Unmerge(IBackbone backbone)

@@ -107,8 +107,11 @@ internal abstract class PeftMethod
     /// </summary>
     public virtual bool SupportsSeveralAdapters => false;
 
-    /// <summary>Folds the update into the base weights for inference (no-op for methods that train weights in place).</summary>
-    public virtual void Merge(IBackbone backbone) { }
+    /// <summary>
+    /// Folds the update into the base weights for inference (no-op for methods that train weights in place); without
+    /// <paramref name="keepBase"/> no copy of the base weights is kept and <see cref="Unmerge"/> is refused.
+    /// </summary>
+    public virtual void Merge(IBackbone backbone, bool keepBase = true) { }
 
     /// <summary>Restores the exact base weights after <see cref="Merge"/>.</summary>
     public virtual void Unmerge(IBackbone backbone) { }

@@ -14,6 +14,7 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
     private readonly Dictionary<string, TAdapter> adapters = new(StringComparer.Ordinal);
     private string? activeAdapter;
     private Tensor? unmergedWeight, unmergedBias;
+    private bool merged;
 
     protected TunerLayer(string name, long inFeatures, long outFeatures) : base(name)
     {
@@ -29,7 +30,7 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
 
     public abstract Parameter? Bias { get; }
 
-    public bool Merged => unmergedWeight is not null;
+    public bool Merged => merged;
 
     public string? ActiveAdapter
     {
@@ -61,20 +62,34 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
     /// <summary>Folds <paramref name="adapter"/> into the base weight and bias, in place.</summary>
     protected abstract void MergeInto(TAdapter adapter, Tensor weight, Tensor? bias);
 
-    public void Merge()
+    public void Merge() => Merge(keepBase: true);
+
+    /// <summary>
+    /// Folds the active adapter into the weight. With <paramref name="keepBase"/> false no copy of the base weight is
+    /// kept (half the memory of a merged layer) and the layer can no longer be unmerged: for a model that only scores.
+    /// </summary>
+    public void Merge(bool keepBase)
     {
         if (activeAdapter is null || Merged) return;
         using (no_grad())
         {
-            unmergedWeight = Weight.detach().clone();
-            unmergedBias = Bias?.detach().clone();
+            if (keepBase)
+            {
+                unmergedWeight = Weight.detach().clone();
+                unmergedBias = Bias?.detach().clone();
+            }
             MergeInto(adapters[activeAdapter], Weight, Bias);
         }
+        merged = true;
+        WeightChanged();
     }
 
     public void Unmerge()
     {
-        if (unmergedWeight is null) return;
+        if (!merged) return;
+        if (unmergedWeight is null)
+            throw new InvalidOperationException("This layer was merged for scoring only, without keeping its base weight: it cannot be unmerged.");
+        merged = false;
         using (no_grad())
         {
             Weight.copy_(unmergedWeight);
@@ -83,7 +98,11 @@ internal abstract class TunerLayer<TAdapter> : nn.Module<Tensor, Tensor>, ITuner
         unmergedWeight.Dispose();
         unmergedBias?.Dispose();
         unmergedWeight = unmergedBias = null;
+        WeightChanged();
     }
+
+    /// <summary>Called after merging or unmerging changed the weight in place (to refresh copies derived from it).</summary>
+    protected virtual void WeightChanged() { }
 
     protected override void Dispose(bool disposing)
     {

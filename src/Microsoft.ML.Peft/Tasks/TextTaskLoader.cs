@@ -63,6 +63,8 @@ internal static class TextTaskLoader
                     $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
             AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), source);
             if (options?.ShareBaseModel ?? true) model.ShareBaseWeights(baseModel.Sha256);
+            // Scores in the precision it was trained in (its reduced-precision copies are made from the shared fp32 weights, never in place).
+            model.ConfigureCompute(Training.PeftPrecisionNames.Parse(metadata.Precision, source), metadata.AttentionDropout);
             return model;
         }
         catch

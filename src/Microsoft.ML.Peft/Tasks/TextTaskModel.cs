@@ -55,6 +55,24 @@ internal abstract class TextTaskModel : IDisposable
     public byte[]? BaseModelFile { get; }
     public Device Device { get; }
 
+    /// <summary>The number format of the frozen base products (<see cref="ConfigureCompute"/>); saved with the model.</summary>
+    public Training.PeftPrecision Precision { get; private set; }
+
+    /// <summary>The attention dropout set on the backbone, or null for the base model's own value; saved with the model.</summary>
+    public double? AttentionDropout { get; private set; }
+
+    /// <summary>
+    /// Sets the precision of the frozen base products and the attention dropout (null: the base model's). Call once the
+    /// method is applied and the weights are loaded (the reduced-precision copies are made from the frozen weights).
+    /// </summary>
+    public void ConfigureCompute(Training.PeftPrecision precision, double? attentionDropout)
+    {
+        if (attentionDropout is { } dropout) Backbone.AttentionDropout = dropout;
+        AttentionDropout = attentionDropout;
+        Backbone.SetComputeType(precision == Training.PeftPrecision.Bf16 ? ScalarType.BFloat16 : null);
+        Precision = precision;
+    }
+
     /// <summary>The task network: the backbone registered under its name, and the head.</summary>
     public nn.Module Network => network ?? throw new InvalidOperationException("The task network is not set.");
 
@@ -147,6 +165,8 @@ internal abstract class TextTaskModel : IDisposable
                     AdapterName = Adapted.Method.AdapterName,
                     AdaptedModules = Adapted.AdaptedModules.ToList(),
                     TaskSettings = settings,
+                    Precision = Precision == Training.PeftPrecision.Fp32 ? null : Training.PeftPrecisionNames.ToName(Precision),
+                    AttentionDropout = AttentionDropout,
                 }.ToUtf8(),
                 VocabBytes = Vocab,
                 AdapterBytes = AdapterState.Save(state),
@@ -165,11 +185,14 @@ internal abstract class TextTaskModel : IDisposable
     /// <summary>Shares the frozen base weights with other loaded models of the same base (see <see cref="SharedBaseWeights"/>).</summary>
     public void ShareBaseWeights(string sha256) => SharedBase = SharedBaseWeights.Share(Adapted, sha256, Device);
 
-    /// <summary>Fixes the adapter for scoring: merged into the base weights, unless those are shared with other models.</summary>
+    /// <summary>
+    /// Fixes the adapter for scoring: merged into the base weights (for good: nothing unmerges a scoring model, so no
+    /// copy of the base is kept), unless those are shared with other models.
+    /// </summary>
     public void PrepareForScoring()
     {
         Network.eval();
-        if (SharedBase is null) Adapted.Merge();
+        if (SharedBase is null) Adapted.Merge(keepBase: false);
         else Adapted.Backbone.PrepareInference();
     }
 

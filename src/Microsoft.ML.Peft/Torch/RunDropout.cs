@@ -9,13 +9,20 @@ namespace Microsoft.ML.Peft.Torch;
 /// </summary>
 internal sealed class RunDropout : nn.Module<Tensor, Tensor>
 {
-    public RunDropout(double probability) : base("dropout")
-    {
-        if (!(probability >= 0 && probability < 1)) throw new ArgumentOutOfRangeException(nameof(probability), probability, "Dropout must be in [0, 1).");
-        Probability = probability;
-    }
+    private double probability;
 
-    public double Probability { get; }
+    public RunDropout(double probability) : base("dropout") => Probability = probability;
+
+    /// <summary>The probability of zeroing an element while training, in [0, 1).</summary>
+    public double Probability
+    {
+        get => probability;
+        set
+        {
+            if (!(value >= 0 && value < 1)) throw new ArgumentOutOfRangeException(nameof(value), value, "Dropout must be in [0, 1).");
+            probability = value;
+        }
+    }
 
     /// <summary>The generator of the run that owns the module now, or null.</summary>
     public RandomSource? Random { get; set; }

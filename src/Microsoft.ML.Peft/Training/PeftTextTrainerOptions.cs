@@ -22,9 +22,28 @@ public abstract class PeftTextTrainerOptions : PeftTrainerOptions
     /// <summary>Dropout before the task's head during training. Default 0.1.</summary>
     public float HeadDropout = 0.1f;
 
+    /// <summary>
+    /// Dropout on the attention probabilities while training. Default null: the base model's
+    /// (<c>attention_probs_dropout_prob</c>, 0.1 for MiniLM). 0 lets training run attention through libtorch's fused
+    /// kernel, which keeps no attention matrices for the backward pass (less memory, faster); with dropout the
+    /// probabilities are computed explicitly so the masks come from the run's seeded generator. Saved with the model.
+    /// </summary>
+    public float? AttentionDropout;
+
+    /// <summary>
+    /// Number format of the frozen base model's matrix products, for training and for scoring (saved with the model, so a
+    /// loaded model scores the same way). <see cref="PeftPrecision.Bf16"/> runs them in bfloat16 on copies of the frozen
+    /// weights while the trained parameters, attention, LayerNorm and the loss stay fp32; it pays only on processors whose
+    /// bfloat16 matrix rate exceeds their fp32 rate (see <see cref="PeftPrecision.Bf16"/>). Default <see cref="PeftPrecision.Fp32"/>.
+    /// </summary>
+    public PeftPrecision Precision = PeftPrecision.Fp32;
+
     internal override void Validate()
     {
         base.Validate();
+        if (AttentionDropout is { } attention && !(attention >= 0 && attention < 1))
+            throw new ArgumentOutOfRangeException(nameof(AttentionDropout), attention, "AttentionDropout must be in [0, 1) (or null for the base model's).");
+        if (!Enum.IsDefined(Precision)) throw new ArgumentOutOfRangeException(nameof(Precision), Precision, "Precision must be Fp32 or Bf16.");
         if (MaxSequenceLength < 3) throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength, "MaxSequenceLength must be at least 3.");
         if (!(HeadDropout >= 0 && HeadDropout < 1)) throw new ArgumentOutOfRangeException(nameof(HeadDropout), HeadDropout, "HeadDropout must be in [0, 1).");
     }

@@ -65,7 +65,25 @@ internal sealed class BertBackbone : ITextBackbone
 
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) => Model.forward(inputIds, attentionMask, tokenTypeIds);
 
-    public void PrepareInference() => Model.FuseProjections();
+    public ScalarType? ComputeType { get; private set; }
+
+    public void SetComputeType(ScalarType? type)
+    {
+        ComputeType = type;
+        Model.SetComputeType(type);
+    }
+
+    public double AttentionDropout
+    {
+        get => Model.AttentionDropout;
+        set => Model.AttentionDropout = value;
+    }
+
+    public void PrepareInference()
+    {
+        if (ComputeType is not null) Model.RefreshComputeWeights();
+        Model.FuseProjections();
+    }
 
     public void EndInference() => Model.ClearFusedProjections();
 }

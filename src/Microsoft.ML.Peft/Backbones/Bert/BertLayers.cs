@@ -12,6 +12,14 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 /// per-layer key and value prefixes are concatenated before the projected keys and values, in every path (plain,
 /// dropout on the attention probabilities while training, fused projections at inference).
 /// </summary>
+/// <remarks>
+/// Attention runs through libtorch's <c>scaled_dot_product_attention</c> (its fused, memory-efficient CPU kernel keeps
+/// neither the scores nor the probabilities for the backward pass) except while training with attention dropout: that
+/// path computes <c>softmax(QK^T/sqrt(d) + mask)</c> explicitly so the dropout masks come from the run's generator.
+/// With a <see cref="ComputeType"/> (bfloat16) the projections run in that type (the fused inference projection too),
+/// but attention itself stays fp32: libtorch's bfloat16 attention kernels measured slower than fp32 on CPUs (the
+/// backward pass about four times slower), and the softmax keeps full precision.
+/// </remarks>
 internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -36,6 +44,16 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Dropout on the attention probabilities while training; 0 lets training use the fused kernel.</summary>
+    public double AttentionDropout
+    {
+        get => dropout.Probability;
+        set => dropout.Probability = value;
+    }
+
+    /// <summary>The type the fused inference projection runs in (bfloat16), or null for fp32; the separate projections follow their own layers'.</summary>
+    public ScalarType? ComputeType { get; set; }
+
     /// <summary>
     /// For inference with fixed weights: one [3·hidden, hidden] projection instead of three, a larger matrix product
     /// that uses the cores better. Must be redone (or cleared) whenever the weights change.
@@ -47,8 +65,11 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         if (new[] { query, key, value }.Any(p => p.ActiveAdapter is not null && !p.Merged)) return;
         using (no_grad())
         {
-            fusedWeight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0).detach().DetachFromDisposeScope();
-            fusedBias = cat(new[] { query.Bias!, key.Bias!, value.Bias! }, 0).detach().DetachFromDisposeScope();
+            using var weight = cat(new[] { query.Weight, key.Weight, value.Weight }, 0);
+            using var bias = cat(new[] { query.Bias!, key.Bias!, value.Bias! }, 0);
+            var type = ComputeType ?? weight.dtype;
+            fusedWeight = weight.detach().to(type).DetachFromDisposeScope();
+            fusedBias = bias.detach().to(type).DetachFromDisposeScope();
         }
     }
 
@@ -80,7 +101,8 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         bool fused = !training && fusedWeight is not null;
         if (fused)
         {
-            var qkv = nn.functional.linear(hidden, fusedWeight!, fusedBias).view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
+            var qkv = nn.functional.linear(hidden.to(fusedWeight!.dtype), fusedWeight!, fusedBias).to(hidden.dtype)
+                .view(batch, length, 3, heads, headSize).permute(2, 0, 3, 1, 4);
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
@@ -90,10 +112,11 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         }
         if (prefix is not null)
         {
-            k = cat(new[] { prefix[0], k }, 2);
-            v = cat(new[] { prefix[1], v }, 2);
+            k = cat(new[] { prefix[0].to(k.dtype), k }, 2);
+            v = cat(new[] { prefix[1].to(v.dtype), v }, 2);
         }
         Tensor context;
+        // Training with attention dropout takes the explicit path; everything else the fused kernel.
         if (!fused && training && dropout.Probability > 0)
         {
             // Dropout on the attention probabilities, with masks from the run's generator.
@@ -194,7 +217,8 @@ internal sealed class BertIntermediate : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor hidden)
     {
-        using var projected = dense.forward(hidden);
+        // A frozen projection in reduced precision stays in it through the activation (the next projection casts anyway).
+        using var projected = dense.LowPrecisionForward(hidden) ?? dense.forward(hidden);
         return activation switch
         {
             "relu" => nn.functional.relu(projected),

@@ -188,6 +188,32 @@ internal sealed class BertModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
             throw new InvalidOperationException($"The {what} module returned [{string.Join(", ", output.shape)}], expected [{rows}, {width}].");
     }
 
+    /// <summary>
+    /// Sets the type of the frozen base products (bfloat16; attention stays fp32), or null for fp32, and makes every
+    /// Linear layer's weight copy in it. Call again (or <see cref="RefreshComputeWeights"/>) after base weights change.
+    /// </summary>
+    public void SetComputeType(ScalarType? type)
+    {
+        foreach (var attention in modules().OfType<BertSelfAttention>()) attention.ComputeType = type;
+        foreach (var (_, linear) in Linears()) linear.SetComputeType(type);
+    }
+
+    /// <summary>Remakes the reduced-precision weight copies from the current fp32 weights (and which are trained now).</summary>
+    public void RefreshComputeWeights()
+    {
+        foreach (var (_, linear) in Linears()) linear.RefreshComputeWeight();
+    }
+
+    /// <summary>Dropout on the attention probabilities of every layer while training.</summary>
+    public double AttentionDropout
+    {
+        get => modules().OfType<BertSelfAttention>().First().AttentionDropout;
+        set
+        {
+            foreach (var attention in modules().OfType<BertSelfAttention>()) attention.AttentionDropout = value;
+        }
+    }
+
     /// <summary>Fuses each layer's query/key/value projections for inference (weights must not change afterwards).</summary>
     public void FuseProjections()
     {

@@ -39,8 +39,16 @@ internal static class BertWeights
                         $"{source}: '{name}' has shape [{string.Join(", ", array.Shape)}], the model expects [{string.Join(", ", parameter.shape)}].");
                 if (Array.FindIndex(array.Data, v => !float.IsFinite(v)) is var bad and >= 0)
                     throw new InvalidDataException($"{source}: '{name}' holds a value that is not finite ({array.Data[bad]} at index {bad}).");
-                using var values = tensor(array.Data, array.Shape);
-                parameter.copy_(values);
+                // Straight into the parameter's storage: no intermediate tensor (the whole base model once more at load time).
+                if (parameter.device_type == TorchSharp.DeviceType.CPU && parameter.dtype == ScalarType.Float32 && parameter.is_contiguous())
+                {
+                    parameter.bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(array.Data.AsSpan());
+                }
+                else
+                {
+                    using var values = tensor(array.Data, array.Shape);
+                    parameter.copy_(values);
+                }
             }
         }
         if (missing.Count > 0)

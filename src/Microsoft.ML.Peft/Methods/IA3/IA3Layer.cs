@@ -42,6 +42,14 @@ internal sealed class IA3Layer : LinearAdapter
         return nn.functional.linear(scaled, weight, bias);
     }
 
+    public override Tensor Forward(Tensor input, TunerLinear layer)
+    {
+        if (!Feedforward) return base.Forward(input, layer);
+        using var scale = ia3_l.flatten();
+        using var scaled = input.mul(scale);
+        return layer.BaseForward(scaled);
+    }
+
     public override void MergeInto(Tensor weight, Tensor? bias)
     {
         // (out, 1) scales rows, (1, in) scales columns.

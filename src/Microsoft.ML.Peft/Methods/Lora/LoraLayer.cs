@@ -97,6 +97,10 @@ internal sealed class LoraLayer : LinearAdapter
         return baseOutput.add(delta);
     }
 
+    /// <summary>Plain LoRA adds its branch to the layer's base product (reduced precision or not); DoRA needs the fp32 weight itself.</summary>
+    public override Tensor Forward(Tensor input, TunerLinear layer) =>
+        lora_magnitude_vector is null ? base.Forward(input, layer) : Forward(input, layer.Weight, layer.Bias);
+
     public override Tensor Forward(Tensor input, Tensor weight, Tensor? bias)
     {
         if (lora_magnitude_vector is null) return base.Forward(input, weight, bias);

@@ -123,6 +123,7 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         try
         {
             model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
+            model.ConfigureCompute(options.Precision, options.AttentionDropout);
             ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%); " +
                 $"{settings.Tags.Count} tags; case features {(settings.CaseFeatures ? "on" : "off")}.");

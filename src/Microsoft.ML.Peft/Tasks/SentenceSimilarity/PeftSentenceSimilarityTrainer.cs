@@ -143,6 +143,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             if (model.TrainableParameterCount == 0)
                 throw new ArgumentException($"The method {options.Method.PeftType} trains no parameter of a bi-encoder (it has no head); choose another Method, or Architecture = CrossEncoder.", nameof(Options.Method));
             model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
+            model.ConfigureCompute(options.Precision, options.AttentionDropout);
             ch.Info($"{options.Method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),

@@ -123,6 +123,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         {
             if (initial is not null) HuggingFacePeftFormat.LoadTensors(initial.Value.Adapter, model);
             model.Adapted.Backbone.GradientCheckpointing = options.GradientCheckpointing;
+            model.ConfigureCompute(options.Precision, options.AttentionDropout);
             ch.Info($"{method.PeftType} on {model.Adapted.AdaptedModules.Count} modules; trainable parameters " +
                 $"{model.TrainableParameterCount:N0} of {model.TotalParameterCount:N0} ({100.0 * model.TrainableParameterCount / model.TotalParameterCount:F2}%).");
             var history = new TrainingLoop(options, host, ch).Run(model.Network, model.TrainableParameters(), model.ParameterGroups(),
