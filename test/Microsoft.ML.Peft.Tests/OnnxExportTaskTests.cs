@@ -98,6 +98,7 @@ public class OnnxExportTaskTests
         var options = new PeftNamedEntityRecognitionTrainer.Options
         {
             BaseModel = BaseModelSource.FromHuggingFace(tinyBert),
+            KeepBaseForUnmerge = true,   // Perturb unmerges
             Method = new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0 },
             MaxEpoch = 1,
             BatchSize = 8,
@@ -154,6 +155,7 @@ public class OnnxExportTaskTests
     private PeftSentenceSimilarityTrainer.Options SimilarityOptions(SimilarityArchitecture architecture) => new()
     {
         BaseModel = BaseModelSource.FromHuggingFace(tinyBert),
+        KeepBaseForUnmerge = true,   // Perturb unmerges
         Architecture = architecture,
         Method = new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0 },
         MaxEpoch = 1,

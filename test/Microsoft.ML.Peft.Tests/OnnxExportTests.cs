@@ -215,6 +215,7 @@ public class OnnxExportTests
             BatchSize = 16,
             MaxSequenceLength = 32,
             LearningRate = method is FullFineTuningOptions ? 5e-5f : 2e-3f,
+            KeepBaseForUnmerge = true,   // Perturb unmerges
         };
         return ml.MulticlassClassification.Trainers.PeftTextClassification(options).Fit(keyed);
     }

@@ -179,6 +179,12 @@ internal abstract class TextTaskModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// Whether <see cref="PrepareForScoring"/> keeps a copy of the base weights so the adapter can be unmerged and changed
+    /// after training (tests that move a trained adapter do); off by default, as nothing else unmerges a scoring model.
+    /// </summary>
+    public bool KeepBaseForUnmerge { get; set; }
+
     /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
     public SharedBaseWeights? SharedBase { get; private set; }
 
@@ -192,7 +198,7 @@ internal abstract class TextTaskModel : IDisposable
     public void PrepareForScoring()
     {
         Network.eval();
-        if (SharedBase is null) Adapted.Merge(keepBase: false);
+        if (SharedBase is null) Adapted.Merge(keepBase: KeepBaseForUnmerge);
         else Adapted.Backbone.PrepareInference();
     }
 

@@ -23,6 +23,12 @@ public abstract class PeftTextTrainerOptions : PeftTrainerOptions
     public float HeadDropout = 0.1f;
 
     /// <summary>
+    /// Keeps a copy of the base weights in the fitted model so its adapter can be unmerged and changed (internal: for
+    /// tests; a fitted model otherwise merges its adapter for good and holds the base weights once).
+    /// </summary>
+    internal bool KeepBaseForUnmerge;
+
+    /// <summary>
     /// Dropout on the attention probabilities while training. Default null: the base model's
     /// (<c>attention_probs_dropout_prob</c>, 0.1 for MiniLM). 0 lets training run attention through libtorch's fused
     /// kernel, which keeps no attention matrices for the backward pass (less memory, faster); with dropout the

@@ -138,6 +138,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             (options.Architecture == SimilarityArchitecture.CrossEncoder ? "cross-encoder." : "bi-encoder."));
         using var random = new RandomSource(options.Seed, device);
         var model = new SentenceSimilarityModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        model.KeepBaseForUnmerge = options.KeepBaseForUnmerge;
         try
         {
             if (model.TrainableParameterCount == 0)

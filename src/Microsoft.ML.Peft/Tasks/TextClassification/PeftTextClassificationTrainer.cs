@@ -119,6 +119,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         var method = initial?.Method ?? options.Method;
         using var random = new RandomSource(options.Seed, device);
         var model = new TextClassificationModel(settings, baseModel, method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        model.KeepBaseForUnmerge = options.KeepBaseForUnmerge;
         try
         {
             if (initial is not null) HuggingFacePeftFormat.LoadTensors(initial.Value.Adapter, model);
