@@ -60,6 +60,8 @@ internal static class NerCommand
             earlyStopping, maxRows, seed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var compute = new ComputeChoices();
+        compute.AddTo(command);
         var code = CodeGenerationOptions.Create();
         code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
@@ -67,13 +69,13 @@ internal static class NerCommand
             parse.GetValue(model), parse.GetValue(vocab), MethodChoices.Create(parse.GetValue(method)!, parse, methodOptions),
             parse.GetValue(epochs), parse.GetValue(batchSize), parse.GetValue(learningRate), parse.GetValue(maxLength),
             parse.GetValue(noCase) ? false : null, parse.GetValue(earlyStopping), parse.GetValue(maxRows), parse.GetValue(seed),
-            parse.GetValue(output)!, parse.GetValue(metricsJson), code.Check(parse, "ner"))));
+            parse.GetValue(output)!, parse.GetValue(metricsJson), code.Check(parse, "ner"), compute.Parse(parse))));
         return command;
     }
 
     private sealed record Settings(string Dataset, string TestDataset, string? ValidationDataset, int? TagColumn, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, bool? CaseFeatures, int EarlyStopping,
-        int? MaxRows, int Seed, string Output, string? MetricsJson, CodeRequest? Code = null);
+        int? MaxRows, int Seed, string Output, string? MetricsJson, CodeRequest? Code = null, ComputeSettings? Compute = null);
 
     /// <summary>A sentence as ML.NET reads it: words and their tags.</summary>
     internal sealed class SentenceRow
@@ -119,6 +121,7 @@ internal static class NerCommand
             ValidationSet = validation is null ? null : labelToKey.Transform(ToDataView(mlContext, validation)),
             EarlyStoppingPatience = s.EarlyStopping,
         };
+        s.Compute?.ApplyTo(options);
         var mappedTrain = labelToKey.Transform(trainView);
         var watch = Stopwatch.StartNew();
         using var tagger = TrainingProgress.Run(mlContext, console, "Training", () =>

@@ -67,6 +67,8 @@ internal static class SentenceSimilarityCommand
             method, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
+        var compute = new ComputeChoices();
+        compute.AddTo(command);
         var code = CodeGenerationOptions.Create();
         code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
@@ -90,7 +92,8 @@ internal static class SentenceSimilarityCommand
             EmbedBaseModel: parse.GetValue(embed),
             Output: parse.GetValue(output)!,
             MetricsJson: parse.GetValue(metricsJson),
-            Code: code.Check(parse, "sentence-similarity"))));
+            Code: code.Check(parse, "sentence-similarity"),
+            Compute: compute.Parse(parse))));
         return command;
     }
 
@@ -98,7 +101,7 @@ internal static class SentenceSimilarityCommand
         string Dataset, string LabelColumn, string TextColumn, string Text2Column, TextFileFormat Format,
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab, SimilarityArchitecture Architecture,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson, CodeRequest? Code = null);
+        bool EmbedBaseModel, string Output, string? MetricsJson, CodeRequest? Code = null, ComputeSettings? Compute = null);
 
     private static int Run(Settings s)
     {
@@ -118,7 +121,7 @@ internal static class SentenceSimilarityCommand
         IDataView testData;
         (train, testData) = TextClassificationCommand.HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, s), s.Seed);
 
-        var trainer = mlContext.Regression.Trainers.PeftSentenceSimilarity(new PeftSentenceSimilarityTrainer.Options
+        var trainerOptions = new PeftSentenceSimilarityTrainer.Options
         {
             LabelColumnName = LabelColumn,
             Sentence1ColumnName = TextClassificationCommand.Sentence1Column,
@@ -134,7 +137,9 @@ internal static class SentenceSimilarityCommand
             MaxSequenceLength = s.MaxLength,
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
-        });
+        };
+        s.Compute?.ApplyTo(trainerOptions);
+        var trainer = mlContext.Regression.Trainers.PeftSentenceSimilarity(trainerOptions);
         var watch = Stopwatch.StartNew();
         using var trained = TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(train));
         watch.Stop();

@@ -63,6 +63,8 @@ internal static class TextClassificationCommand
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
         foreach (var option in distill.Options) command.Options.Add(option);
+        var compute = new ComputeChoices();
+        compute.AddTo(command);
         var code = CodeGenerationOptions.Create();
         code.AddTo(command);
         command.SetAction(parse => Run(new Settings(
@@ -87,7 +89,8 @@ internal static class TextClassificationCommand
             MetricsJson: parse.GetValue(metricsJson),
             InitAdapter: parse.GetValue(initAdapter),
             Distillation: distill.Parse(parse),
-            Code: code.Check(parse, "text-classification"))));
+            Code: code.Check(parse, "text-classification"),
+            Compute: compute.Parse(parse))));
         return command;
     }
 
@@ -96,7 +99,7 @@ internal static class TextClassificationCommand
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
-        string? InitAdapter = null, DistillationSettings? Distillation = null, CodeRequest? Code = null);
+        string? InitAdapter = null, DistillationSettings? Distillation = null, CodeRequest? Code = null, ComputeSettings? Compute = null);
 
     /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
     private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
@@ -181,6 +184,7 @@ internal static class TextClassificationCommand
             InitialAdapterPath = s.InitAdapter,
             Distillation = s.Distillation?.ToOptions(teacher, scoreColumn),
         };
+        s.Compute?.ApplyTo(trainerOptions);
         var estimator = mlContext.MulticlassClassification.Trainers.PeftTextClassification(trainerOptions)
             .Append(mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn));
         IEnumerable<ITransformer> Fit(IDataView keyed)

@@ -41,6 +41,7 @@ public class LinearMethodTrainingTests
         var options = TinyTraining.Options(tinyBert);
         options.Method = method;
         options.LearningRate = 1e-2f;
+        options.KeepBaseForUnmerge = true;   // the adapter is unmerged below to compare it with its initial values
         var data = ml.Data.LoadFromEnumerable(TinyTraining.Rows(48, seed: 4));
         var model = ml.Transforms.Conversion.MapValueToKey("Label")
             .Append(ml.MulticlassClassification.Trainers.PeftTextClassification(options))

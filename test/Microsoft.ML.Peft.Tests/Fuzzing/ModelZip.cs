@@ -126,7 +126,15 @@ internal sealed class ModelZip
                 else Walk(value);
             }
         }
-        Walk(root);
+        try
+        {
+            Walk(root);
+        }
+        catch (InvalidOperationException)
+        {
+            // JsonNode reads lazily: a mutated payload that is not UTF-8 throws here, not at Parse; it stays as it is.
+            return;
+        }
         if (changed) SetPayload(metadataName, Encoding.UTF8.GetBytes(root!.ToJsonString()));
     }
 }
