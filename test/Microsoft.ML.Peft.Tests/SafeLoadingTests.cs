@@ -95,7 +95,7 @@ public class SafeLoadingTests
         return Encoding.UTF8.GetBytes(json.ToJsonString());
     }
 
-    private static byte[] EditAdapter(byte[] bytes, Action<Dictionary<string, Tensor>> edit)
+    internal static byte[] EditAdapter(byte[] bytes, Action<Dictionary<string, Tensor>> edit)
     {
         using var scope = NewDisposeScope();
         var state = Safetensors.LoadStateDict(new MemoryStream(bytes), leaveOpen: false, keysToKeep: null);

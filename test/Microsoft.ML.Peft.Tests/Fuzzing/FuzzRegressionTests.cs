@@ -42,22 +42,9 @@ public class FuzzRegressionTests
         return e;
     }
 
-    private static byte[] EditMetadata(byte[] bytes, Action<JsonObject> edit)
-    {
-        var json = JsonNode.Parse(bytes)!.AsObject();
-        edit(json);
-        return Encoding.UTF8.GetBytes(json.ToJsonString());
-    }
+    private static byte[] EditMetadata(byte[] bytes, Action<JsonObject> edit) => SafeLoadingTests.EditMetadata(bytes, edit);
 
-    private static byte[] EditSafetensors(byte[] bytes, Action<Dictionary<string, Tensor>> edit)
-    {
-        using var scope = NewDisposeScope();
-        var state = Safetensors.LoadStateDict(new MemoryStream(bytes), leaveOpen: false, keysToKeep: null);
-        edit(state);
-        using var output = new MemoryStream();
-        Safetensors.SaveStateDict(output, state, leaveOpen: true);
-        return output.ToArray();
-    }
+    private static byte[] EditSafetensors(byte[] bytes, Action<Dictionary<string, Tensor>> edit) => SafeLoadingTests.EditAdapter(bytes, edit);
 
     [Test]
     public void TruncatedTransformerHeaderIsInvalidDataNotAnMlNetWrapper()
