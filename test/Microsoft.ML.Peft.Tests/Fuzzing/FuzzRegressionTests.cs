@@ -192,6 +192,32 @@ public class FuzzRegressionTests
         Assert.That(e.Message, Does.Contain("needs at least"));
     }
 
+    [TestCase("embeddings.word_embeddings.weight", "has 1 dimensions, not 2")]
+    [TestCase("embeddings.position_embeddings.weight", "is a scalar")]
+    public void OnnxInitializerOfTheWrongRankIsInvalidData(string name, string message)
+    {
+        // Was: IndexOutOfRangeException in the BERT importer (found by the fuzzer in CI: an initializer renamed).
+        var tiny = TinyBert.WriteDirectory();
+        try
+        {
+            var model = ModelProto.Parser.ParseFrom(TinyOnnx.Bert(tiny));
+            var initializer = model.Graph.Initializer.First(i => i.Name.EndsWith(name, StringComparison.Ordinal));
+            // One value: a scalar, or a vector of one for the word embeddings (whose rank is checked first).
+            initializer.Dims.Clear();
+            if (name == "embeddings.word_embeddings.weight") initializer.Dims.Add(1);
+            initializer.FloatData.Clear();
+            initializer.RawData = Google.Protobuf.ByteString.CopyFrom(new byte[4]);
+            var path = Path.Combine(tiny, "model.onnx");
+            File.WriteAllBytes(path, model.ToByteArray());
+            var e = Assert.Throws<InvalidDataException>(() => BaseModelSource.FromOnnx(path).Load())!;
+            Assert.That(e.Message, Does.Contain(message));
+        }
+        finally
+        {
+            Directory.Delete(tiny, recursive: true);
+        }
+    }
+
     [Test]
     public void OnnxNodeWithoutOutputIsInvalidData()
     {

@@ -78,12 +78,14 @@ internal static class OnnxBertImporter
             words = weights["embeddings.word_embeddings.weight"];
         }
 
+        if (words.Shape.Length != 2)
+            throw new InvalidDataException($"'{source}': 'embeddings.word_embeddings.weight' has {words.Shape.Length} dimensions, not 2.");
         int hidden = (int)words.Shape[1];
         int layers = 0;
         while (weights.ContainsKey($"encoder.layer.{layers}.attention.output.LayerNorm.weight")) layers++;
         if (layers == 0) throw new InvalidDataException($"'{source}' has no encoder layers ('encoder.layer.0.*').");
         int Rows(string name) => weights.TryGetValue(name, out var a)
-            ? (int)a.Shape[0]
+            ? a.Shape.Length > 0 ? (int)a.Shape[0] : throw new InvalidDataException($"'{source}': the initializer '{name}' is a scalar, not a vector or matrix.")
             : throw new InvalidDataException($"'{source}' lacks the initializer '{name}'.");
         var config = new BertConfig
         {
