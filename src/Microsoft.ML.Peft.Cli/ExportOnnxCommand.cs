@@ -18,14 +18,21 @@ internal static class ExportOnnxCommand
         var model = new Option<string>("--model") { Description = "The model file written by a training command (.zip).", Required = true };
         var output = new Option<string>("--output") { Description = "The ONNX file to write (replaced when it exists).", Required = true };
         var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory), if it moved since training." };
+        var quantize = new Option<string>("--quantize")
+        {
+            Description = "none (default): float32 weights. int8: the text encoder's Linear layers as dynamic int8 products " +
+                "(DynamicQuantizeLinear + MatMulInteger): about a quarter of the size, faster in ONNX Runtime, slightly different scores. Text tasks only.",
+            DefaultValueFactory = _ => "none",
+        }.AcceptOnlyFromAmong("none", "int8");
         var command = new Command("export-onnx",
             "Export a saved model as one ONNX file: the adapter merged into the base model's weights, the head appended, " +
-            "token ids and attention mask in, the task's outputs out, dynamic batch and sequence axes.") { model, output, baseModel };
-        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(output)!, parse.GetValue(baseModel)));
+            "token ids and attention mask in, the task's outputs out, dynamic batch and sequence axes.") { model, output, baseModel, quantize };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(output)!, parse.GetValue(baseModel),
+            parse.GetValue(quantize) == "int8" ? PeftOnnxQuantization.DynamicInt8 : PeftOnnxQuantization.None));
         return command;
     }
 
-    private static int Run(string modelPath, string output, string? baseModelPath)
+    private static int Run(string modelPath, string output, string? baseModelPath, PeftOnnxQuantization quantization)
     {
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
         if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
@@ -45,9 +52,12 @@ internal static class ExportOnnxCommand
         }
         try
         {
+            if (quantization != PeftOnnxQuantization.None && Flatten(loaded).Any(t => t is Tasks.ImageClassification.PeftImageClassificationTransformer))
+                throw new UsageException($"--quantize int8 quantises the Linear layers of text encoders; '{modelPath}' (--model) is an image classifier (ResNet convolutions), which exports in float32 only: leave out --quantize.");
             try
             {
-                OutputFiles.WriteAtomically(path, temporary => mlContext.Model.ExportPeftToOnnx(loaded, temporary));
+                var options = new PeftOnnxExportOptions { Quantization = quantization };
+                OutputFiles.WriteAtomically(path, temporary => mlContext.Model.ExportPeftToOnnx(loaded, temporary, options));
             }
             catch (NotSupportedException e)
             {
@@ -55,7 +65,7 @@ internal static class ExportOnnxCommand
                 throw new InvalidDataException($"The model file '{modelPath}' (--model) cannot be exported to ONNX: {e.Message}", e);
             }
             var size = new FileInfo(path).Length;
-            Terminal.Out.MarkupLine($"Wrote [green]{Markup.Escape(path)}[/] ({size / 1048576.0:F1} MB)");
+            Terminal.Out.MarkupLine($"Wrote [green]{Markup.Escape(path)}[/] ({size / 1048576.0:F1} MB{(quantization == PeftOnnxQuantization.DynamicInt8 ? ", int8 encoder weights" : "")})");
             return ExitCodes.Success;
         }
         finally

@@ -237,4 +237,31 @@ public class ImageOnnxExportTests
             Dispose(second);
         }
     }
+
+    /// <summary>Int8 export covers text encoders only: asked for an image classifier, the library and the CLI say so and write nothing.</summary>
+    [Test]
+    public void Int8QuantizationIsRefusedClearly()
+    {
+        var ml = new MLContext(1);
+        var model = Fit(ml, "lora", trainBatchNorm: false);
+        var zip = Path.Combine(root, "int8.zip");
+        try
+        {
+            using var stream = new MemoryStream();
+            var e = Assert.Throws<NotSupportedException>(() =>
+                ml.Model.ExportPeftToOnnx(model, stream, new PeftOnnxExportOptions { Quantization = PeftOnnxQuantization.DynamicInt8 }));
+            Assert.That(e!.Message, Does.Contain("Quantization = DynamicInt8").And.Contain("image classifiers").And.Contain("PeftOnnxQuantization.None"));
+            Assert.That(stream.Length, Is.Zero, "nothing written");
+            ml.Model.Save(model, ml.Data.LoadFromEnumerable(train).Schema, zip);
+        }
+        finally
+        {
+            Dispose(model);
+        }
+        var onnx = Path.Combine(root, "int8.onnx");
+        var run = CliProcess.Run(root, "export-onnx", "--model", zip, "--output", onnx, "--quantize", "int8");
+        Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
+        Assert.That(run.StdErr, Does.Contain("--quantize int8").And.Contain("image classifier"), run.ToString());
+        Assert.That(File.Exists(onnx), Is.False);
+    }
 }

@@ -49,7 +49,20 @@ public class OnnxExportCliTests
         {
             Assert.That(session.OutputMetadata.Keys, Does.Contain("probabilities"));
             Assert.That(session.ModelMetadata.CustomMetadataMap["peft_method"], Is.EqualTo("LORA"));
+            Assert.That(session.ModelMetadata.CustomMetadataMap[PeftOnnxExport.QuantizationMetadataKey], Is.EqualTo("none"));
         }
+
+        // --quantize int8: the encoder's Linear layers as int8 products; a value it does not know is a usage error.
+        var int8 = Path.Combine(work, "out", "model-int8.onnx");
+        var quantized = CliProcess.Run(work, "export-onnx", "--model", zip, "--output", int8, "--quantize", "int8");
+        Assert.That(quantized.ExitCode, Is.EqualTo(0), quantized.ToString());
+        Assert.That(quantized.StdOut, Does.Contain("int8"));
+        using (var session = new InferenceSession(int8))
+            Assert.That(session.ModelMetadata.CustomMetadataMap[PeftOnnxExport.QuantizationMetadataKey], Is.EqualTo("dynamic-int8"));
+        Assert.That(Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(int8)).Graph.Node.Count(n => n.OpType == "MatMulInteger"), Is.GreaterThan(0));
+        var unknown = CliProcess.Run(work, "export-onnx", "--model", zip, "--output", Path.Combine(work, "int4.onnx"), "--quantize", "int4");
+        Assert.That(unknown.ExitCode, Is.EqualTo(2), unknown.ToString());
+        Assert.That(unknown.StdErr, Does.Contain("int4"), unknown.ToString());
 
         // The base model moved: the loader's message names the model it expects, and --base-model finds it again.
         var moved = tinyBert + "-moved";

@@ -12,7 +12,7 @@ internal interface IOnnxExportable
     /// <summary>
     /// Builds the ONNX model. Must leave the transformer scoring exactly as before (merge on a copy, or unmerge after),
     /// and throw <see cref="NotSupportedException"/> naming the method when the adapter can neither be merged nor
-    /// written as operators.
+    /// written as operators, or when <paramref name="options"/> ask for a quantisation the task cannot write.
     /// </summary>
-    ModelProto ToOnnx();
+    ModelProto ToOnnx(PeftOnnxExportOptions options);
 }

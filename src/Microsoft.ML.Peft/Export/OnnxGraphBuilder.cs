@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Peft.Export;
 
 /// <summary>
-/// Builds an ONNX graph node by node: float32 and int64 initializers (from arrays or TorchSharp tensors), graph inputs
+/// Builds an ONNX graph node by node: float32, int64 and int8 initializers (from arrays or TorchSharp tensors), graph inputs
 /// and outputs with named (dynamic) or fixed dimensions, and nodes with their attributes. Every node output gets a fresh
 /// unique name, so callers only name the graph's inputs, outputs and initializers. Writes opset 17 models that ONNX
 /// Runtime and ML.NET's <c>ApplyOnnxModel</c> run.
@@ -42,6 +42,17 @@ internal sealed class OnnxGraphBuilder
     {
         CheckCount(name, values.Length, shape);
         var tensor = new TensorProto { Name = Unique(name), DataType = (int)TensorProto.Types.DataType.Int64 };
+        tensor.Dims.AddRange(shape);
+        tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
+        graph.Initializer.Add(tensor);
+        return tensor.Name;
+    }
+
+    /// <summary>Adds an int8 initializer (quantised weights, their zero point); returns its name.</summary>
+    public string Int8Initializer(string name, ReadOnlySpan<sbyte> values, params long[] shape)
+    {
+        CheckCount(name, values.Length, shape);
+        var tensor = new TensorProto { Name = Unique(name), DataType = (int)TensorProto.Types.DataType.Int8 };
         tensor.Dims.AddRange(shape);
         tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
         graph.Initializer.Add(tensor);

@@ -25,7 +25,9 @@ internal sealed record BertOnnxEncoder(string InputIds, string AttentionMask, st
 /// trained weights. Methods that cannot be merged are written as the operators they add: bottleneck adapters (two small
 /// projections with their activation and residual), prompt tuning (the virtual-token vectors before the word
 /// embeddings, the mask extended, the output cut to the real tokens) and prefix tuning (per-layer key and value prefixes
-/// before the projected keys and values). The model is only read.
+/// before the projected keys and values). The model is only read. With <see cref="PeftOnnxQuantization.DynamicInt8"/>
+/// the six Linear layers of every encoder layer (query, key, value, attention output, intermediate, output) are written
+/// as int8 products (see <see cref="OnnxDynamicInt8"/>); everything else stays float32.
 /// </summary>
 internal static class BertOnnxWriter
 {
@@ -47,11 +49,12 @@ internal static class BertOnnxWriter
     /// <summary>
     /// Declares the inputs and writes the encoder into <paramref name="graph"/>. With <paramref name="tokenTypeInput"/>
     /// the graph takes <c>token_type_ids</c> (sentence pairs: 0 for <c>[CLS] a [SEP]</c>, 1 for <c>b [SEP]</c>);
-    /// without it every token is segment 0, as single sentences are encoded.
+    /// without it every token is segment 0, as single sentences are encoded. <paramref name="quantization"/>: how the
+    /// encoder's Linear layers are written (float32 products, or dynamic int8 ones).
     /// </summary>
-    public static BertOnnxEncoder Write(OnnxGraphBuilder graph, BertModel model, bool tokenTypeInput)
+    public static BertOnnxEncoder Write(OnnxGraphBuilder graph, BertModel model, bool tokenTypeInput, PeftOnnxQuantization quantization = PeftOnnxQuantization.None)
     {
-        var writer = new Writer(graph, model);
+        var writer = new Writer(graph, model, quantization);
         return writer.Write(tokenTypeInput);
     }
 
@@ -74,10 +77,17 @@ internal static class BertOnnxWriter
         private readonly Dictionary<string, BottleneckAdapter> bottlenecks;
         private readonly int heads, headSize;
         private readonly Dictionary<string, string> constants = new(StringComparer.Ordinal);
+        private readonly OnnxDynamicInt8? int8;
 
-        public Writer(OnnxGraphBuilder graph, BertModel model)
+        public Writer(OnnxGraphBuilder graph, BertModel model, PeftOnnxQuantization quantization)
         {
             g = graph;
+            int8 = quantization switch
+            {
+                PeftOnnxQuantization.None => null,
+                PeftOnnxQuantization.DynamicInt8 => new OnnxDynamicInt8(graph),
+                _ => throw new ArgumentOutOfRangeException(nameof(quantization), quantization, "Unknown ONNX export quantization."),
+            };
             this.model = model;
             config = model.Config;
             parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
@@ -242,6 +252,11 @@ internal static class BertOnnxWriter
                 bias = layer.Bias?.detach().clone();
                 var adapter = layer.Adapter(active) ?? throw new InvalidOperationException($"'{name}' has no adapter '{active}'.");
                 adapter.MergeInto(weight, bias);
+            }
+            if (int8 is not null)
+            {
+                var product = int8.MatMul(input, weight, "bert." + name);
+                return bias is null ? product : g.Node("Add", new[] { product, g.Initializer($"bert.{name}.bias", bias) });
             }
             return Affine(input, weight, bias, "bert." + name);
         }

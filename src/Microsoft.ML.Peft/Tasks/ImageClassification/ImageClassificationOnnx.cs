@@ -27,7 +27,14 @@ public sealed partial class PeftImageClassificationTransformer : IOnnxExportable
         return values;
     }
 
-    ModelProto IOnnxExportable.ToOnnx() => ImageClassificationOnnx.Build(model);
+    ModelProto IOnnxExportable.ToOnnx(PeftOnnxExportOptions options)
+    {
+        if (options.Quantization != PeftOnnxQuantization.None)
+            throw new NotSupportedException(
+                $"{nameof(PeftOnnxExportOptions)}.{nameof(PeftOnnxExportOptions.Quantization)} = {options.Quantization} is not available for image classifiers: " +
+                $"int8 export quantises the Linear layers of text encoders, and a ResNet is convolutions; export this model with {nameof(PeftOnnxQuantization)}.{nameof(PeftOnnxQuantization.None)} (float32).");
+        return ImageClassificationOnnx.Build(model);
+    }
 }
 
 /// <summary>

@@ -19,12 +19,12 @@ public sealed partial class PeftNamedEntityRecognitionTransformer : IOnnxExporta
     /// <summary>The case-shape input of models trained with case features.</summary>
     public const string OnnxCaseShapesInput = "case_shapes";
 
-    ModelProto IOnnxExportable.ToOnnx()
+    ModelProto IOnnxExportable.ToOnnx(PeftOnnxExportOptions options)
     {
         var bert = TextTaskOnnx.Encoder(model);
         var settings = model.Settings;
         var g = new OnnxGraphBuilder("peft_named_entity_recognition");
-        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: false);
+        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: false, options.Quantization);
         var features = encoder.LastHiddenState;
         string? shapes = null;
         if (settings.CaseFeatures)

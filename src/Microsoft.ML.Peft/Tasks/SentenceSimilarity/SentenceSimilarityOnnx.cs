@@ -22,12 +22,12 @@ public sealed partial class PeftSentenceSimilarityTransformer : IOnnxExportable
     /// <summary>The bi-encoder's output: the sentence's unit-norm embedding.</summary>
     public const string OnnxEmbeddingOutput = "embedding";
 
-    ModelProto IOnnxExportable.ToOnnx()
+    ModelProto IOnnxExportable.ToOnnx(PeftOnnxExportOptions options)
     {
         var bert = TextTaskOnnx.Encoder(model);
         var settings = model.Settings;
         var g = new OnnxGraphBuilder("peft_sentence_similarity");
-        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: !model.IsBiEncoder);
+        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: !model.IsBiEncoder, options.Quantization);
         var pooled = TextTaskOnnx.MeanPool(g, encoder);
         string outputs;
         if (model.IsBiEncoder)

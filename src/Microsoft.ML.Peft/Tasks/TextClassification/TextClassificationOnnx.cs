@@ -20,12 +20,12 @@ public sealed partial class PeftTextClassificationTransformer : IOnnxExportable
     /// <summary>The output with the head's logits.</summary>
     public const string OnnxLogitsOutput = "logits";
 
-    ModelProto IOnnxExportable.ToOnnx()
+    ModelProto IOnnxExportable.ToOnnx(PeftOnnxExportOptions options)
     {
         var bert = TextTaskOnnx.Encoder(model);
         var settings = model.Settings;
         var g = new OnnxGraphBuilder("peft_text_classification");
-        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: settings.Sentence2ColumnName is not null);
+        var encoder = BertOnnxWriter.Write(g, bert, tokenTypeInput: settings.Sentence2ColumnName is not null, options.Quantization);
         var pooled = TextTaskOnnx.MeanPool(g, encoder);
         var logits = TextTaskOnnx.Linear(g, model.Network.Head, pooled, "classifier");
         var probabilities = g.Node("Softmax", new[] { logits }, Attr("axis", 1L));
