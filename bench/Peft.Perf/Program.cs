@@ -235,6 +235,10 @@ try
     double int8Rows = RowsPerSecond(() => OrtPass(int8Session, tokenTypes: false), sentences.Count);
     json["int8RowsPerSec"] = Math.Round(int8Rows, 1);
     json["int8InferenceVsOrt"] = Math.Round(int8Rows / ort, 3);
+    // The best way this library offers to score the same rows (TorchSharp fp32, or its int8 ONNX export) against ONNX
+    // Runtime's fp32 on the base graph.
+    json["bestInferenceVsOrt"] = Math.Round(Math.Max(ours, int8Rows) / ort, 3);
+    json["bestInference"] = int8Rows > ours ? "int8 ONNX export in ONNX Runtime" : "TorchSharp fp32 Transform";
     Log($"inference: ONNX Runtime on the int8 export {int8Rows:F1} rows/s ({int8Rows / ort:F2}x ONNX Runtime fp32 on the base graph)");
 }
 finally
@@ -287,6 +291,7 @@ var targets = new (string Key, string Op, double Bound)[]
 {
     ("loraStepVsPytorch", "<=", 1.0), ("mfu", ">=", 0.4), ("loraVsFullMemory", "<=", 0.75),
     ("checkpointingMemoryRatio", "<=", 0.5), ("inferenceVsOrt", ">=", 0.8), ("adapterVsBase", "<=", 0.02),
+    ("bestInferenceVsOrt", ">=", 1.2), ("predictionEngineP50Ms", "<=", 10),
     ("bf16StepVsFp32", "<=", 0.6), ("bf16AccuracyDelta", "|x| <=", 0.5),
     ("loraNoAttentionDropoutVsFullMemory", "<=", 0.7), ("checkpointedNoAttentionDropoutVsFullMemory", "<=", 0.45),
 };
@@ -295,7 +300,7 @@ Console.WriteLine("| figure | value | target |");
 Console.WriteLine("|---|---:|---|");
 foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "loraStepVsPytorch", "mfu", "pytorchMfu", "fullStepMs", "pytorchFullStepMs", "loraVsFullTime",
     "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio",
-    "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "int8RowsPerSec", "int8InferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
+    "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "int8RowsPerSec", "int8InferenceVsOrt", "bestInferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
     "gemmBf16Gflops", "loraBf16StepMs", "bf16StepVsFp32", "bf16Mfu", "bf16AccuracyDelta",
     "loraNoAttentionDropoutPeakMemoryBytes", "loraNoAttentionDropoutVsFullMemory", "checkpointedNoAttentionDropoutPeakMemoryBytes",
     "checkpointedNoAttentionDropoutVsFullMemory", "noAttentionDropoutAccuracyDelta" })
