@@ -439,7 +439,8 @@ public static class PeftAdapterInterop
         return new PeftTextClassificationTransformer(env, model, Array.Empty<Training.EpochMetrics>());
     }
 
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
+    /// <summary>The transformers of <paramref name="model"/>, chains unrolled.</summary>
+    internal static IEnumerable<ITransformer> Flatten(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
 }
 

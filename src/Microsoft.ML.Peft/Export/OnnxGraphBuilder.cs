@@ -27,32 +27,21 @@ internal sealed class OnnxGraphBuilder
     }
 
     /// <summary>Adds a float32 initializer with the given values and shape; returns its name.</summary>
-    public string Initializer(string name, ReadOnlySpan<float> values, params long[] shape)
-    {
-        CheckCount(name, values.Length, shape);
-        var tensor = new TensorProto { Name = Unique(name), DataType = (int)TensorProto.Types.DataType.Float };
-        tensor.Dims.AddRange(shape);
-        tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
-        graph.Initializer.Add(tensor);
-        return tensor.Name;
-    }
+    public string Initializer(string name, ReadOnlySpan<float> values, params long[] shape) =>
+        AddInitializer(name, values, TensorProto.Types.DataType.Float, shape);
 
     /// <summary>Adds an int64 initializer (shapes, axes, indices); returns its name.</summary>
-    public string Int64Initializer(string name, ReadOnlySpan<long> values, params long[] shape)
-    {
-        CheckCount(name, values.Length, shape);
-        var tensor = new TensorProto { Name = Unique(name), DataType = (int)TensorProto.Types.DataType.Int64 };
-        tensor.Dims.AddRange(shape);
-        tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
-        graph.Initializer.Add(tensor);
-        return tensor.Name;
-    }
+    public string Int64Initializer(string name, ReadOnlySpan<long> values, params long[] shape) =>
+        AddInitializer(name, values, TensorProto.Types.DataType.Int64, shape);
 
     /// <summary>Adds an int8 initializer (quantised weights, their zero point); returns its name.</summary>
-    public string Int8Initializer(string name, ReadOnlySpan<sbyte> values, params long[] shape)
+    public string Int8Initializer(string name, ReadOnlySpan<sbyte> values, params long[] shape) =>
+        AddInitializer(name, values, TensorProto.Types.DataType.Int8, shape);
+
+    private string AddInitializer<T>(string name, ReadOnlySpan<T> values, TensorProto.Types.DataType type, long[] shape) where T : unmanaged
     {
         CheckCount(name, values.Length, shape);
-        var tensor = new TensorProto { Name = Unique(name), DataType = (int)TensorProto.Types.DataType.Int8 };
+        var tensor = new TensorProto { Name = Unique(name), DataType = (int)type };
         tensor.Dims.AddRange(shape);
         tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
         graph.Initializer.Add(tensor);

@@ -86,13 +86,10 @@ public static class PeftOnnxExport
 
     private static IOnnxExportable Find(ITransformer model)
     {
-        var peft = Flatten(model).Where(t => t.GetType().Namespace?.StartsWith("Microsoft.ML.Peft", StringComparison.Ordinal) == true).ToList();
+        var peft = PeftAdapterInterop.Flatten(model).Where(t => t.GetType().Namespace?.StartsWith("Microsoft.ML.Peft", StringComparison.Ordinal) == true).ToList();
         if (peft.Count == 0) throw new ArgumentException("The model holds no PEFT transformer to export.", nameof(model));
         if (peft.Count > 1) throw new ArgumentException($"The model holds {peft.Count} PEFT transformers; pass the one to export.", nameof(model));
         return peft[0] as IOnnxExportable
             ?? throw new NotSupportedException($"ONNX export is not available for {peft[0].GetType().Name} yet.");
     }
-
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : new[] { model };
 }
