@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft.AutoML;
 using Microsoft.ML.Peft.Backbones;
+using Microsoft.ML.Peft.Training;
 using NUnit.Framework;
 
 namespace Microsoft.ML.Peft.Tests;
@@ -216,6 +217,54 @@ public class AutoMLTests
         Assert.That(failed.All(t => t.Parameters.InputSize == 64 && t.Error!.Contains("MaxSequenceLength")), Is.True);
         Assert.That(result.BestTrial.Parameters.InputSize, Is.EqualTo(16));
         (result.Model as IDisposable)?.Dispose();
+    }
+
+    [Test]
+    public void TheFirstTrialIsTheDefaultRecipe()
+    {
+        var mlContext = new MLContext(seed: 1);
+        var train = mlContext.Data.LoadFromEnumerable(Sentences(80, seed: 8));
+        var result = new PeftExperiment(mlContext, TinyTask(), TinyOptions(maxTrials: 1)).Run(train);
+        // The trainer's defaults (README): LoRA r=8, alpha 16 on every linear layer at 2e-3; the space's most epochs (2)
+        // and, of its sequence lengths 16 and 24, the one nearest the default 128.
+        Assert.That(result.Trials[0].Parameters, Is.EqualTo(new PeftTrialParameters("lora", 8, 16f, "all-linear", 2e-3f, 2, 24)));
+        (result.Model as IDisposable)?.Dispose();
+
+        // Without it, trial 1 is the sampler's.
+        var options = TinyOptions(maxTrials: 1);
+        options.StartWithDefaults = false;
+        options.SearchSpace.Methods = new[] { "ia3", "bitfit" };
+        var random = new PeftExperiment(mlContext, TinyTask(), options).Run(train);
+        Assert.That(random.Trials[0].Parameters.Method, Is.AnyOf("ia3", "bitfit"));
+        (random.Model as IDisposable)?.Dispose();
+    }
+
+    [Test]
+    public void TheFinalTrainingExtendsABestTrialThatWasStillImproving()
+    {
+        var experiment = new PeftExperiment(new MLContext(seed: 1), TinyTask(), TinyOptions(maxTrials: 1));
+        static EpochMetrics Epoch(int epoch, double accuracy) => new(epoch, 3, 0.5, 100, "accuracy", accuracy, false);
+        var parameters = new PeftTrialParameters("lora", 8, 16f, "all-linear", 2e-3f, 3, 128);
+        var rising = new PeftTrialResult(1, parameters, PeftTrialStatus.Completed, 0.85, 100, new[] { Epoch(1, 0.80), Epoch(2, 0.83), Epoch(3, 0.85) }, null);
+        // 30 s an epoch and 5 s of loading: (200 - 5) / 30 = 6.5, so 6 epochs fit.
+        Assert.That(experiment.FinalEpochs(rising, 30, 5, 200, out var why), Is.EqualTo(6));
+        Assert.That(why, Does.Contain("still rose"));
+        // Capped by MaxFinalEpochs (10), and never fewer than the best trial's epochs even when little time is left.
+        Assert.That(experiment.FinalEpochs(rising, 1, 5, 200, out _), Is.EqualTo(10));
+        Assert.That(experiment.FinalEpochs(rising, 30, 5, 20, out _), Is.EqualTo(3));
+        // A trial whose best epoch was not its last: its best epoch count, whatever the time.
+        var peaked = rising with { Epochs = new[] { Epoch(1, 0.80), Epoch(2, 0.86), Epoch(3, 0.85) } };
+        Assert.That(experiment.FinalEpochs(peaked, 30, 5, 1000, out why), Is.EqualTo(2));
+        Assert.That(why, Does.Contain("fell after it"));
+    }
+
+    [Test]
+    public void BadFinalTrainingOptionsAreNamed()
+    {
+        var share = Assert.Throws<ArgumentOutOfRangeException>(() => new PeftExperiment(new MLContext(1), TinyTask(), new PeftExperimentOptions { FinalTrainingShare = 1 }))!;
+        Assert.That(share.ParamName, Is.EqualTo(nameof(PeftExperimentOptions.FinalTrainingShare)));
+        var epochs = Assert.Throws<ArgumentOutOfRangeException>(() => new PeftExperiment(new MLContext(1), TinyTask(), new PeftExperimentOptions { MaxFinalEpochs = 0 }))!;
+        Assert.That(epochs.ParamName, Is.EqualTo(nameof(PeftExperimentOptions.MaxFinalEpochs)));
     }
 
     [Test]

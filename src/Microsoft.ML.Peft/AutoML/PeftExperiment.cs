@@ -34,8 +34,30 @@ public sealed class PeftExperimentOptions
     /// <summary>Continue the search of the existing <see cref="TrialLogPath"/> (it must be a log of the same task, data, space, metric and seed). Default false: a new log replaces it.</summary>
     public bool Resume;
 
-    /// <summary>Train the best settings again on the training and validation rows together, at its best epoch count, when the time left allows. Default true.</summary>
+    /// <summary>
+    /// Train the best settings again on the training and validation rows together when the time left allows (see
+    /// <see cref="FinalTrainingShare"/> for how long). Default true.
+    /// </summary>
     public bool Refit = true;
+
+    /// <summary>
+    /// Share of the budget the search keeps for the final training (with <see cref="Refit"/>), as FLAML's retraining
+    /// within the budget: when the best trial's validation metric still rose at its last epoch, the final training runs as
+    /// many epochs as the time left allows (at most <see cref="MaxFinalEpochs"/>); when it peaked earlier, its best epoch
+    /// count. Default 0.4; 0 keeps only the time of the best trial's epochs.
+    /// </summary>
+    public double FinalTrainingShare = 0.4;
+
+    /// <summary>The most epochs the final training runs when it extends the best trial's. Default 10.</summary>
+    public int MaxFinalEpochs = 10;
+
+    /// <summary>
+    /// The first trial is the task's default recipe (LoRA rank 8, alpha 16 on every linear layer or every convolution, at
+    /// the method's reference learning rate, the trainer's input size, the most epochs of the space), where the space
+    /// holds it (else the nearest values), as Optuna's enqueued trials: the search never ranks below the defaults on the
+    /// validation rows. Default true.
+    /// </summary>
+    public bool StartWithDefaults = true;
 
     /// <summary>Stop after this many trials (null: as many as the budget allows).</summary>
     public int? MaxTrials;
@@ -59,6 +81,8 @@ public sealed class PeftExperimentOptions
         SearchSpace.Validate();
         if (MaxTrials is < 1) throw new ArgumentOutOfRangeException(nameof(MaxTrials), MaxTrials, "MaxTrials must be at least 1.");
         if (StartupTrials < 1) throw new ArgumentOutOfRangeException(nameof(StartupTrials), StartupTrials, "StartupTrials must be at least 1.");
+        if (!(FinalTrainingShare >= 0 && FinalTrainingShare < 1)) throw new ArgumentOutOfRangeException(nameof(FinalTrainingShare), FinalTrainingShare, "FinalTrainingShare must be in [0, 1).");
+        if (MaxFinalEpochs < 1) throw new ArgumentOutOfRangeException(nameof(MaxFinalEpochs), MaxFinalEpochs, "MaxFinalEpochs must be at least 1.");
         if (ReductionFactor < 2) throw new ArgumentOutOfRangeException(nameof(ReductionFactor), ReductionFactor, "ReductionFactor must be at least 2.");
         if (Resume && TrialLogPath is null) throw new ArgumentException($"{nameof(Resume)} needs a {nameof(TrialLogPath)}.", nameof(Resume));
         if (TrialLogPath is not null && string.IsNullOrWhiteSpace(TrialLogPath)) throw new ArgumentException($"{nameof(TrialLogPath)} is empty.", nameof(TrialLogPath));
@@ -245,9 +269,12 @@ public sealed class PeftExperiment
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int number = history.Count + 1;
-                var point = sampler.Sample(history.Select(h => (h.Point, Score(h.Trial))).ToList(), new Random(unchecked(options.Seed * 7919 + number)));
+                var point = options.StartWithDefaults && number == 1 ? DefaultPoint()
+                    : sampler.Sample(history.Select(h => (h.Point, Score(h.Trial))).ToList(), new Random(unchecked(options.Seed * 7919 + number)));
                 var parameters = Decode(point);
-                double left = budget - watch.Elapsed.TotalSeconds - RefitReserve(Best(history), trainRows, validationRows, cost);
+                // Until a trial has completed only its refit is kept back, so a small budget still gets one.
+                var bestSoFar = Best(history);
+                double left = budget - watch.Elapsed.TotalSeconds - Math.Max(RefitReserve(bestSoFar, trainRows, validationRows, cost), bestSoFar is null ? 0 : FinalReserve(budget));
                 // Epochs that fit: the calibration's estimate, corrected by what the finished trials took against it.
                 double correction = Correction(history, cost);
                 int Fits(int inputSize) => (int)Math.Floor((left - cost.Overhead) / Math.Max((cost.Estimate(inputSize, 1) - cost.Overhead) * correction, 1e-3));
@@ -306,8 +333,8 @@ public sealed class PeftExperiment
                 if (estimate <= remaining || mustRefit)
                 {
                     var refitWatch = Stopwatch.StartNew();
-                    var refitParameters = best.Parameters with { Epochs = best.BestEpoch };
-                    ch.Info($"Refitting the best settings (trial {best.Number}: {refitParameters}) on all {trainRows + validationRows:N0} rows.");
+                    var refitParameters = best.Parameters with { Epochs = FinalEpochs(best, FinalEpochSeconds(best, trainRows, validationRows, cost), cost.Overhead, budget - watch.Elapsed.TotalSeconds, out string why) };
+                    ch.Info($"Refitting the best settings (trial {best.Number}: {refitParameters}) on all {trainRows + validationRows:N0} rows: {why}.");
                     // The best trial's model is the fallback, so a refit running out of time is stopped at the 10% margin.
                     var limit = mustRefit ? (TimeSpan?)null : TimeSpan.FromSeconds(Math.Max(1, budget * 1.09 - watch.Elapsed.TotalSeconds));
                     trained = Refit(refitParameters, all, limit, ch, cancellationToken, out note);
@@ -360,6 +387,61 @@ public sealed class PeftExperiment
             .Where(double.IsFinite).Order().ToList();
         if (ratios.Count == 0) return 1;
         return Math.Clamp(ratios[ratios.Count / 2], 0.1, 10);
+    }
+
+    /// <summary>The seconds <see cref="PeftExperimentOptions.FinalTrainingShare"/> keeps for the final training (none when refitting is off).</summary>
+    private double FinalReserve(double budget) => options.Refit ? options.FinalTrainingShare * budget : 0;
+
+    /// <summary>
+    /// Epochs of the final training: the best trial's best epoch count; more, up to what <paramref name="secondsLeft"/>
+    /// holds and <see cref="PeftExperimentOptions.MaxFinalEpochs"/>, when its validation metric still rose at its last epoch.
+    /// </summary>
+    internal int FinalEpochs(PeftTrialResult best, double perEpoch, double overhead, double secondsLeft, out string why)
+    {
+        int bestEpoch = best.BestEpoch;
+        if (bestEpoch < best.Epochs.Count)
+        {
+            why = $"{bestEpoch} epoch(s), the best trial's best (its validation {Metric.Name} fell after it)";
+            return bestEpoch;
+        }
+        int fits = (int)Math.Floor((secondsLeft - overhead) / Math.Max(perEpoch, 1e-3));
+        int epochs = Math.Clamp(fits, bestEpoch, Math.Max(bestEpoch, options.MaxFinalEpochs));
+        why = epochs > bestEpoch
+            ? $"{epochs} epoch(s): the best trial's validation {Metric.Name} still rose at its last epoch ({bestEpoch}), and about {perEpoch:F0} s an epoch fit{(epochs == options.MaxFinalEpochs ? $" (at most {options.MaxFinalEpochs})" : "")} in the {Math.Max(0, secondsLeft):F0} s left"
+            : $"{epochs} epoch(s), as the best trial";
+        return epochs;
+    }
+
+    /// <summary>Seconds an epoch of the final training on every row takes, from what the best trial's epochs took.</summary>
+    private static double FinalEpochSeconds(PeftTrialResult best, long trainRows, long validationRows, TrialCost cost) =>
+        Math.Max(0, best.Seconds - cost.Overhead) / Math.Max(1, best.Epochs.Count) * (trainRows + validationRows) / trainRows;
+
+    /// <summary>The task's default recipe as a point of the sampler's space (the nearest values where the space lacks them).</summary>
+    internal double[] DefaultPoint()
+    {
+        var space = options.SearchSpace;
+        static int IndexOr<T>(IReadOnlyList<T> list, T value, int fallback)
+        {
+            for (int i = 0; i < list.Count; i++)
+                if (EqualityComparer<T>.Default.Equals(list[i], value)) return i;
+            return fallback;
+        }
+        static int Nearest(IReadOnlyList<float> list, double value) =>
+            Enumerable.Range(0, list.Count).OrderBy(i => Math.Abs(Math.Log(list[i] / value))).First();
+        var defaults = task.NewOptions();
+        int size = task.ForImages ? ((Tasks.ImageClassification.PeftImageClassificationTrainer.Options)defaults).ImageSize
+            : ((PeftTextTrainerOptions)defaults).MaxSequenceLength;
+        int sizeIndex = Enumerable.Range(0, InputSizes.Count).OrderBy(i => Math.Abs(InputSizes[i] - size)).ThenByDescending(i => i).First();
+        return new double[]
+        {
+            IndexOr(Methods, "lora", 0),
+            Enumerable.Range(0, space.Ranks.Count).OrderBy(i => Math.Abs(Math.Log(space.Ranks[i] / 8.0))).First(),
+            Nearest(space.AlphaOverRank, 2),
+            IndexOr(TargetModules, task.ForImages ? Tasks.ImageClassification.PeftImageClassificationTrainer.Options.AllConvolutions : "all-linear", TargetModules.Count - 1),
+            Math.Clamp(0, Math.Log(space.MinLearningRateFactor), Math.Log(space.MaxLearningRateFactor)),
+            Epochs.Count - 1,
+            sizeIndex,
+        };
     }
 
     /// <summary>Seconds to keep for the refit of <paramref name="best"/> (none when refitting is off).</summary>
