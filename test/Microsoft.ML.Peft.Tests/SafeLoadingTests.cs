@@ -51,7 +51,7 @@ public class SafeLoadingTests
     /// <summary>A copy of <paramref name="source"/> whose entry was changed and whose hash in the header was recomputed to match.</summary>
     internal static string RewriteEntry(string source, string entrySuffix, Func<byte[], byte[]> change, bool recomputeHash = true, Func<byte[], byte[]>? rawChange = null)
     {
-        var copy = Path.Combine(Path.GetTempPath(), $"peft-rewritten-{Guid.NewGuid():N}.zip");
+        var copy = TestTemp.Track(Path.Combine(Path.GetTempPath(), $"peft-rewritten-{Guid.NewGuid():N}.zip"));
         File.Copy(source, copy);
         using var zip = ZipFile.Open(copy, ZipArchiveMode.Update);
         var entry = zip.Entries.Single(e => e.FullName.EndsWith(entrySuffix, StringComparison.Ordinal));
@@ -166,7 +166,7 @@ public class SafeLoadingTests
     [Test]
     public void FormatVersionFromTheFutureAsksForAnUpgrade()
     {
-        var copy = Path.Combine(Path.GetTempPath(), $"peft-future-{Guid.NewGuid():N}.zip");
+        var copy = TestTemp.Track(Path.Combine(Path.GetTempPath(), $"peft-future-{Guid.NewGuid():N}.zip"));
         File.Copy(savedModel, copy);
         using (var zip = ZipFile.Open(copy, ZipArchiveMode.Update))
         {

@@ -30,7 +30,7 @@ internal static class TinyBert
     /// <summary>Writes config.json, vocab.txt and model.safetensors into a new folder and returns it.</summary>
     public static string WriteDirectory(int seed = 7)
     {
-        var dir = Path.Combine(Path.GetTempPath(), "peft-tiny-bert-" + Guid.NewGuid().ToString("N"));
+        var dir = TestTemp.Track(Path.Combine(Path.GetTempPath(), "peft-tiny-bert-" + Guid.NewGuid().ToString("N")));
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "config.json"), Config.ToJson());
         File.WriteAllLines(Path.Combine(dir, "vocab.txt"), Vocabulary);
