@@ -96,6 +96,9 @@ internal static class DetectionLabels
         if (headerLine is null)
             throw new InvalidDataException($"The labels file {source} is empty; it needs the header '{string.Join(',', CsvColumns)}' and one row per box.");
         var header = SplitCsv(headerLine.TrimStart('\uFEFF'), source, lineNumber);
+        if (!header.Any(h => CsvColumns.Contains(h.Trim(), StringComparer.OrdinalIgnoreCase)))
+            throw new InvalidDataException(
+                $"The labels file {source} has no header line: its first line is '{Shorten(headerLine)}'; the header '{string.Join(',', CsvColumns)}' was expected.");
         var columnIndex = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
         for (int i = 0; i < header.Count; i++)
         {
@@ -104,9 +107,6 @@ internal static class DetectionLabels
                 throw new InvalidDataException($"The labels file {source} has the column '{name}' twice in its header (line {lineNumber}).");
         }
         var missing = CsvColumns.Where(c => !columnIndex.ContainsKey(c)).ToList();
-        if (missing.Count == CsvColumns.Count)
-            throw new InvalidDataException(
-                $"The labels file {source} has no header line: its first line is '{Shorten(headerLine)}'; the header '{string.Join(',', CsvColumns)}' was expected.");
         if (missing.Count > 0)
             throw new InvalidDataException(
                 $"The labels file {source} misses the column{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(m => $"'{m}'"))} in its header (line {lineNumber}); the header '{string.Join(',', CsvColumns)}' was expected.");
