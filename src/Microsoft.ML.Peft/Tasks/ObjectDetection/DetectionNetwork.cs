@@ -257,7 +257,7 @@ internal sealed class FcosHead : nn.Module<Tensor, int, (Tensor Classes, Tensor 
         var b = features;
         foreach (var layer in bbox_tower) b = layer.forward(b);
         var classes = cls_logits.forward(c);
-        var distances = bbox_pred.forward(b).mul(scales[level]).clamp_max(MaxLogDistance).exp_().mul_(strides[level]);
+        var distances = bbox_pred.forward(b).mul(scales[level]).clamp_max(MaxLogDistance).exp().mul(strides[level]);
         var center = centerness.forward(b);
         return (classes.MoveToOuterDisposeScope(), distances.MoveToOuterDisposeScope(), center.MoveToOuterDisposeScope());
     }
