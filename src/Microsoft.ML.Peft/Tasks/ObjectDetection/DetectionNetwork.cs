@@ -275,7 +275,7 @@ internal sealed class DetectionNetwork : nn.Module<Tensor, DetectionOutputs>
     public static readonly IReadOnlyList<int> Strides = new[] { 8, 16, 32 };
 
     /// <summary>The default width of the pyramid and the head.</summary>
-    public const int DefaultChannels = 128;
+    public const int DefaultChannels = 64;
 
     /// <summary>The default number of layers in each head tower.</summary>
     public const int DefaultTowerDepth = 2;
