@@ -82,7 +82,7 @@ public class DetectionNetworkTests
         Assert.That(outputs.Distances[0, 0, 0].item<float>(), Is.EqualTo(8f).Within(2f));
         Assert.That(outputs.Distances[0, 83, 0].item<float>(), Is.EqualTo(32f).Within(8f));
 
-        var names = network.HeadParameters().Select(p => p.Name).ToList();
+        var names = network.HeadParameters().Select(p => p.Key).ToList();
         Assert.That(names, Does.Contain("fpn.lateral.0.weight").And.Contain("fpn.smooth.2.bias").And.Contain("head.cls_logits.bias")
             .And.Contain("head.bbox_tower.1.norm.weight").And.Contain("head.scales").And.Contain("head.centerness.weight"));
         Assert.That(names.Any(n => n.Contains("resnet")), Is.False, "the backbone is the method's business");

@@ -1,4 +1,5 @@
 using Microsoft.ML.Peft.Backbones.ResNet;
+using Microsoft.ML.Peft.Methods;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -314,9 +315,9 @@ internal sealed class DetectionNetwork : nn.Module<Tensor, DetectionOutputs>
     public int Channels { get; }
 
     /// <summary>The pyramid's and head's parameters under their saved keys (<c>fpn.lateral.0.weight</c>, <c>head.cls_logits.bias</c>...): trained in full.</summary>
-    public IReadOnlyList<(string Name, Parameter Parameter)> HeadParameters() =>
-        fpn.named_parameters().Select(p => ("fpn." + p.name, p.parameter))
-            .Concat(head.named_parameters().Select(p => ("head." + p.name, p.parameter))).ToList();
+    public IReadOnlyList<NamedParameter> HeadParameters() =>
+        fpn.named_parameters().Select(p => new NamedParameter("fpn." + p.name, p.parameter))
+            .Concat(head.named_parameters().Select(p => new NamedParameter("head." + p.name, p.parameter))).ToList();
 
     /// <summary>The levels an input of <paramref name="height"/> x <paramref name="width"/> pixels gives.</summary>
     public static IReadOnlyList<DetectionLevel> LevelsOf(int height, int width) =>
