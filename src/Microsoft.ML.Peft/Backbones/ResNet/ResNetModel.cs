@@ -192,4 +192,28 @@ internal sealed class ResNetModel : nn.Module<Tensor, Tensor>
                 x = block.forward(x);
         return nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).MoveToOuterDisposeScope();
     }
+
+    /// <summary>Channels of the outputs of layer2, layer3 and layer4 (what <see cref="MultiScaleFeatures"/> returns).</summary>
+    public long[] MultiScaleChannels => new long[] { Config.Width * 2L * Config.Expansion, Config.Width * 4L * Config.Expansion, Config.Width * 8L * Config.Expansion };
+
+    /// <summary>
+    /// The outputs of layer2, layer3 and layer4 (strides 8, 16 and 32) of normalised images [batch, 3, height, width], for
+    /// dense tasks such as detection; the same network as <see cref="forward"/>, without the pooling.
+    /// </summary>
+    public Tensor[] MultiScaleFeatures(Tensor images)
+    {
+        if (images.dim() != 4 || images.shape[1] != 3)
+            throw new ArgumentException($"The ResNet takes images [batch, 3, height, width]; got [{string.Join(", ", images.shape)}].", nameof(images));
+        using var scope = NewDisposeScope();
+        var x = nn.functional.relu(bn1.forward(conv1.forward(images)));
+        x = nn.functional.max_pool2d(pool.Pad(x, double.NegativeInfinity), kernel_size: 3, stride: 2, padding: pool.ConvPadding);
+        var features = new Tensor[3];
+        for (int s = 0; s < stages.Count; s++)
+        {
+            foreach (var block in stages[s])
+                x = block.forward(x);
+            if (s > 0) features[s - 1] = x.MoveToOuterDisposeScope();
+        }
+        return features;
+    }
 }
