@@ -66,40 +66,8 @@ internal static class DetectionDecoder
                 }
                 start += level.Count;
             }
-            result[b] = ClassWiseNms(candidates, iouThreshold, maxDetections);
+            result[b] = BoxGeometry.NonMaximumSuppression(candidates, float.NegativeInfinity, iouThreshold, maxDetections);
         }
         return result;
-    }
-
-    /// <summary>
-    /// Greedy non-maximum suppression within each class: the best box is kept and every box of its class overlapping it
-    /// by more than <paramref name="iouThreshold"/> is dropped, and so on; then the <paramref name="maxDetections"/> best.
-    /// </summary>
-    private static List<DetectionBox> ClassWiseNms(List<DetectionBox> boxes, float iouThreshold, int maxDetections)
-    {
-        var kept = new List<DetectionBox>();
-        foreach (var group in boxes.GroupBy(b => b.Class))
-        {
-            var ordered = group.OrderByDescending(b => b.Score).ToList();
-            var suppressed = new bool[ordered.Count];
-            for (int i = 0; i < ordered.Count; i++)
-            {
-                if (suppressed[i]) continue;
-                kept.Add(ordered[i]);
-                for (int j = i + 1; j < ordered.Count; j++)
-                    if (!suppressed[j] && Iou(ordered[i], ordered[j]) > iouThreshold) suppressed[j] = true;
-            }
-        }
-        return kept.OrderByDescending(b => b.Score).Take(maxDetections).ToList();
-    }
-
-    private static float Iou(DetectionBox a, DetectionBox b)
-    {
-        float w = Math.Min(a.XMax, b.XMax) - Math.Max(a.XMin, b.XMin);
-        float h = Math.Min(a.YMax, b.YMax) - Math.Max(a.YMin, b.YMin);
-        if (w <= 0 || h <= 0) return 0;
-        float intersection = w * h;
-        float union = a.Area + b.Area - intersection;
-        return union > 0 ? intersection / union : 0;
     }
 }
