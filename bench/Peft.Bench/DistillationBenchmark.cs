@@ -50,6 +50,9 @@ internal static class DistillationBenchmark
         "  --max-length N            longest token sequence (default 128)\n" +
         "  --unlabelled-rows N       also train a distilled student on the next N rows of sst2/train.tsv without their labels\n" +
         "                            (the teacher's probabilities only; a single teacher), reported beside the target rows\n" +
+        "  --perturbed-copies K      also train a distilled student with K perturbed copies of each training row that only the\n" +
+        "                            teacher teaches (DistillationOptions.PerturbedCopies: words dropped, n-grams kept; Tang et al. 2019)\n" +
+        "  --hard-epochs N            also train the student on the labels for N epochs (a control with as many steps)\n" +
         "  --seed N                  seed (default 1)\n" +
         "  --output FILE             results file (default bench/results/distill-sst2.json; the table goes beside it as .md)\n" +
         "  --data DIR                data folder (default ../shared/data beside the repository root)";
@@ -73,6 +76,8 @@ internal static class DistillationBenchmark
         public float Weight = new DistillationOptions().Weight;
         public int MaxLength = BenchArguments.DefaultMaxLength;
         public int UnlabelledRows;
+        public int Augment;
+        public int? HardEpochs;
         public int Seed = BenchArguments.DefaultSeed;
         public string? Output, Data;
 
@@ -118,6 +123,8 @@ internal static class DistillationBenchmark
                 case "--weight": a.Weight = Number(0, 1); break;
                 case "--max-length": a.MaxLength = Positive(); break;
                 case "--unlabelled-rows": a.UnlabelledRows = Positive(); break;
+                case "--perturbed-copies": a.Augment = Positive(); break;
+                case "--hard-epochs": a.HardEpochs = Positive(); break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
                 case "--output": a.Output = Value(); break;
                 case "--data": a.Data = Value(); break;
@@ -286,7 +293,27 @@ internal static class DistillationBenchmark
             transfer = Pipeline(distilledOptions).Fit(ml.Data.LoadFromEnumerable(trainRows.Concat(extra).ToList()));
             rows.Add(Measure("student, distilled + unlabelled rows", transferRecipe, transfer, Seconds(transferWatch)));
         }
-        foreach (var model in new[] { teacher, hard, distilled, transfer }.OfType<ITransformer>())
+        ITransformer? augmented = null, hardLonger = null;
+        if (a.Augment > 0)
+        {
+            if (teacher is null) throw new ArgumentException("--perturbed-copies needs a single teacher (full or lora, or --teacher-model): it scores the copies.");
+            var copiesOptions = Options(Student(), a.Epochs, a.LearningRate);
+            copiesOptions.Distillation = new DistillationOptions { Teacher = teacher, Temperature = a.Temperature, Weight = a.Weight, PerturbedCopies = a.Augment };
+            string augmentedRecipe = string.Create(CultureInfo.InvariantCulture, $"{distilledRecipe}; plus {a.Augment} perturbed copies of each row (words dropped, n-grams kept) only the teacher teaches");
+            Program.Log($"student distilled with perturbed copies: {augmentedRecipe} ...");
+            var augmentedWatch = Stopwatch.StartNew();
+            augmented = Pipeline(copiesOptions).Fit(train);
+            rows.Add(Measure("student, distilled + perturbed copies", augmentedRecipe, augmented, Seconds(augmentedWatch)));
+        }
+        if (a.HardEpochs is int hardEpochs)
+        {
+            string longer = string.Create(CultureInfo.InvariantCulture, $"LoRA r={a.Rank}, alpha {a.Alpha:G} on {string.Join(',', a.Targets)}, lr {a.LearningRate:G}, {hardEpochs} epoch(s)");
+            Program.Log($"student on the labels, longer: {longer} ...");
+            var longerWatch = Stopwatch.StartNew();
+            hardLonger = Pipeline(Options(Student(), hardEpochs, a.LearningRate)).Fit(train);
+            rows.Add(Measure("student, labels, longer", longer, hardLonger, Seconds(longerWatch)));
+        }
+        foreach (var model in new[] { teacher, hard, distilled, transfer, augmented, hardLonger }.OfType<ITransformer>())
             foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
 
         double gap = rows[0].Accuracy - rows[1].Accuracy;

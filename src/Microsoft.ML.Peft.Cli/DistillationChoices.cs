@@ -11,7 +11,8 @@ namespace Microsoft.ML.Peft.Cli;
 /// <param name="Logits">--teacher-scores-are-logits.</param>
 /// <param name="Temperature">--distill-temperature.</param>
 /// <param name="Weight">--distill-weight.</param>
-internal sealed record DistillationSettings(string? TeacherModel, string? TeacherScoreColumns, bool Logits, float Temperature, float Weight)
+/// <param name="PerturbedCopies">--distill-perturbed-copies (0: none).</param>
+internal sealed record DistillationSettings(string? TeacherModel, string? TeacherScoreColumns, bool Logits, float Temperature, float Weight, int PerturbedCopies = 0)
 {
     /// <summary>The library's options, with the teacher (loaded by the command) or the column of scores.</summary>
     public DistillationOptions ToOptions(ITransformer? teacher, string? scoreColumn) => new()
@@ -21,11 +22,12 @@ internal sealed record DistillationSettings(string? TeacherModel, string? Teache
         TeacherScoresAreLogits = Logits,
         Temperature = Temperature,
         Weight = Weight,
+        PerturbedCopies = PerturbedCopies,
     };
 
     /// <summary>The report's line: where the teacher came from, the temperature and the weight.</summary>
     public string Describe() => string.Create(CultureInfo.InvariantCulture,
-        $"{(TeacherModel is not null ? $"teacher {Path.GetFileName(TeacherModel)}" : $"teacher scores {TeacherScoreColumns}")}, temperature {Temperature:G}, weight {Weight:G}");
+        $"{(TeacherModel is not null ? $"teacher {Path.GetFileName(TeacherModel)}" : $"teacher scores {TeacherScoreColumns}")}, temperature {Temperature:G}, weight {Weight:G}{(PerturbedCopies > 0 ? $", {PerturbedCopies} perturbed copies a row" : "")}");
 }
 
 /// <summary>
@@ -39,9 +41,11 @@ internal sealed class DistillationChoices
     private readonly Option<bool>? logits;
     private readonly Option<float> temperature;
     private readonly Option<float> weight;
+    private readonly Option<int>? copies;
 
     /// <param name="scoreColumns">Whether the command's data can hold columns of teacher scores (<c>--teacher-scores-col</c>).</param>
-    public DistillationChoices(bool scoreColumns)
+    /// <param name="perturbedCopies">Whether the command's rows are text that <c>--distill-perturbed-copies</c> can perturb.</param>
+    public DistillationChoices(bool scoreColumns, bool perturbedCopies = false)
     {
         var defaults = new DistillationOptions();
         teacherModel = new Option<string>("--teacher-model")
@@ -69,6 +73,20 @@ internal sealed class DistillationChoices
             Description = "Share of the distillation term in the loss, from 0 (labels only) to 1 (teacher only).",
             DefaultValueFactory = _ => defaults.Weight,
         };
+        if (perturbedCopies)
+        {
+            copies = new Option<int>("--distill-perturbed-copies")
+            {
+                Description = "Also train on this many perturbed copies of each training row (words dropped, n-grams kept; Tang et al. 2019) that only the teacher's " +
+                    "probabilities teach: a transfer set made from the training rows. Needs --teacher-model. Each epoch then has (1 + copies) times the rows.",
+                DefaultValueFactory = _ => 0,
+            };
+            copies.Validators.Add(result =>
+            {
+                var value = result.GetValueOrDefault<int>();
+                if (value is < 0 or > 100) result.AddError($"--distill-perturbed-copies must be from 0 to 100; got {value}.");
+            });
+        }
         weight.Validators.Add(result =>
         {
             var value = result.GetValueOrDefault<float>();
@@ -77,7 +95,7 @@ internal sealed class DistillationChoices
     }
 
     /// <summary>The options to add to the command.</summary>
-    public IEnumerable<Option> Options => new Option?[] { teacherModel, teacherScores, logits, temperature, weight }.OfType<Option>();
+    public IEnumerable<Option> Options => new Option?[] { teacherModel, teacherScores, logits, temperature, weight, copies }.OfType<Option>();
 
     /// <summary>The settings, or null without a teacher; the distillation options without a teacher are a usage error.</summary>
     public DistillationSettings? Parse(ParseResult parse)
@@ -88,15 +106,17 @@ internal sealed class DistillationChoices
         if (model is not null && scores is not null) throw new UsageException("Give one teacher: --teacher-model or --teacher-scores-col, not both.");
         if (model is null && scores is null)
         {
-            var given = new Option?[] { temperature, weight, logits }.OfType<Option>().Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+            var given = new Option?[] { temperature, weight, logits, copies }.OfType<Option>().Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
             if (given.Count > 0)
                 throw new UsageException($"{string.Join(", ", given)} need{(given.Count == 1 ? "s" : "")} a teacher: --teacher-model{(teacherScores is null ? "" : " or --teacher-scores-col")}.");
             return null;
         }
         if (areLogits && scores is null) throw new UsageException("--teacher-scores-are-logits applies to --teacher-scores-col.");
+        int copyCount = copies is null ? 0 : parse.GetValue(copies);
+        if (copyCount > 0 && model is null) throw new UsageException("--distill-perturbed-copies needs --teacher-model: the teacher scores the copies.");
         if (model is not null && !File.Exists(model))
             throw new FileNotFoundException($"The teacher model '{model}' (--teacher-model) does not exist.", model);
-        return new DistillationSettings(model, scores, areLogits, parse.GetValue(temperature), parse.GetValue(weight));
+        return new DistillationSettings(model, scores, areLogits, parse.GetValue(temperature), parse.GetValue(weight), copyCount);
     }
 
     /// <summary>

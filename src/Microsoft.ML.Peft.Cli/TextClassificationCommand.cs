@@ -52,7 +52,7 @@ internal static class TextClassificationCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics to this JSON file." };
-        var distill = new DistillationChoices(scoreColumns: true);
+        var distill = new DistillationChoices(scoreColumns: true, perturbedCopies: true);
         var initAdapter = new Option<string>("--init-adapter") { Description = "Start from a Hugging Face PEFT adapter directory (export-adapter or Python PEFT): the adapter decides the method and its options (--method and method options may not be given with it); its head must have as many classes as the label." };
 
         var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")

@@ -53,6 +53,9 @@ public class DistillationCliTests
         Assert.That(student.ExitCode, Is.EqualTo(0), student.ToString());
         Assert.That(student.StdOut, Does.Contain("Distillation").And.Contain("teacher teacher.zip, temperature 3, weight 0.7"));
         Assert.That(File.Exists(Path.Combine(work, "student.zip")));
+        var copies = Train(data, "copies.zip", "--teacher-model", Path.Combine(work, "teacher.zip"), "--distill-perturbed-copies", "2");
+        Assert.That(copies.ExitCode, Is.EqualTo(0), copies.ToString());
+        Assert.That(copies.StdOut, Does.Contain("2 perturbed copies a row"));
 
         // Scores of the classes in their sorted order (negative, positive), or in columns named after the classes in any order:
         // the same scores either way, so the same model; the unnamed columns swapped are other scores.
@@ -90,6 +93,9 @@ public class DistillationCliTests
         var badWeight = Train(data, "x.zip", "--teacher-scores-col", "2,3", "--distill-weight", "1.5");
         Assert.That(badWeight.ExitCode, Is.EqualTo(2), badWeight.ToString());
         Assert.That(badWeight.StdErr, Does.Contain("--distill-weight must be in [0, 1]"));
+        var copiesWithScores = Train(data, "x.zip", "--teacher-scores-col", "2,3", "--distill-perturbed-copies", "2");
+        Assert.That(copiesWithScores.ExitCode, Is.EqualTo(2), copiesWithScores.ToString());
+        Assert.That(copiesWithScores.StdErr, Does.Contain("--distill-perturbed-copies needs --teacher-model"));
 
         var images = CliProcess.Run(work, "image-classification", "--dataset", work, "--output", Path.Combine(work, "x.zip"), "--distill-temperature", "3");
         Assert.That(images.ExitCode, Is.EqualTo(2), images.ToString());

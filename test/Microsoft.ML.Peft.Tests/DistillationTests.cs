@@ -109,6 +109,91 @@ public class DistillationTests
         Assert.That(Refused(new DistillationOptions { Teacher = teacher, Temperature = 0 }).ParamName, Is.EqualTo("Distillation.Temperature"));
         Assert.That(Refused(new DistillationOptions { Teacher = teacher, Weight = 1.5f }).ParamName, Is.EqualTo("Distillation.Weight"));
         Assert.That(Refused(new DistillationOptions { Teacher = teacher, Weight = float.NaN }).Message, Does.Contain("[0, 1]"));
+        Assert.That(Refused(new DistillationOptions { TeacherScoreColumnName = "T", PerturbedCopies = 2 }).ParamName, Is.EqualTo("Distillation.PerturbedCopies"));
+        Assert.That(Refused(new DistillationOptions { Teacher = teacher, PerturbedCopies = 2, Weight = 0 }).ParamName, Is.EqualTo("Distillation.PerturbedCopies"));
+        Assert.That(Refused(new DistillationOptions { Teacher = teacher, PerturbedCopies = -1 }).ParamName, Is.EqualTo("Distillation.PerturbedCopies"));
+        Assert.That(Refused(new DistillationOptions { Teacher = teacher, PerturbedCopies = 1, WordDropProbability = 1 }).ParamName, Is.EqualTo("Distillation.WordDropProbability"));
+        Assert.That(Refused(new DistillationOptions { Teacher = teacher, PerturbedCopies = 1, MaxNGram = 0 }).ParamName, Is.EqualTo("Distillation.MaxNGram"));
+    }
+
+    [Test]
+    public void PerturbedCopiesKeepTheWordsInOrderAndDropOrCutSome()
+    {
+        var random = new Random(3);
+        const string text = "one two three four five six seven eight";
+        var words = text.Split(' ');
+        Assert.That(PerturbedCopies.Perturb(text, random, 0, 0, 5), Is.EqualTo(text), "nothing dropped, no n-gram");
+        for (int i = 0; i < 200; i++)
+        {
+            var copy = PerturbedCopies.Perturb(text, random, 0.3f, 0.5f, 3).Split(' ');
+            Assert.That(copy, Is.Not.Empty);
+            // A subsequence of the words, in their order.
+            var positions = copy.Select(w => Array.IndexOf(words, w)).ToList();
+            Assert.That(positions, Is.Ordered.And.Unique.And.All.GreaterThanOrEqualTo(0));
+        }
+        // Always an n-gram of at most 3 consecutive words when nothing is dropped.
+        for (int i = 0; i < 50; i++)
+        {
+            var copy = PerturbedCopies.Perturb(text, random, 0, 1, 3);
+            Assert.That(copy.Split(' ').Length, Is.InRange(1, 3));
+            Assert.That(text, Does.Contain(copy));
+        }
+        Assert.That(PerturbedCopies.Perturb("word", random, 0.99f, 1, 5), Is.EqualTo("word"), "a copy is never empty");
+    }
+
+    [Test]
+    public void PerturbedCopiesFollowEachRowWithoutALabelAndAreTheSameOnEveryRead()
+    {
+        var ml = new MLContext(1);
+        var rows = new[] { "a good film with a fine cast", "a dull plot and a bad ending", "the actors were great" }
+            .Select((t, i) => new SentenceRow { Sentence = t, Label = Classes[i % 2] }).ToList();
+        var data = MapLabel(ml).Fit(ml.Data.LoadFromEnumerable(rows)).Transform(ml.Data.LoadFromEnumerable(rows));
+        var options = new DistillationOptions { PerturbedCopies = 2, WordDropProbability = 0.3f, NGramProbability = 0.5f };
+        var host = (IHostEnvironment)ml;
+        var copied = PerturbedCopies.WithCopies(host, data, new[] { "Sentence" }, "Label", options, seed: 7);
+        var first = copied.GetColumn<string>("Sentence").ToList();
+        var labels = copied.GetColumn<uint>("Label").ToList();
+        // The three rows first, unchanged, then each row's two copies, their label a missing key (0).
+        Assert.That(first, Has.Count.EqualTo(9));
+        Assert.That(first.Take(3), Is.EqualTo(rows.Select(r => r.Sentence)));
+        Assert.That(labels.Take(3), Is.EqualTo(new uint[] { 1, 2, 1 }));
+        Assert.That(labels.Skip(3), Has.All.EqualTo(0u));
+        for (int i = 0; i < 6; i++)
+        {
+            var source = rows[i / 2].Sentence.Split(' ');
+            Assert.That(first[3 + i].Split(' '), Is.SubsetOf(source), $"copy {i} comes from row {i / 2}");
+        }
+        Assert.That(first.Skip(3).Distinct().Count(), Is.GreaterThan(1), "the copies differ");
+        Assert.That(copied.GetColumn<string>("Sentence").ToList(), Is.EqualTo(first), "a second read gives the same copies");
+        var other = PerturbedCopies.WithCopies(host, data, new[] { "Sentence" }, "Label", options, seed: 8).GetColumn<string>("Sentence").ToList();
+        Assert.That(other.Skip(3), Is.Not.EqualTo(first.Skip(3)), "another seed, other copies");
+    }
+
+    [Test]
+    public void PerturbedCopiesAreScoredByTheTeacherAndTrainOnItsProbabilities()
+    {
+        var ml = new MLContext(1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
+        var rows = ml.Data.LoadFromEnumerable(TinyTraining.Rows(24, seed: 1));
+        // A cheap teacher of the same task: ML.NET's own text featurizer and maximum-entropy classifier.
+        var teacher = ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.Transforms.Text.FeaturizeText("Features", "Sentence"))
+            .Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy(maximumNumberOfIterations: 20))
+            .Fit(rows);
+        var options = TinyTraining.Options(tinyBert);
+        options.MaxEpoch = 1;
+        options.Distillation = new DistillationOptions { Teacher = teacher, PerturbedCopies = 3 };
+        var student = MapLabel(ml).Append(ml.MulticlassClassification.Trainers.PeftTextClassification(options)).Fit(rows);
+        try
+        {
+            Assert.That(log, Has.Some.Contains("3 perturbed copies of each training row"));
+            Assert.That(log, Has.Some.Contains("24 rows train on both terms, 72 on the teacher alone"));
+        }
+        finally
+        {
+            foreach (var t in student) (t as IDisposable)?.Dispose();
+        }
     }
 
     [Test]

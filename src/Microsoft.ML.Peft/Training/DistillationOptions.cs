@@ -54,6 +54,25 @@ public sealed class DistillationOptions
     /// 1 on the teacher only. Default 0.5.</summary>
     public float Weight = 0.5f;
 
+    /// <summary>
+    /// Text classification: perturbed copies of each training row added as a transfer set (Tang et al. 2019): in each copy
+    /// every word is dropped with <see cref="WordDropProbability"/>, then with <see cref="NGramProbability"/> only an n-gram
+    /// of 1 to <see cref="MaxNGram"/> words of the rest is kept; the copies have no label, so the teacher's probabilities
+    /// alone teach them. A teacher that fitted its training rows gives them back nearly as hard labels; on perturbed text it
+    /// is less sure, and that is what the student can learn from. Needs <see cref="Teacher"/> (it scores the copies). Each
+    /// epoch then has (1 + copies) times the rows. Default 0: none.
+    /// </summary>
+    public int PerturbedCopies;
+
+    /// <summary>The probability that a word of a perturbed copy is dropped. Default 0.1.</summary>
+    public float WordDropProbability = 0.1f;
+
+    /// <summary>The probability that a perturbed copy keeps only an n-gram of its words. Default 0.25.</summary>
+    public float NGramProbability = 0.25f;
+
+    /// <summary>The longest n-gram a perturbed copy keeps. Default 5.</summary>
+    public int MaxNGram = 5;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the option at fault (<c>Distillation.Temperature</c>...).</summary>
     internal void Validate()
     {
@@ -69,6 +88,17 @@ public sealed class DistillationOptions
             throw new ArgumentOutOfRangeException(prefix + nameof(Temperature), Temperature, $"{prefix}{nameof(Temperature)} must be a positive finite number.");
         if (!(Weight >= 0 && Weight <= 1))
             throw new ArgumentOutOfRangeException(prefix + nameof(Weight), Weight, $"{prefix}{nameof(Weight)} must be in [0, 1].");
+        if (PerturbedCopies < 0 || PerturbedCopies > 100)
+            throw new ArgumentOutOfRangeException(prefix + nameof(PerturbedCopies), PerturbedCopies, $"{prefix}{nameof(PerturbedCopies)} must be from 0 to 100.");
+        if (PerturbedCopies > 0 && Teacher is null)
+            throw new ArgumentException($"{prefix}{nameof(PerturbedCopies)} needs {prefix}{nameof(Teacher)}: the teacher scores the copies (a column of scores has none for them).", prefix + nameof(PerturbedCopies));
+        if (PerturbedCopies > 0 && Weight == 0)
+            throw new ArgumentException($"{prefix}{nameof(PerturbedCopies)} needs {prefix}{nameof(Weight)} above 0: the copies have no label, only the teacher teaches them.", prefix + nameof(PerturbedCopies));
+        if (!(WordDropProbability >= 0 && WordDropProbability < 1))
+            throw new ArgumentOutOfRangeException(prefix + nameof(WordDropProbability), WordDropProbability, $"{prefix}{nameof(WordDropProbability)} must be in [0, 1).");
+        if (!(NGramProbability >= 0 && NGramProbability <= 1))
+            throw new ArgumentOutOfRangeException(prefix + nameof(NGramProbability), NGramProbability, $"{prefix}{nameof(NGramProbability)} must be in [0, 1].");
+        if (MaxNGram < 1) throw new ArgumentOutOfRangeException(prefix + nameof(MaxNGram), MaxNGram, $"{prefix}{nameof(MaxNGram)} must be at least 1.");
     }
 
     /// <summary>The estimator's schema check: a <see cref="TeacherScoreColumnName"/> must be in the input as a vector of Single.</summary>

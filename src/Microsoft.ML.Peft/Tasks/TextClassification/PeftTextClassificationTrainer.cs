@@ -87,6 +87,16 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         var device = TorchBackend.ParseDevice(options.Device);
         using var ch = host.Start("Training");
 
+        // Perturbed copies of the rows, as a transfer set the teacher scores (checked columns first, so errors name them).
+        if (options.Distillation is { PerturbedCopies: > 0 } perturb)
+        {
+            ColumnChecks.Find(input.Schema, options.LabelColumnName, nameof(Options.LabelColumnName), "training data");
+            var texts = new List<string> { ColumnChecks.FindText(input.Schema, options.Sentence1ColumnName, nameof(Options.Sentence1ColumnName), "training data").Name };
+            if (options.Sentence2ColumnName is not null)
+                texts.Add(ColumnChecks.FindText(input.Schema, options.Sentence2ColumnName, nameof(Options.Sentence2ColumnName), "training data").Name);
+            input = PerturbedCopies.WithCopies(host, input, texts, options.LabelColumnName, perturb, options.Seed);
+            ch.Info($"Distillation: {perturb.PerturbedCopies} perturbed copies of each training row (words dropped, n-grams kept) for the teacher to score.");
+        }
         // With distillation, rows without a label are kept (label -1): the teacher may still teach them.
         var train = TrainingData.Read(input, options, "training data", out var label, keepUnlabelled: options.Distillation is not null);
         var distillation = options.Distillation is null ? null
