@@ -62,7 +62,7 @@ internal static class SearchBenchmark
         var watch = Stopwatch.StartNew();
         var result = experiment.Run(trainView);
         double searchSeconds = watch.Elapsed.TotalSeconds;
-        var searchRow = Row(ml, "search (best of the leaderboard" + (result.Refitted ? ", refitted on all rows)" : ")"), result.Model, trainView, testView, searchSeconds,
+        var searchRow = Row(ml, "search (best of the leaderboard" + (result.Refitted ? $", refitted on all rows for {result.RefitEpochs} epoch(s))" : ")"), result.Model, trainView, testView, searchSeconds,
             result.BestTrial.Parameters.ToString());
         (result.Model as IDisposable)?.Dispose();
 

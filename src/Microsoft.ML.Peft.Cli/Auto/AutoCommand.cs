@@ -188,7 +188,7 @@ internal static class AutoCommand
             ($"Validation {result.MetricName}", F(best.Metric)),
         };
         summary.AddRange(evaluation.Metrics.Select(m => ($"Test {m.Label}", F(m.Value))));
-        summary.Add(("Final model", result.Refitted ? $"best settings trained again on the training and validation rows ({result.RefitSeconds.ToString("F0", CultureInfo.InvariantCulture)} s)" : result.RefitNote ?? "the best trial's model"));
+        summary.Add(("Final model", result.Refitted ? $"best settings trained again on the training and validation rows ({result.RefitEpochs} epoch(s), {result.RefitSeconds.ToString("F0", CultureInfo.InvariantCulture)} s)" : result.RefitNote ?? "the best trial's model"));
         summary.Add(("Seed", data.Seed.ToString(CultureInfo.InvariantCulture)));
         var trials = result.Trials.Select(t => new ReportTrial(t.Number, t.Parameters.ToPairs(setup.Task.InputSizeName), PeftTrialResult.StatusName(t.Status), t.Metric, t.Seconds, t.Epochs, t.Error)).ToList();
         long? baseBytes = BaseModelBytes(data);
@@ -352,6 +352,7 @@ internal static class AutoCommand
         json["budgetSeconds"] = budget;
         json["refitted"] = result.Refitted;
         json["refitSeconds"] = Math.Round(result.RefitSeconds, 3);
+        json["refitEpochs"] = result.RefitEpochs;
         json["trials"] = result.Trials.Count;
         json["trainableParameters"] = sizes.Trainable;
         json["totalParameters"] = sizes.Total;

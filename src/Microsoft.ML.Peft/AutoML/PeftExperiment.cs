@@ -324,6 +324,7 @@ public sealed class PeftExperiment
             ITransformer? trained = null;
             bool refitted = false;
             double refitSeconds = 0;
+            int? refitEpochs = null;
             string? note = null;
             bool mustRefit = bestWithModel is null || bestWithModel.Number != best.Number;
             if (options.Refit || mustRefit)
@@ -339,6 +340,7 @@ public sealed class PeftExperiment
                     var limit = mustRefit ? (TimeSpan?)null : TimeSpan.FromSeconds(Math.Max(1, budget * 1.09 - watch.Elapsed.TotalSeconds));
                     trained = Refit(refitParameters, all, limit, ch, cancellationToken, out note);
                     refitted = trained is not null;
+                    if (refitted) refitEpochs = refitParameters.Epochs;
                     refitSeconds = refitWatch.Elapsed.TotalSeconds;
                 }
                 else
@@ -358,7 +360,7 @@ public sealed class PeftExperiment
             bestModel = null;
             var chain = Assemble(preprocessing, trained, all);
             return new PeftExperimentResult(history.Select(h => h.Trial).ToList(), best, chain, refitted, Metric.Name,
-                watch.Elapsed.TotalSeconds, refitSeconds, note);
+                watch.Elapsed.TotalSeconds, refitSeconds, note, refitEpochs);
         }
         finally
         {

@@ -47,8 +47,9 @@ public sealed record PeftTrialResult(int Number, PeftTrialParameters Parameters,
 public sealed class PeftExperimentResult
 {
     internal PeftExperimentResult(IReadOnlyList<PeftTrialResult> trials, PeftTrialResult best, ITransformer model, bool refitted,
-        string metricName, double seconds, double refitSeconds, string? refitNote)
+        string metricName, double seconds, double refitSeconds, string? refitNote, int? refitEpochs = null)
     {
+        RefitEpochs = refitEpochs;
         Trials = trials;
         BestTrial = best;
         Model = model;
@@ -83,6 +84,9 @@ public sealed class PeftExperimentResult
 
     /// <summary>Wall time of the whole run (search and refit).</summary>
     public double Seconds { get; }
+
+    /// <summary>The epochs the final training ran on every row (null without one): the best trial's, or more when its metric still rose.</summary>
+    public int? RefitEpochs { get; }
 
     /// <summary>Wall time of the refit (0 without one).</summary>
     public double RefitSeconds { get; }
