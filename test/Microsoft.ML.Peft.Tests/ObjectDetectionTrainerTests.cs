@@ -72,8 +72,6 @@ public class ObjectDetectionTrainerTests
         ImageSize = 64,
         BatchSize = 8,
         MaxEpoch = 8,
-        LearningRate = 2e-3f,
-        Augmentation = new BoxAugmentationOptions { CropProbability = 0, MinScale = 0.8f, MaxScale = 1f },
     };
 
     private static IEstimator<ITransformer> Pipeline(MLContext ml, PeftObjectDetectionTrainer.Options options) =>
@@ -106,7 +104,6 @@ public class ObjectDetectionTrainerTests
         var ml = new MLContext(1);
         var options = SmallOptions();
         options.MaxEpoch = 10;
-        options.LearningRate = 3e-3f;
         // A short training leaves scores low (focal loss): keep detections from 0.2 rather than ML.NET's 0.5.
         options.ScoreThreshold = 0.2f;
         // The validation set goes in as the trainer sees its data: with the label mapped to keys.
@@ -161,7 +158,7 @@ public class ObjectDetectionTrainerTests
                 }
             }
             TestContext.Out.WriteLine($"found {found} of {total} squares at IoU > 0.5 with the right colour; top scores {string.Join(", ", before.Select(p => p.Score.FirstOrDefault().ToString("F2")))}");
-            Assert.That(found, Is.GreaterThanOrEqualTo(total / 2), "most squares are found in the original image's pixels");
+            Assert.That(found, Is.GreaterThanOrEqualTo(total * 7 / 10), "squares are found in the original image's pixels (measured 10 of 10)");
 
             // The evaluator on the scored data agrees with ObjectDetectionEvaluator on the same boxes read back.
             var metrics = ml.MulticlassClassification.EvaluateObjectDetection(scored);
@@ -172,7 +169,7 @@ public class ObjectDetectionTrainerTests
                 .Select(j => new DetectionBox(r.PredictedBoundingBoxes[4 * j], r.PredictedBoundingBoxes[4 * j + 1], r.PredictedBoundingBoxes[4 * j + 2], r.PredictedBoundingBoxes[4 * j + 3], (int)r.PredictedLabel[j] - 1, r.Score[j])).ToList()).ToList();
             var expected = ObjectDetectionEvaluator.Evaluate(truth, detections, Classes);
             TestContext.Out.WriteLine($"test mAP@0.5 {metrics.MeanAveragePrecision50:F3}, mAP {metrics.MeanAveragePrecision:F3}");
-            Assert.That(metrics.MeanAveragePrecision50, Is.InRange(0.0, 1.0));
+            Assert.That(metrics.MeanAveragePrecision50, Is.InRange(0.5, 1.0), "measured 0.97");
             Assert.That(metrics.MeanAveragePrecision50, Is.EqualTo(expected.MeanAveragePrecision50));
             Assert.That(metrics.MeanAveragePrecision, Is.EqualTo(expected.MeanAveragePrecision));
             Assert.That(metrics.ClassNames, Is.EqualTo(Classes));
