@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.IO.Compression;
 using Microsoft.ML.Data;
+using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Methods.BitFit;
 using Microsoft.ML.Peft.Methods.Full;
 using Microsoft.ML.Peft.Tasks.ObjectDetection;
@@ -187,6 +188,19 @@ public class ObjectDetectionTrainerTests
                 Assert.That(size, Is.LessThan(baseBytes / 10), "no base weights in the file");
                 using (var zip = ZipFile.OpenRead(file))
                     Assert.That(zip.Entries.Select(e => e.FullName), Has.None.Contains(".onnx"));
+                // Loading checks what it reads: settings out of range and tensors of the wrong shape are refused, naming what is wrong.
+                foreach (var (field, value, named) in new (string, int, string)[] { ("image_size", 100, "ImageSize 100"), ("num_labels", 0, "0 object classes"), ("channels", 12, "head width 12") })
+                {
+                    var bad = SafeLoadingTests.RewriteEntry(file, "Metadata.json", b => SafeLoadingTests.EditMetadata(b, json => json["task_settings"]![field] = value));
+                    var e = Assert.Catch(() => ml.Model.LoadPeft(bad, new PeftLoadOptions(), out _))!;
+                    Assert.That(e.ToString(), Does.Contain(named), field);
+                }
+                var wrongClasses = SafeLoadingTests.RewriteEntry(file, "Metadata.json", b => SafeLoadingTests.EditMetadata(b, json =>
+                {
+                    json["task_settings"]!["num_labels"] = 3;
+                    json["task_settings"]!["label_values"] = new System.Text.Json.Nodes.JsonArray("red", "blue", "green");
+                }));
+                Assert.That(Assert.Catch(() => ml.Model.LoadPeft(wrongClasses, new PeftLoadOptions(), out _))!.ToString(), Does.Contain("head.cls_logits"), "the saved head has 2 classes, not 3");
                 var loaded = ml.Model.Load(file, out _);
                 try
                 {
