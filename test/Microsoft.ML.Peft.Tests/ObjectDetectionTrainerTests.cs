@@ -174,6 +174,11 @@ public class ObjectDetectionTrainerTests
             Assert.That(metrics.MeanAveragePrecision50, Is.EqualTo(expected.MeanAveragePrecision50));
             Assert.That(metrics.MeanAveragePrecision, Is.EqualTo(expected.MeanAveragePrecision));
             Assert.That(metrics.ClassNames, Is.EqualTo(Classes));
+            // The whole pipeline's output, whose PredictedLabel MapKeyToValue turned into class names, evaluates the same.
+            var viaNames = ml.MulticlassClassification.EvaluateObjectDetection(model.Transform(testData));
+            Assert.That(viaNames.MeanAveragePrecision50, Is.EqualTo(metrics.MeanAveragePrecision50));
+            Assert.That(viaNames.MeanAveragePrecision, Is.EqualTo(metrics.MeanAveragePrecision));
+
             Assert.That(metrics.GroundTruthCount, Is.EqualTo(test.Sum(r => r.Label.Length)));
 
             // Save: adapters, pyramid and head only; loading scores the same, and so does a prediction engine.

@@ -13,20 +13,28 @@ internal static class ObjectDetectionScoredEvaluator
         const string what = "scored data";
         var (labelColumn, keyType) = DetectionColumns.Label(data.Schema, labelColumnName, nameof(labelColumnName), what);
         var boxColumn = DetectionColumns.Boxes(data.Schema, boundingBoxColumnName, nameof(boundingBoxColumnName), what);
-        var (predictedColumn, predictedKey) = DetectionColumns.Label(data.Schema, predictedLabelColumnName, nameof(predictedLabelColumnName), what);
+        var predictedColumn = data.Schema.GetColumnOrNull(predictedLabelColumnName)
+            ?? throw new ArgumentOutOfRangeException(nameof(predictedLabelColumnName), $"The {what} has no predicted label column '{predictedLabelColumnName}'.");
+        // The predicted label as the detector writes it (keys), or after MapKeyToValue (class names).
+        bool predictedNames = predictedColumn.Type is VectorDataViewType { ItemType: TextDataViewType };
+        if (!predictedNames && predictedColumn.Type is not VectorDataViewType { ItemType: KeyDataViewType })
+            throw new ArgumentException($"The predicted label column '{predictedLabelColumnName}' must be a vector of keys (the detector's output) or of class names (after MapKeyToValue).", nameof(predictedLabelColumnName));
         var predictedBoxColumn = DetectionColumns.Boxes(data.Schema, predictedBoundingBoxColumnName, nameof(predictedBoundingBoxColumnName), what);
         var scoreColumn = data.Schema.GetColumnOrNull(scoreColumnName) ?? throw new ArgumentOutOfRangeException(nameof(scoreColumnName), $"The {what} has no score column '{scoreColumnName}'.");
         if (scoreColumn.Type is not VectorDataViewType { ItemType: var scoreItem } || !scoreItem.Equals(NumberDataViewType.Single))
             throw new ArgumentException($"The score column '{scoreColumnName}' must be a vector of Single, one per detection.", nameof(scoreColumnName));
-        if (predictedKey.Count != keyType.Count)
-            throw new ArgumentException($"The predicted label column '{predictedLabelColumnName}' has {predictedKey.Count} classes, the label column '{labelColumnName}' {keyType.Count}: score with the detector trained on this label.", nameof(predictedLabelColumnName));
+        if (!predictedNames && ((KeyDataViewType)((VectorDataViewType)predictedColumn.Type).ItemType).Count != keyType.Count)
+            throw new ArgumentException($"The predicted label column '{predictedLabelColumnName}' has {((KeyDataViewType)((VectorDataViewType)predictedColumn.Type).ItemType).Count} classes, the label column '{labelColumnName}' {keyType.Count}: score with the detector trained on this label.", nameof(predictedLabelColumnName));
         var label = LabelInfo.FromColumn(labelColumn, keyType, minClassCount: 1);
+        var classIndex = label.ClassNames.Select((name, i) => (name, i)).GroupBy(p => p.name).ToDictionary(g => g.Key, g => g.First().i);
         var truth = new List<IReadOnlyList<DetectionBox>>();
         var predictions = new List<IReadOnlyList<DetectionBox>>();
         using var cursor = data.GetRowCursor(new[] { labelColumn, boxColumn, predictedColumn, predictedBoxColumn, scoreColumn });
         var readLabels = cursor.GetGetter<VBuffer<uint>>(labelColumn);
         var readBoxes = cursor.GetGetter<VBuffer<float>>(boxColumn);
-        var readPredicted = cursor.GetGetter<VBuffer<uint>>(predictedColumn);
+        var readPredicted = predictedNames ? null : cursor.GetGetter<VBuffer<uint>>(predictedColumn);
+        var readPredictedNames = predictedNames ? cursor.GetGetter<VBuffer<ReadOnlyMemory<char>>>(predictedColumn) : null;
+        VBuffer<ReadOnlyMemory<char>> names = default;
         var readPredictedBoxes = cursor.GetGetter<VBuffer<float>>(predictedBoxColumn);
         var readScores = cursor.GetGetter<VBuffer<float>>(scoreColumn);
         VBuffer<uint> keys = default, predictedKeys = default;
@@ -36,13 +44,23 @@ internal static class ObjectDetectionScoredEvaluator
             long row = cursor.Position + 1;
             readLabels(ref keys);
             readBoxes(ref boxes);
-            readPredicted(ref predictedKeys);
+            uint[] p;
+            if (readPredicted is not null)
+            {
+                readPredicted(ref predictedKeys);
+                p = predictedKeys.DenseValues().ToArray();
+            }
+            else
+            {
+                readPredictedNames!(ref names);
+                p = names.DenseValues().Select((n, i) => classIndex.TryGetValue(n.ToString(), out int c) ? (uint)(c + 1)
+                    : throw new InvalidDataException($"Row {row}: detection {i + 1} of column '{predictedLabelColumnName}' is the class '{n}', not one of the label's classes [{string.Join(", ", label.ClassNames.Take(10))}].")).ToArray();
+            }
             readPredictedBoxes(ref predictedBoxes);
             readScores(ref scores);
             // Ground truth is checked as training checks it, without the image (its size is not in the scored data).
             truth.Add(DetectionColumns.ReadBoxes(keys.DenseValues().ToArray(), boxes.DenseValues().ToArray(), label.ClassCount, int.MaxValue / 2, int.MaxValue / 2,
                 row, labelColumnName, boundingBoxColumnName));
-            var p = predictedKeys.DenseValues().ToArray();
             var s = scores.DenseValues().ToArray();
             var c = predictedBoxes.DenseValues().ToArray();
             if (s.Length != p.Length)
