@@ -34,6 +34,77 @@ public static class PeftCatalog
     }
 
     /// <summary>
+    /// Fine-tunes a pretrained ResNet (by default the package's ImageNet ResNet-18) into an anchor-free object detector (a
+    /// feature pyramid and FCOS's head) with a PEFT method on the backbone (LoRA on its convolutions by default); columns as
+    /// Microsoft.ML.TorchSharp's <c>ObjectDetection</c>.
+    /// </summary>
+    /// <param name="catalog">The multiclass classification trainers' catalog.</param>
+    /// <param name="options">Columns, base model, method, image size, augmentation, thresholds and training settings.</param>
+    public static Tasks.ObjectDetection.PeftObjectDetectionTrainer PeftObjectDetection(
+        this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        Tasks.ObjectDetection.PeftObjectDetectionTrainer.Options options)
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return new Tasks.ObjectDetection.PeftObjectDetectionTrainer(CatalogUtils.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Object detection with the default ResNet-18 and LoRA; same arguments as Microsoft.ML.TorchSharp's <c>ObjectDetection</c>.</summary>
+    /// <param name="catalog">The multiclass classification trainers' catalog.</param>
+    /// <param name="labelColumnName">The label column: a vector of keys, one per box.</param>
+    /// <param name="predictedLabelColumnName">The output column of predicted keys, one per detection.</param>
+    /// <param name="boundingBoxColumnName">The boxes: a vector of Single, xmin, ymin, xmax, ymax per box in pixels of the original image.</param>
+    /// <param name="imageColumnName">The image column: bytes, <c>MLImage</c> or a path.</param>
+    /// <param name="predictedBoundingBoxColumnName">The output column of predicted boxes, four values per detection.</param>
+    /// <param name="scoreColumnName">The output column of the detections' scores.</param>
+    /// <param name="maxEpoch">Passes over the data.</param>
+    public static Tasks.ObjectDetection.PeftObjectDetectionTrainer PeftObjectDetection(
+        this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        string labelColumnName = "Label",
+        string predictedLabelColumnName = "PredictedLabel",
+        string boundingBoxColumnName = "BoundingBoxes",
+        string imageColumnName = "Image",
+        string predictedBoundingBoxColumnName = "PredictedBoundingBoxes",
+        string scoreColumnName = "Score",
+        int maxEpoch = 20) =>
+        catalog.PeftObjectDetection(new Tasks.ObjectDetection.PeftObjectDetectionTrainer.Options
+        {
+            LabelColumnName = labelColumnName,
+            PredictedLabelColumnName = predictedLabelColumnName,
+            BoundingBoxColumnName = boundingBoxColumnName,
+            ImageColumnName = imageColumnName,
+            PredictedBoundingBoxColumnName = predictedBoundingBoxColumnName,
+            ScoreColumnName = scoreColumnName,
+            MaxEpoch = maxEpoch,
+        });
+
+    /// <summary>
+    /// COCO-style detection metrics (mAP@0.5, mAP@0.75, mAP@[0.5:0.95], per class) of scored data: the ground truth and a
+    /// detector's output in the layout of <see cref="Tasks.ObjectDetection.PeftObjectDetectionTrainer"/> (and ML.NET's
+    /// object detection). Class names come from the label's key values.
+    /// </summary>
+    /// <param name="catalog">The multiclass classification catalog.</param>
+    /// <param name="data">Scored rows.</param>
+    /// <param name="labelColumnName">The ground-truth keys, one per box.</param>
+    /// <param name="boundingBoxColumnName">The ground-truth boxes, four values per box.</param>
+    /// <param name="predictedLabelColumnName">The predicted keys, one per detection, of the label's key type.</param>
+    /// <param name="predictedBoundingBoxColumnName">The predicted boxes, four values per detection, in the same pixels as the ground truth.</param>
+    /// <param name="scoreColumnName">The detections' scores.</param>
+    /// <returns>The detection metrics.</returns>
+    public static ObjectDetectionMetrics EvaluateObjectDetection(
+        this MulticlassClassificationCatalog catalog,
+        IDataView data,
+        string labelColumnName = "Label",
+        string boundingBoxColumnName = "BoundingBoxes",
+        string predictedLabelColumnName = "PredictedLabel",
+        string predictedBoundingBoxColumnName = "PredictedBoundingBoxes",
+        string scoreColumnName = "Score")
+    {
+        if (catalog is null) throw new ArgumentNullException(nameof(catalog));
+        return Tasks.ObjectDetection.ObjectDetectionScoredEvaluator.Evaluate(data, labelColumnName, boundingBoxColumnName, predictedLabelColumnName,
+            predictedBoundingBoxColumnName, scoreColumnName);
+    }
+
+    /// <summary>
     /// Fine-tunes a pretrained encoder with a PEFT method (LoRA by default) and a token head to tag each word of a sentence
     /// with BIO tags (named-entity recognition); columns as Microsoft.ML.TorchSharp's <c>NamedEntityRecognition</c>.
     /// </summary>

@@ -193,7 +193,8 @@ internal static class ImageDecoder
         return (Math.Max(maxShorterSide, (int)Math.Round((double)width * maxShorterSide / height, MidpointRounding.AwayFromZero)), maxShorterSide);
     }
 
-    private static DecodedImage Shrink(byte[] rgb, int width, int height, string source, int maxShorterSide)
+    /// <summary>The image shrunk so that its shorter side is <paramref name="maxShorterSide"/> (antialiased bilinear).</summary>
+    internal static DecodedImage Shrink(byte[] rgb, int width, int height, string source, int maxShorterSide)
     {
         var (w, h) = ShrunkSize(width, height, maxShorterSide);
         using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);

@@ -25,9 +25,9 @@ internal sealed class LabelInfo
         ["Boolean"] = BooleanDataViewType.Instance,
     };
 
-    public LabelInfo(int classCount, string? valueKind, IReadOnlyList<string>? values)
+    public LabelInfo(int classCount, string? valueKind, IReadOnlyList<string>? values, int minClassCount = 2)
     {
-        if (classCount < 2) throw new InvalidDataException($"The label has {classCount} classes; at least 2 are needed.");
+        if (classCount < minClassCount) throw new InvalidDataException($"The label has {classCount} classes; at least {minClassCount} are needed.");
         if (values is not null && values.Count != classCount)
             throw new InvalidDataException($"The label lists {values.Count} key values for {classCount} classes.");
         if (values is not null && (valueKind is null || !SupportedValueTypes.ContainsKey(valueKind)))
@@ -48,17 +48,17 @@ internal sealed class LabelInfo
     public KeyDataViewType KeyType => new(typeof(uint), (ulong)ClassCount);
 
     /// <summary>Reads class count and key values from a key-typed label column.</summary>
-    public static LabelInfo FromColumn(DataViewSchema.Column column, KeyDataViewType keyType)
+    public static LabelInfo FromColumn(DataViewSchema.Column column, KeyDataViewType keyType, int minClassCount = 2)
     {
         int count = checked((int)keyType.Count);
         var annotation = column.Annotations.Schema.GetColumnOrNull(AnnotationUtils.Kinds.KeyValues);
-        if (annotation is null || annotation.Value.Type is not VectorDataViewType vector) return new LabelInfo(count, null, null);
+        if (annotation is null || annotation.Value.Type is not VectorDataViewType vector) return new LabelInfo(count, null, null, minClassCount);
         var kind = SupportedValueTypes.FirstOrDefault(p => p.Value.Equals(vector.ItemType)).Key;
-        if (kind is null) return new LabelInfo(count, null, null);
+        if (kind is null) return new LabelInfo(count, null, null, minClassCount);
         var method = typeof(LabelInfo).GetMethod(nameof(ReadValues), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
             .MakeGenericMethod(vector.ItemType.RawType);
         var values = (List<string>)method.Invoke(null, new object[] { column })!;
-        return new LabelInfo(count, kind, values.Count == count ? values : null);
+        return new LabelInfo(count, kind, values.Count == count ? values : null, minClassCount);
     }
 
     private static List<string> ReadValues<T>(DataViewSchema.Column column)

@@ -57,17 +57,21 @@ internal static class ImageClassificationLoader
     /// The saved model's base model: embedded bytes; else <paramref name="overridePath"/>; else the saved path; else, for
     /// the package's ResNet-18, the copy beside this application. Its SHA-256 must be the saved one.
     /// </summary>
-    private static LoadedImageBaseModel ResolveBaseModel(ModelMetadata metadata, ImageClassificationSettings settings, byte[]? embedded, string? overridePath)
+    private static LoadedImageBaseModel ResolveBaseModel(ModelMetadata metadata, ImageClassificationSettings settings, byte[]? embedded, string? overridePath) =>
+        ResolveBaseModel(metadata, settings.BaseModelKind, embedded, overridePath, Source);
+
+    /// <summary>The saved model's base model (see the overload above), for any image task; messages start with <paramref name="Source"/>.</summary>
+    internal static LoadedImageBaseModel ResolveBaseModel(ModelMetadata metadata, ImageBaseModelKind baseModelKind, byte[]? embedded, string? overridePath, string Source)
     {
         var reference = metadata.BaseModel;
         var candidates = new List<ImageBaseModelSource>();
-        if (overridePath is not null) candidates.Add(ImageBaseModelSource.Restore(settings.BaseModelKind == ImageBaseModelKind.ResNet18Package ? ImageBaseModelKind.Onnx : settings.BaseModelKind, Path.GetFileName(overridePath), Path.GetFullPath(overridePath)));
-        if (reference.Path is not null) candidates.Add(ImageBaseModelSource.Restore(settings.BaseModelKind, reference.Name, reference.Path));
-        if (settings.BaseModelKind == ImageBaseModelKind.ResNet18Package) candidates.Add(ImageBaseModelSource.ResNet18());
+        if (overridePath is not null) candidates.Add(ImageBaseModelSource.Restore(baseModelKind == ImageBaseModelKind.ResNet18Package ? ImageBaseModelKind.Onnx : baseModelKind, Path.GetFileName(overridePath), Path.GetFullPath(overridePath)));
+        if (reference.Path is not null) candidates.Add(ImageBaseModelSource.Restore(baseModelKind, reference.Name, reference.Path));
+        if (baseModelKind == ImageBaseModelKind.ResNet18Package) candidates.Add(ImageBaseModelSource.ResNet18());
         if (embedded is not null)
         {
-            Check(embedded, reference, "the embedded base model");
-            var source = ImageBaseModelSource.Restore(settings.BaseModelKind, reference.Name, reference.Path ?? reference.Name);
+            Check(embedded, reference, "the embedded base model", Source);
+            var source = ImageBaseModelSource.Restore(baseModelKind, reference.Name, reference.Path ?? reference.Name);
             return LoadedImageBaseModel.Parse(source, embedded);
         }
         var tried = new List<string>();
@@ -87,12 +91,12 @@ internal static class ImageClassificationLoader
             return LoadedImageBaseModel.Parse(candidate, bytes);
         }
         throw new FileNotFoundException($"{Source} needs its base model {reference.Name} ({reference.Size:N0} bytes, SHA-256 {reference.Sha256}); tried: {string.Join("; ", tried)}. " +
-            (settings.BaseModelKind == ImageBaseModelKind.ResNet18Package
+            (baseModelKind == ImageBaseModelKind.ResNet18Package
                 ? $"Reference the NuGet package {ImageBaseModelSource.ResNet18Package} {ImageBaseModelSource.ResNet18PackageVersion} or set PeftLoadOptions.BaseModelPath."
                 : "Set PeftLoadOptions.BaseModelPath to the original file."));
     }
 
-    private static void Check(byte[] bytes, Backbones.BaseModelReference reference, string what)
+    private static void Check(byte[] bytes, Backbones.BaseModelReference reference, string what, string Source)
     {
         if (bytes.LongLength != reference.Size || Hash(bytes) != reference.Sha256)
             throw new InvalidDataException($"{Source}: {what} does not match the saved hash of {reference.Name}.");

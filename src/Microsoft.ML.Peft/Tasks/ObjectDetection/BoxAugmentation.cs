@@ -73,13 +73,13 @@ internal readonly record struct LetterboxTransform(float ScaleX, float ScaleY, f
     }, ImageWidth, ImageHeight);
 }
 
-/// <summary>What <see cref="BoxAugmentation.Augment(ChwImage, IReadOnlyList{DetectionBox}, int, Random, BoxAugmentationOptions)"/> does to each training image.</summary>
-internal sealed class BoxAugmentationOptions
+/// <summary>The object detector's training augmentation (<c>PeftObjectDetectionTrainer.Options.Augmentation</c>): what is done to each training image, its boxes moved with the pixels.</summary>
+public sealed class BoxAugmentationOptions
 {
     /// <summary>Whether the image and its boxes are mirrored left to right with probability one half.</summary>
     public bool HorizontalFlip = true;
 
-    /// <summary>The probability of a random crop that keeps every box's centre (see <see cref="BoxAugmentation.RandomCrop"/>), in [0, 1].</summary>
+    /// <summary>The probability of a random crop that keeps every box's centre (the crop covers every box centre), in [0, 1].</summary>
     public float CropProbability = 0.5f;
 
     /// <summary>The smallest side of a random crop as a share of the image's side, in (0, 1] (the crop is widened to cover all box centres).</summary>
@@ -94,10 +94,10 @@ internal sealed class BoxAugmentationOptions
     /// <summary>The largest scale-jitter factor, at least <see cref="MinScale"/>; above 1 the image is larger than the canvas and a window of it is kept.</summary>
     public float MaxScale = 1.2f;
 
-    /// <summary>Whether the image is placed at a random position on the canvas; else centred, as <see cref="BoxAugmentation.Letterbox(ChwImage, IReadOnlyList{DetectionBox}, int, float)"/> does.</summary>
+    /// <summary>Whether the image is placed at a random position on the canvas; else centred, as evaluation and prediction place it.</summary>
     public bool RandomPlacement = true;
 
-    /// <summary>Nothing random: the output is <see cref="BoxAugmentation.Letterbox(ChwImage, IReadOnlyList{DetectionBox}, int, float)"/>'s. Each call returns a new instance.</summary>
+    /// <summary>Nothing random: training images are letterboxed as evaluation and prediction images are. Each call returns a new instance.</summary>
     public static BoxAugmentationOptions None => new() { HorizontalFlip = false, CropProbability = 0, MinScale = 1, MaxScale = 1, RandomPlacement = false };
 
     /// <summary>Checks the values.</summary>
