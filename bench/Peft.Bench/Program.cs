@@ -53,6 +53,7 @@ internal static class Program
             ("movielens", RecommendationBenchmark.Run, RecommendationBenchmark.Usage),
             ("movielens-implicit", MovieLensImplicitBenchmark.Run, MovieLensImplicitBenchmark.Usage),
             ("search", SearchBenchmark.Run, SearchBenchmark.Usage),
+            ("detect", ObjectDetectionBenchmark.Run, ObjectDetectionBenchmark.Usage),
             ("distill", DistillationBenchmark.Run, DistillationBenchmark.Usage),
             ("serve-load", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),
             ("serve-load-server", ServeLoadBenchmark.Run, ServeLoadBenchmark.Usage),

@@ -27,12 +27,15 @@ internal static class PredictCommand
         var baseModel = new Option<string>("--base-model") { Description = "Where the base model is now (ONNX file or Hugging Face directory; for an adapted recommender the base model file), if it moved since training." };
         var userCol = new Option<string>("--user-col") { Description = "For a recommender: the user id column (a header name with --has-header, or a 0-based index)." };
         var itemCol = new Option<string>("--item-col") { Description = "For a recommender: the item id column." };
+        var images = new Option<string>("--images") { Description = "For an object detector: the folder of images to detect in (instead of --dataset)." };
+        var draw = new Option<string>("--draw") { Description = "For an object detector: also write each image with its boxes drawn (PNG) to this folder." };
+        dataset.Required = false;
 
         var command = new Command("predict", "Score a file with a saved model.")
         {
-            model, dataset, hasHeader, separator, textCol, text2Col, userCol, itemCol, output, baseModel,
+            model, dataset, images, hasHeader, separator, textCol, text2Col, userCol, itemCol, output, baseModel, draw,
         };
-        command.SetAction(parse => parse.GetValue(userCol) is not null || parse.GetValue(itemCol) is not null || IsRecommender(parse.GetValue(model)!)
+        command.SetAction(parse => Dispatch(parse, model, dataset, images, draw, output, baseModel) ?? (parse.GetValue(userCol) is not null || parse.GetValue(itemCol) is not null || IsRecommender(parse.GetValue(model)!)
             ? RecommendationPredictions.Run(
                 parse.GetValue(model)!,
                 parse.GetValue(dataset)!,
@@ -49,8 +52,46 @@ internal static class PredictCommand
             parse.GetValue(textCol),
             parse.GetValue(text2Col),
             parse.GetValue(output)!,
-            parse.GetValue(baseModel)));
+            parse.GetValue(baseModel))));
         return command;
+    }
+
+    /// <summary>
+    /// The object-detector path of <c>predict</c> (<c>--images</c>, <c>--draw</c>), or null for the other models; checks
+    /// that exactly one of <c>--dataset</c> and <c>--images</c> is given and that <c>--draw</c> goes with a detector.
+    /// </summary>
+    private static int? Dispatch(System.CommandLine.ParseResult parse, Option<string> model, Option<string> dataset, Option<string> images,
+        Option<string> draw, Option<string> output, Option<string> baseModel)
+    {
+        var modelPath = parse.GetValue(model)!;
+        string? data = parse.GetValue(dataset), folder = parse.GetValue(images);
+        if (data is not null && folder is not null) throw new UsageException("Give the data to score with --dataset or --images, not both.");
+        if (data is null && folder is null) throw new UsageException("Give the data to score: --dataset (or --images for an object detector).");
+        bool detector = File.Exists(modelPath) && SavedSignaturesOrNone(modelPath).Contains("PEFTODET");
+        if (!detector)
+        {
+            if (folder is not null) throw new UsageException("--images applies to object detectors; give --dataset for this model.");
+            if (parse.GetValue(draw) is not null) throw new UsageException("--draw applies to object detectors.");
+            return null;
+        }
+        if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
+        var baseModelPath = parse.GetValue(baseModel);
+        if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
+            throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
+        var option = folder is not null ? "--images" : "--dataset";
+        return DetectionPredictions.Run(modelPath, ImageDataset.ReadForPrediction(folder ?? data!, option), parse.GetValue(output)!, baseModelPath, parse.GetValue(draw));
+    }
+
+    private static HashSet<string> SavedSignaturesOrNone(string modelPath)
+    {
+        try
+        {
+            return SavedSignatures(modelPath);
+        }
+        catch (InvalidDataException)
+        {
+            return new HashSet<string>();
+        }
     }
 
     private static int Run(string modelPath, string dataset, TextFileFormat format, string? textCol, string? text2Col, string output, string? baseModelPath)
@@ -140,7 +181,7 @@ internal static class PredictCommand
     /// <summary>The model signatures in the saved model's version stamps (<c>Model.key</c> entries: PEFTIMGC for an image classifier, PEFTNERT for a named-entity recognizer...), read without loading the model.</summary>
     internal static HashSet<string> SavedSignatures(string modelPath)
     {
-        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC", "PEFTNCFM" };
+        var known = new[] { "PEFTIMGC", "PEFTNERT", "PEFTTXTC", "PEFTMFAC", "PEFTNCFM", "PEFTODET" };
         try
         {
             using var zip = System.IO.Compression.ZipFile.OpenRead(modelPath);

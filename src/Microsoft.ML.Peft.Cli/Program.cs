@@ -16,6 +16,7 @@ root.Options.Add(CommandOptions.Threads);
 root.Options.Add(CommandOptions.WaitPolicy);
 root.Subcommands.Add(TextClassificationCommand.Create());
 root.Subcommands.Add(ImageClassificationCommand.Create());
+root.Subcommands.Add(ObjectDetectionCommand.Create());
 root.Subcommands.Add(NerCommand.Create());
 root.Subcommands.Add(SentenceSimilarityCommand.Create());
 root.Subcommands.Add(RecommendationCommand.Create());

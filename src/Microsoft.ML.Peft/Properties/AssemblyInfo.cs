@@ -5,6 +5,7 @@ using System.Runtime.CompilerServices;
 [assembly: IgnoresAccessChecksTo("Microsoft.ML.Data")]
 [assembly: InternalsVisibleTo("Microsoft.ML.Peft.Tests")]
 [assembly: InternalsVisibleTo("Peft.Perf")]
+[assembly: InternalsVisibleTo("Peft.Bench")]
 
 namespace System.Runtime.CompilerServices
 {
