@@ -28,29 +28,7 @@ internal static class ImageClassificationLoader
             throw new InvalidDataException($"{Source}: the base model {baseModel.Source} is a {baseModel.Config}, the saved model expects {settings.Backbone} ({settings.Backbone.ToJson()}).");
         var device = TorchBackend.LoadDevice(options?.Device, ch);
         using var generator = new TorchSharp.torch.Generator(0);
-        ImageClassificationModel model;
-        try
-        {
-            model = new ImageClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{Source}: the saved method and settings do not fit the base model: {e.Message}", e);
-        }
-        try
-        {
-            if (!model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
-                throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
-                    $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-            AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), Source);
-            if (options?.ShareBaseModel ?? true) model.ShareBaseWeights();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ImageTaskModels.Restore(() => new ImageClassificationModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator), metadata, entries, options, Source);
     }
 
     /// <summary>

@@ -40,7 +40,7 @@ internal delegate bool Augmenter(DecodedImage image, int index, Span<float> dest
 /// A fine-tuned image classifier: the ResNet with its method applied (and, optionally, trained batch-normalisation
 /// affine parameters), the head, the preprocessing and the saved settings. Scoring needs no lock.
 /// </summary>
-internal sealed class ImageClassificationModel : IDisposable
+internal sealed class ImageClassificationModel : IImageTaskModel
 {
     public ImageClassificationModel(ImageClassificationSettings settings, LoadedImageBaseModel baseModel, PeftMethodOptions method,
         bool embedBaseModel, Device device, Generator? generator, float headDropout = 0)
@@ -155,40 +155,7 @@ internal sealed class ImageClassificationModel : IDisposable
     }
 
     /// <summary>The model's entries for saving.</summary>
-    public ModelEntries ToEntries()
-    {
-        var state = SavedState();
-        try
-        {
-            return new ModelEntries
-            {
-                MetadataBytes = new ModelMetadata
-                {
-                    Task = ImageClassificationSettings.TaskName,
-                    BaseModel = new BaseModelReference
-                    {
-                        Kind = BaseModel.Source.Kind == ImageBaseModelKind.Torchvision ? BaseModelKind.HuggingFace : BaseModelKind.Onnx,
-                        Name = BaseModel.Source.Name,
-                        Path = BaseModel.Source.Path,
-                        Sha256 = BaseModel.Sha256,
-                        Size = BaseModel.File.LongLength,
-                    },
-                    BaseModelEmbedded = BaseModelFile is not null,
-                    Method = MethodRegistry.ToJson(Adapted.Method.SavedOptions),
-                    AdapterName = Adapted.Method.AdapterName,
-                    AdaptedModules = Adapted.AdaptedModules.ToList(),
-                    TaskSettings = Settings.ToJson(),
-                }.ToUtf8(),
-                VocabBytes = Array.Empty<byte>(),
-                AdapterBytes = AdapterState.Save(state),
-                BaseModelBytes = BaseModelFile,
-            };
-        }
-        finally
-        {
-            foreach (var t in state) t.Value.Dispose();
-        }
-    }
+    public ModelEntries ToEntries() => ImageTaskModels.ToEntries(this, ImageClassificationSettings.TaskName, Settings.ToJson());
 
     /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
     public SharedBaseWeights? SharedBase { get; private set; }

@@ -48,7 +48,7 @@ internal sealed record CachedImage(DecodedImage Image, int OriginalWidth, int Or
 /// A fine-tuned detector: the ResNet with its method applied, the feature pyramid and FCOS head (trained in full), the
 /// settings and the base model. Scoring needs no lock.
 /// </summary>
-internal sealed class ObjectDetectionModel : IDisposable
+internal sealed class ObjectDetectionModel : IImageTaskModel
 {
     public ObjectDetectionModel(ObjectDetectionSettings settings, LoadedImageBaseModel baseModel, PeftMethodOptions method, bool embedBaseModel, Device device, Generator? generator)
     {
@@ -150,40 +150,7 @@ internal sealed class ObjectDetectionModel : IDisposable
     }
 
     /// <summary>The model's entries for saving.</summary>
-    public ModelEntries ToEntries()
-    {
-        var state = SavedState();
-        try
-        {
-            return new ModelEntries
-            {
-                MetadataBytes = new ModelMetadata
-                {
-                    Task = ObjectDetectionSettings.TaskName,
-                    BaseModel = new BaseModelReference
-                    {
-                        Kind = BaseModel.Source.Kind == ImageBaseModelKind.Torchvision ? BaseModelKind.HuggingFace : BaseModelKind.Onnx,
-                        Name = BaseModel.Source.Name,
-                        Path = BaseModel.Source.Path,
-                        Sha256 = BaseModel.Sha256,
-                        Size = BaseModel.File.LongLength,
-                    },
-                    BaseModelEmbedded = BaseModelFile is not null,
-                    Method = MethodRegistry.ToJson(Adapted.Method.SavedOptions),
-                    AdapterName = Adapted.Method.AdapterName,
-                    AdaptedModules = Adapted.AdaptedModules.ToList(),
-                    TaskSettings = Settings.ToJson(),
-                }.ToUtf8(),
-                VocabBytes = Array.Empty<byte>(),
-                AdapterBytes = AdapterState.Save(state),
-                BaseModelBytes = BaseModelFile,
-            };
-        }
-        finally
-        {
-            foreach (var t in state) t.Value.Dispose();
-        }
-    }
+    public ModelEntries ToEntries() => ImageTaskModels.ToEntries(this, ObjectDetectionSettings.TaskName, Settings.ToJson());
 
     /// <summary>The shared base weights this model uses, or null when it owns its base weights.</summary>
     public SharedBaseWeights? SharedBase { get; private set; }
@@ -214,28 +181,6 @@ internal static class ObjectDetectionLoader
             throw new InvalidDataException($"{Source}: the base model {baseModel.Source} is a {baseModel.Config}, the saved model expects {settings.Backbone} ({settings.Backbone.ToJson()}).");
         var device = TorchBackend.LoadDevice(options?.Device, ch);
         using var generator = new Generator(0);
-        ObjectDetectionModel model;
-        try
-        {
-            model = new ObjectDetectionModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{Source}: the saved method and settings do not fit the base model: {e.Message}", e);
-        }
-        try
-        {
-            if (!model.Adapted.AdaptedModules.SequenceEqual(metadata.AdaptedModules))
-                throw new InvalidDataException($"{Source}: the adapter was trained on modules [{string.Join(", ", metadata.AdaptedModules.Take(8))}] " +
-                    $"but its options select [{string.Join(", ", model.Adapted.AdaptedModules.Take(8))}] on this base model.");
-            AdapterState.Load(entries.AdapterBytes, model.LoadedParameters(), Source);
-            if (options?.ShareBaseModel ?? true) model.ShareBaseWeights();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ImageTaskModels.Restore(() => new ObjectDetectionModel(settings, baseModel, method, metadata.BaseModelEmbedded, device, generator), metadata, entries, options, Source);
     }
 }
