@@ -121,7 +121,7 @@ internal static class ObjectDetectionCommand
         {
             if (all.ImageCount < 5) throw new InvalidDataException($"{all.ImageCount} images are too few to hold 20% out for testing; give --test-dataset.");
             // A seeded fifth of the images, at least one, is held out.
-            var order = Enumerable.Range(0, all.ImageCount).OrderBy(_ => 0).ToArray();
+            var order = Enumerable.Range(0, all.ImageCount).ToArray();
             new Random(s.Seed).Shuffle(order);
             testRows = order.Take(Math.Max(1, all.ImageCount / 5)).Order().ToList();
             var held = testRows.ToHashSet();

@@ -74,7 +74,6 @@ internal static class PredictCommand
             if (parse.GetValue(draw) is not null) throw new UsageException("--draw applies to object detectors.");
             return null;
         }
-        if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);
         var baseModelPath = parse.GetValue(baseModel);
         if (baseModelPath is not null && !File.Exists(baseModelPath) && !Directory.Exists(baseModelPath))
             throw new FileNotFoundException($"The base model '{baseModelPath}' (--base-model) does not exist.", baseModelPath);
