@@ -423,7 +423,7 @@
       `The first ${preview.rows ? preview.rows.length : 0} rows.`));
     table.append(el('thead', null, el('tr', null, columns.map((c, i) => {
       const r = roleOf(i, c);
-      return el('th', { scope: 'col', class: r.length ? 'role' : null }, String(c), r.length ? ` (${r.join(', ')})` : '');
+      return el('th', { scope: 'col', class: r.length ? 'role' : null }, String(c), r.length ? el('span', { class: 'role-tag' }, r.join(', ')) : null);
     }))));
     table.append(el('tbody', null, (preview.rows || []).map(row =>
       el('tr', null, columns.map((_, i) => el('td', { title: row[i] !== undefined ? String(row[i]) : '' }, row[i] !== undefined ? String(row[i]) : ''))))));
@@ -945,10 +945,15 @@
     const trials = Array.from(t.trials.values()).sort((a, b) => a.trial - b.trial);
     let best = null;
     for (const tr of trials) {
-      if (typeof tr.metric !== 'number') continue;
+      if (typeof tr.metric !== 'number' || tr.status !== 'completed') continue;
       if (!best || (higher ? tr.metric > best.metric : tr.metric < best.metric)) best = tr;
     }
-    const bestTrial = t.done && t.done.bestTrial !== undefined ? t.done.bestTrial : best && best.trial;
+    if (t.done && t.done.bestTrial !== undefined && t.done.bestTrial !== null) {
+      const chosen = t.trials.get(Number(t.done.bestTrial));
+      const metric = typeof t.done.validationMetric === 'number' ? t.done.validationMetric : chosen && chosen.metric;
+      best = { trial: Number(t.done.bestTrial), metric };
+    }
+    const bestTrial = best && best.trial;
     $('#best-so-far').textContent = best ? `${fmtNumber(best.metric)} (trial ${best.trial})` : '—';
 
     const tbody = $('#trials-table tbody');
@@ -958,8 +963,8 @@
       const last = tr.epochs[tr.epochs.length - 1];
       const epoch = last ? `${last.epoch}${tr.maxEpoch ? ` / ${tr.maxEpoch}` : ''}` : '—';
       const metric = typeof tr.metric === 'number' ? tr.metric : (last && typeof last.validation === 'number' ? last.validation : null);
-      tbody.append(el('tr', { 'data-trial': tr.trial, class: tr.trial === bestTrial && typeof tr.metric === 'number' ? 'best' : null },
-        el('td', { class: 'num' }, String(tr.trial)),
+      tbody.append(el('tr', { 'data-trial': tr.trial, class: tr.trial === bestTrial ? 'best' : null },
+        el('td', null, String(tr.trial)),
         el('td', { class: 'settings' }, settings || '—'),
         el('td', { title: tr.error || null }, el('span', { class: `badge ${trialBadge(tr.status)}` }, tr.status), tr.error ? ` ${tr.error}` : ''),
         el('td', { class: 'num' }, epoch),
@@ -1021,7 +1026,7 @@
   function drawChart(node, series, opts) {
     if (!node) return;
     while (node.firstChild) node.removeChild(node.firstChild);
-    const W = 520;
+    const W = 460;
     const legendPerRow = 5;
     const legendRows = series.length ? Math.ceil(series.length / legendPerRow) : 0;
     const top = 12 + legendRows * 18;
