@@ -172,9 +172,9 @@ internal sealed class UiPage : IAsyncDisposable
         Assert.That(unnamed, Is.Empty, $"buttons or links without a name on the {step} step");
     }
 
-    /// <summary>The id (or tag) of the focused element, with its name and value for radios.</summary>
+    /// <summary>The focused element: <c>input[name=N][value=V]</c> for a radio, else <c>#id</c>, or its tag without an id.</summary>
     public Task<string> FocusedAsync() => Page.EvaluateExpressionAsync<string>(
-        "(() => { const e = document.activeElement; if (!e) return ''; return e.id ? '#' + e.id : (e.name ? e.tagName.toLowerCase() + '[name=' + e.name + '][value=' + e.value + ']' : e.tagName.toLowerCase()); })()");
+        "(() => { const e = document.activeElement; if (!e) return ''; if (e.type === 'radio') return 'input[name=' + e.name + '][value=' + e.value + ']'; return e.id ? '#' + e.id : e.tagName.toLowerCase(); })()");
 
     /// <summary>Presses Tab until <paramref name="isTarget"/> accepts the focused element (at most <paramref name="max"/> presses); fails the test otherwise.</summary>
     public async Task TabToAsync(Func<string, bool> isTarget, string what, int max = 60)

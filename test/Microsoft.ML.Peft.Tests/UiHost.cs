@@ -23,9 +23,12 @@ internal sealed partial class UiHost : IDisposable
     private Process? process;
     private HttpClient? client;
 
-    private UiHost(string workDir)
+    private readonly string[] extraArguments;
+
+    private UiHost(string workDir, string[] extraArguments)
     {
         WorkDir = workDir;
+        this.extraArguments = extraArguments;
     }
 
     /// <summary>The app's work folder (runs/, ...), kept across <see cref="Restart"/>.</summary>
@@ -58,12 +61,12 @@ internal sealed partial class UiHost : IDisposable
     /// <summary>
     /// Starts the app on a free port with <paramref name="workDir"/> as its work folder (a new temporary folder, removed
     /// after the test run, when null) and waits for its URL; fails the test with the app's output when it does not print one
-    /// within <see cref="StartTimeout"/>.
+    /// within <see cref="StartTimeout"/>. <paramref name="extraArguments"/> follow (e.g. <c>--max-upload-mb 1</c>).
     /// </summary>
-    public static UiHost Start(string? workDir = null)
+    public static UiHost Start(string? workDir = null, params string[] extraArguments)
     {
         workDir ??= TestTemp.Track(Directory.CreateTempSubdirectory("peft-ui-work-").FullName);
-        var host = new UiHost(workDir);
+        var host = new UiHost(workDir, extraArguments);
         try
         {
             host.Launch();
@@ -136,7 +139,7 @@ internal sealed partial class UiHost : IDisposable
             UseShellExecute = false,
             WorkingDirectory = WorkDir,
         };
-        foreach (var argument in new[] { CliProcess.CliPath, "ui", "--port", "0", "--work-dir", WorkDir })
+        foreach (var argument in new[] { CliProcess.CliPath, "ui", "--port", "0", "--work-dir", WorkDir }.Concat(extraArguments))
             start.ArgumentList.Add(argument);
         // OpenMP's worker threads sleep instead of spinning between the trainings' steps (the machines running the tests are shared).
         start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";

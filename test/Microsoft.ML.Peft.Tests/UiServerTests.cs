@@ -148,6 +148,9 @@ public class UiServerTests
     public async Task UploadedNamesStayInTheRunsDataFolder(string fileName)
     {
         if (fileName == "OUTSIDE") fileName = Path.Combine(root, "evil.tsv"); // an absolute path that the server could write to
+        // A name of this case's own, so that the files of the other cases (in their runs' data folders) do not count.
+        var marker = "evil-" + Guid.NewGuid().ToString("N")[..8];
+        fileName = fileName.Replace("evil", marker, StringComparison.Ordinal);
         var run = await UiApi.CreateRunAsync(Client, "text-classification", "upload names");
         var id = run.GetProperty("id").GetString()!;
         using var upload = await UiApi.UploadAsync(Client, id, fileName, SmallSst2(20));
@@ -166,16 +169,16 @@ public class UiServerTests
             {
                 Assert.That((int)upload.StatusCode, Is.EqualTo(400), $"upload named {fileName}: {body}");
             }
-            // Nothing named evil*.tsv anywhere but in the run's data folder: not beside the work folder, not in runs/, not in /etc.
-            var outside = Directory.GetFiles(root, "*evil*", SearchOption.AllDirectories)
+            // Nothing of that name anywhere but in the run's data folder: not beside the work folder, not in runs/, not in /etc.
+            var outside = Directory.GetFiles(root, "*" + marker + "*", SearchOption.AllDirectories)
                 .Where(f => !Path.GetFullPath(f).StartsWith(dataFolder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
                 .ToList();
             Assert.That(outside, Is.Empty, $"upload named {fileName} wrote outside {dataFolder}");
-            Assert.That(File.Exists("/etc/peft-ui-evil.tsv"), Is.False, $"upload named {fileName} wrote /etc/peft-ui-evil.tsv");
+            Assert.That(File.Exists($"/etc/peft-ui-{marker}.tsv"), Is.False, $"upload named {fileName} wrote /etc/peft-ui-{marker}.tsv");
         }
         finally
         {
-            if (File.Exists("/etc/peft-ui-evil.tsv")) File.Delete("/etc/peft-ui-evil.tsv");
+            if (File.Exists($"/etc/peft-ui-{marker}.tsv")) File.Delete($"/etc/peft-ui-{marker}.tsv");
         }
     }
 
@@ -203,35 +206,38 @@ public class UiServerTests
     [Test]
     public async Task AnUploadOverTheLimitIsRefused()
     {
-        var run = await UiApi.CreateRunAsync(Client, "text-classification", "too big");
+        // The limit set low (mlnet-peft ui --max-upload-mb 1): a 2 MB file is over it.
+        using var small = UiHost.Start(null, "--max-upload-mb", "1");
+        var run = await UiApi.CreateRunAsync(small.Client, "text-classification", "too big");
         var id = run.GetProperty("id").GetString()!;
-        var big = new byte[UploadLimitBytes + 1024 * 1024];
-        var row = Encoding.UTF8.GetBytes("a sentence that is repeated to fill the file\t1\n");
-        var header = Encoding.UTF8.GetBytes("sentence\tlabel\n");
-        header.CopyTo(big, 0);
-        for (int at = header.Length; at + row.Length <= big.Length; at += row.Length) row.CopyTo(big, at);
+        var text = new StringBuilder("sentence\tlabel\n");
+        while (text.Length < 2 * 1024 * 1024) text.Append("a sentence that is repeated to fill the file\t1\n");
+        var dataFolder = Path.Combine(small.WorkDir, "runs", id, "data");
         HttpResponseMessage response;
         try
         {
-            response = await UiApi.UploadAsync(Client, id, "big.tsv", big);
+            response = await UiApi.UploadAsync(small.Client, id, "big.tsv", Encoding.UTF8.GetBytes(text.ToString()));
         }
         catch (HttpRequestException e)
         {
-            // The server may close the connection as soon as the declared length is over its limit; then nothing was kept.
-            Assert.That(Directory.Exists(Path.Combine(host.WorkDir, "runs", id, "data")) ? Directory.GetFiles(Path.Combine(host.WorkDir, "runs", id, "data")) : [], Is.Empty, e.Message);
+            // The server may close the connection as soon as the body is over its limit; then nothing may be kept.
+            Assert.That(Directory.Exists(dataFolder) ? Directory.GetFiles(dataFolder) : [], Is.Empty, e.Message);
             return;
         }
         using (response)
         {
             var message = await UiApi.ErrorAsync(response, "an upload over the limit", HttpStatusCode.RequestEntityTooLarge, HttpStatusCode.BadRequest);
-            Assert.That(message, Does.Match("(?i)large|limit|size|MB"), "the message says the file is too large");
+            Assert.That(message, Does.Contain("1 MB"), "the message gives the limit");
         }
-        var after = await UiApi.JsonOkAsync(await Client.GetAsync($"api/runs/{id}"), "the run after the refused upload");
+        Assert.That(Directory.Exists(dataFolder) ? Directory.GetFiles(dataFolder, "*", SearchOption.AllDirectories) : [], Is.Empty, "nothing of the refused upload is kept");
+        var after = await UiApi.JsonOkAsync(await small.Client.GetAsync($"api/runs/{id}"), "the run after the refused upload");
         Assert.That(after.GetProperty("status").GetString(), Is.EqualTo("new"), "the refused upload set no data");
-    }
 
-    /// <summary>The server's upload limit (docs/ui.md).</summary>
-    private const long UploadLimitBytes = 200L * 1024 * 1024;
+        // A file under the limit is then taken.
+        using var ok = await UiApi.UploadAsync(small.Client, id, "sample.tsv", SmallSst2(40));
+        var loaded = await UiApi.JsonOkAsync(ok, "an upload under the limit");
+        Assert.That(loaded.GetProperty("data").GetProperty("rows").GetInt32(), Is.EqualTo(40));
+    }
 
     [Test]
     public async Task UnknownRunsAre404WithAJsonError()
