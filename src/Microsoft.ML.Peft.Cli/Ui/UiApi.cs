@@ -287,7 +287,6 @@ internal sealed class UiApi
                     saved++;
                 }
                 if (saved == 0) throw new InvalidDataException($"The upload has no image files (JPEG, PNG, BMP, GIF, WebP, TIFF){(skipped.Count > 0 ? $"; it has {string.Join(", ", skipped.Take(5))}" : "")}.");
-                data = DataIntake.Describe(scenario, Path.Combine(target, "images"), files[0].FileName.Split('/', '\\')[0], "upload");
                 data = Swap(staging, target, () => DataIntake.Describe(scenario, Path.Combine(target, "images"), FirstFolder(files), "upload"),
                     () => DataIntake.Describe(scenario, root, FirstFolder(files), "upload"));
                 if (skipped.Count > 0) data.Note = $"Skipped {skipped.Count} file(s) that are not images: {string.Join(", ", skipped.Take(5))}{(skipped.Count > 5 ? ", ..." : "")}.";
