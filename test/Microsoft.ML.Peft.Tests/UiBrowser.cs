@@ -107,7 +107,7 @@ internal sealed class UiPage : IAsyncDisposable
     {
         try
         {
-            await Page.WaitForFunctionAsync(expression, new WaitForFunctionOptions { Timeout = timeoutMs, PollingInterval = 200 });
+            await Page.WaitForExpressionAsync(expression, new WaitForFunctionOptions { Timeout = timeoutMs, PollingInterval = 200 });
         }
         catch (WaitTaskTimeoutException)
         {

@@ -182,9 +182,9 @@ public class UiBrowserTests
             await StartBudgetTrainingAsync(page, FlowTrainSeconds);
             var status = await WaitForFinalStatusAsync(page, 5 * 60 * 1000);
             Assert.That(status, Does.Contain("completed").IgnoreCase, $"training status; #training-error: {await page.TextAsync("#training-error")}");
-            Assert.That(await page.CountAsync("#trials-table tbody tr"), Is.GreaterThanOrEqualTo(1), "rows in #trials-table");
-            Assert.That(await page.CountAsync("#loss-chart polyline, #loss-chart path"), Is.GreaterThanOrEqualTo(1), "a line in #loss-chart");
-            Assert.That(await page.CountAsync("#validation-chart polyline, #validation-chart path"), Is.GreaterThanOrEqualTo(1), "a line in #validation-chart");
+            Assert.That(await page.CountAsync("#trials-table tbody tr[data-trial]"), Is.GreaterThanOrEqualTo(1), "trials in #trials-table");
+            Assert.That(await page.CountAsync("#loss-chart [data-series] polyline[points]:not([points=\"\"])"), Is.GreaterThanOrEqualTo(1), "a trial's line in #loss-chart");
+            Assert.That(await page.CountAsync("#validation-chart [data-series] polyline[points]:not([points=\"\"])"), Is.GreaterThanOrEqualTo(1), "a trial's line in #validation-chart");
             await page.ScreenshotAsync("3-training.png");
             Step("training");
             await page.Page.ClickAsync("#training-next");
@@ -289,8 +289,9 @@ public class UiBrowserTests
             await page.Page.ClickAsync("#data-next");
             await page.VisibleAsync("#step-training");
             await StartBudgetTrainingAsync(page, 600);
-            await page.WaitAsync("/training/i.test(document.querySelector('#training-status').textContent) && !/queued/i.test(document.querySelector('#training-status').textContent) || document.querySelectorAll('#trials-table tbody tr').length > 0",
-                "#training-status to say training", 120_000);
+            // Cancelled in the middle of a trial: once the status says training and the first trial has started.
+            await page.WaitAsync("/training/i.test(document.querySelector('#training-status').textContent) && document.querySelectorAll('#trials-table tbody tr[data-trial]').length > 0",
+                "#training-status to say training, with a trial started", 120_000);
             var modelHref = await page.Page.EvaluateExpressionAsync<string>("document.querySelector('#download-model').getAttribute('href') || ''");
             await page.Page.ClickAsync("#cancel-training");
             var status = await WaitForFinalStatusAsync(page, 60_000);
@@ -306,6 +307,8 @@ public class UiBrowserTests
             var cancelled = runs.EnumerateArray().First(r => r.GetProperty("name").GetString() == "cancelled run");
             Assert.That(cancelled.GetProperty("status").GetString(), Is.EqualTo("cancelled"));
             if (modelHref.Length > 0) Assert.That(RunIdOf(modelHref), Is.EqualTo(cancelled.GetProperty("id").GetString()));
+            var runFolder = Path.Combine(host.WorkDir, "runs", cancelled.GetProperty("id").GetString()!);
+            Assert.That(File.Exists(Path.Combine(runFolder, "model.zip")), Is.False, "a cancelled training writes no model");
             AssertNoTrainingProcessLeft(host.ProcessId);
             page.AssertNoErrors("during the bad upload and the cancel");
         });
