@@ -361,9 +361,6 @@ internal static class AutoCommand
             (JsonNode?)(double.TryParse(x.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? JsonValue.Create(d) : JsonValue.Create(x.Value)))));
         var json = new JsonObject { ["task"] = task, ["metric"] = result.MetricName };
         foreach (var (key, _, value) in evaluation.Metrics) json[key] = Number(value);
-        // The same test metrics as one object, and the search's metric by the names the web app's Run.result uses (docs/ui.md).
-        json["metrics"] = new JsonObject(evaluation.Metrics.Select(m => KeyValuePair.Create(m.Key, Number(m.Value))));
-        json["metricName"] = result.MetricName;
         json["validationMetric"] = Number(result.BestTrial.Metric);
         json["trainSeconds"] = Math.Round(result.Seconds, 3);
         json["budgetSeconds"] = budget;
