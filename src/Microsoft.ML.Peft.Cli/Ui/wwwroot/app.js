@@ -477,6 +477,7 @@
     const rows = data.rows !== null && data.rows !== undefined ? `${fmtNumber(data.rows)} ${s.data === 'images' ? 'images' : s.data === 'conll' ? 'sentences' : 'rows'}` : '';
     $('#data-summary').textContent = [data.name, rows].filter(Boolean).join(' · ');
 
+    $('#columns-title').textContent = delimited ? 'Columns' : s.data === 'conll' ? 'Columns and split' : 'Validation split';
     $('#has-header-field').hidden = !delimited;
     $('#separator-field').hidden = !delimited;
     const hasHeader = cols.hasHeader !== undefined && cols.hasHeader !== null ? !!cols.hasHeader : !!data.hasHeader;
@@ -569,7 +570,7 @@
     if (!files.length) { showError('#data-error', 'The folder holds no files.'); return; }
     const form = new FormData();
     for (const f of files) {
-      // The server wants class/image.jpg: drop the chosen folder's own name when there is one above the classes.
+      // The relative path (folder/class/image.jpg) tells the server each image's class.
       const rel = f.webkitRelativePath || f.name;
       form.append('files', f, rel);
     }
