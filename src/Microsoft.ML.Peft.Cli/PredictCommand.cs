@@ -93,7 +93,7 @@ internal static class PredictCommand
         }
     }
 
-    private static int Run(string modelPath, string dataset, TextFileFormat format, string? textCol, string? text2Col, string output, string? baseModelPath)
+    internal static int Run(string modelPath, string dataset, TextFileFormat format, string? textCol, string? text2Col, string output, string? baseModelPath)
     {
         var console = Terminal.Out;
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"The model file '{modelPath}' (--model) does not exist.", modelPath);

@@ -26,6 +26,7 @@ root.Subcommands.Add(ExportAdapterCommand.Create());
 root.Subcommands.Add(ExportOnnxCommand.Create());
 root.Subcommands.Add(ImportAdapterCommand.Create());
 root.Subcommands.Add(Microsoft.ML.Peft.Cli.Auto.AutoCommand.Create());
+root.Subcommands.Add(Microsoft.ML.Peft.Cli.Ui.UiCommand.Create());
 
 var parseResult = root.Parse(args);
 if (parseResult.Errors.Count > 0 && !parseResult.Tokens.Any(t => t.Value is "--help" or "-h" or "-?"))

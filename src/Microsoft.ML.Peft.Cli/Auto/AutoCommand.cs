@@ -55,11 +55,14 @@ internal static class AutoCommand
         var trialLog = new Option<string>("--trial-log") { Description = "The trial log (JSON lines) to write, and to continue with --resume. Default: the output's name with .trials.jsonl." };
         var resume = new Option<bool>("--resume") { Description = "Continue the search of the trial log (same data and options) after a crash or Ctrl+C." };
         var noRefit = new Option<bool>("--no-refit") { Description = "Keep the best trial's model instead of training its settings again on the training and validation rows." };
+        var validationFraction = new Option<double?>("--validation-fraction") { Description = "Without --validation-dataset: the share of the training rows that ranks the trials (default 0.2)." };
+        var events = new Option<string>("--events") { Description = "Write the search's progress (trials, epochs, results) to this file as JSON lines, one event a line, as it happens." };
 
         var command = new Command("auto", "Search PEFT methods and hyper-parameters within a time budget, save the best model and report the search (as mlnet's auto-train).")
         {
             task, dataset, trainTime, output, report, metricsJson, seed, labelCol, textCol, text2Col, hasHeader, separator, tagCol,
             validation, test, model, vocab, maxRows, methods, metric, maxEpochs, maxLengths, imageSizes, maxTrials, trialLog, resume, noRefit,
+            validationFraction, events,
         };
         var code = CodeGenerationOptions.Create();
         code.AddTo(command);
@@ -71,7 +74,7 @@ internal static class AutoCommand
             new RunSettings(parse.GetValue(trainTime), parse.GetValue(output)!, parse.GetValue(report), parse.GetValue(metricsJson),
                 parse.GetValue(methods), parse.GetValue(metric), parse.GetValue(maxEpochs),
                 InputSizes(parse.GetValue(task)!, parse.GetValue(maxLengths), parse.GetValue(imageSizes)), parse.GetValue(maxTrials), parse.GetValue(trialLog),
-                parse.GetValue(resume), !parse.GetValue(noRefit), code.Check(parse, "auto"))));
+                parse.GetValue(resume), !parse.GetValue(noRefit), code.Check(parse, "auto"), parse.GetValue(validationFraction), parse.GetValue(events))));
         return command;
     }
 
@@ -91,7 +94,8 @@ internal static class AutoCommand
     }
 
     private sealed record RunSettings(int TrainTime, string Output, string? Report, string? MetricsJson, string? Methods, string? Metric,
-        int MaxEpochs, int[]? InputSizes, int? MaxTrials, string? TrialLog, bool Resume, bool Refit, CodeRequest? Code);
+        int MaxEpochs, int[]? InputSizes, int? MaxTrials, string? TrialLog, bool Resume, bool Refit, CodeRequest? Code,
+        double? ValidationFraction, string? Events);
 
     private static int Run(AutoDataSettings data, RunSettings s)
     {
@@ -104,6 +108,11 @@ internal static class AutoCommand
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
         var reportPath = s.Report is null ? null : HtmlReport.CheckWritable(s.Report, "--report", ChartFolder(s.Report), "--report");
         var logPath = OutputFiles.Check(s.TrialLog ?? Path.ChangeExtension(outputPath, ".trials.jsonl"), "--trial-log");
+        if (s.ValidationFraction is double fraction && !(fraction > 0 && fraction < 1))
+            throw new UsageException($"--validation-fraction must be between 0 and 1 (exclusive); it is {fraction.ToString(CultureInfo.InvariantCulture)}.");
+        if (s.ValidationFraction is not null && data.ValidationDataset is not null)
+            throw new UsageException("--validation-fraction applies without --validation-dataset.");
+        var eventsPath = s.Events is null ? null : OutputFiles.Check(s.Events, "--events");
         if (s.Resume && !File.Exists(logPath)) throw new UsageException($"--resume: there is no trial log '{logPath}' to continue{(s.TrialLog is null ? " (give it with --trial-log)" : "")}.");
 
         var mlContext = new MLContext(data.Seed);
@@ -118,6 +127,7 @@ internal static class AutoCommand
             TrialLogPath = logPath,
             Resume = s.Resume,
             Refit = s.Refit,
+            ValidationFraction = s.ValidationFraction ?? new PeftExperimentOptions().ValidationFraction,
             SearchSpace = new PeftSearchSpace
             {
                 Methods = s.Methods?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
@@ -135,6 +145,8 @@ internal static class AutoCommand
             throw new UsageException((e.ParamName == "MetricName" ? "--metric: " : "--methods: ") + StripParameter(e.Message));
         }
 
+        using var events = AutoEvents.Open(eventsPath);
+        events?.Attach(experiment, setup.Task, s.TrainTime);
         PeftExperimentResult result;
         try
         {
@@ -147,6 +159,7 @@ internal static class AutoCommand
         using var disposeModel = result.Model as IDisposable;
 
         OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(result.Model, setup.Train.Schema, temporary));
+        events?.Message("Evaluating the best model on the test data");
         var evaluation = TrainingProgress.Run(mlContext, console, "Evaluating the best model on the test data", () => setup.Evaluate(mlContext, result.Model, setup.Test));
         var sizes = ModelSizes(result.Model);
         long modelBytes = new FileInfo(outputPath).Length;
@@ -167,6 +180,7 @@ internal static class AutoCommand
             console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
         }
         s.Code?.Write(outputPath, console);
+        events?.Done(result, evaluation.Metrics);
         return 0;
     }
 

@@ -1,0 +1,122 @@
+using System.Globalization;
+using System.Text;
+
+namespace Microsoft.ML.Peft.Cli.Ui;
+
+/// <summary>What the model of a run predicts for one input (the "try it" step).</summary>
+/// <param name="Predicted">The predicted class, or the similarity score as text, or the tags.</param>
+/// <param name="Scores">Class probabilities, highest first (classification).</param>
+/// <param name="Score">The similarity (sentence similarity).</param>
+/// <param name="Tokens">Each word and its tag (named entities).</param>
+internal sealed record UiPrediction(string Predicted, IReadOnlyList<UiScore>? Scores, double? Score, IReadOnlyList<UiToken>? Tokens);
+
+/// <summary>A class and its probability.</summary>
+internal sealed record UiScore(string Label, double Score);
+
+/// <summary>A word and its predicted tag.</summary>
+internal sealed record UiToken(string Word, string Tag);
+
+/// <summary>
+/// Scores one input with a run's saved model through the same code as <c>mlnet-peft predict</c> (an input file in the
+/// run's <c>try</c> folder, the predictions file read back), one prediction at a time.
+/// </summary>
+internal sealed class Predictor
+{
+    private readonly SemaphoreSlim gate = new(1, 1);
+
+    /// <summary>Predicts for <paramref name="text"/> (and <paramref name="text2"/>) or the image at <paramref name="imagePath"/>.</summary>
+    public async Task<UiPrediction> PredictAsync(Scenario scenario, string folder, string? text, string? text2, string? imagePath, CancellationToken cancel)
+    {
+        var model = Path.Combine(folder, "model.zip");
+        if (!File.Exists(model)) throw new InvalidOperationException("This run has no model yet: train it first.");
+        var work = Path.Combine(folder, "try", Guid.NewGuid().ToString("N"));
+        await gate.WaitAsync(cancel);
+        try
+        {
+            Directory.CreateDirectory(work);
+            return await Task.Run(() => Predict(scenario, model, work, text, text2, imagePath), cancel);
+        }
+        finally
+        {
+            gate.Release();
+            try
+            {
+                Directory.Delete(work, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static UiPrediction Predict(Scenario scenario, string model, string work, string? text, string? text2, string? imagePath)
+    {
+        var output = Path.Combine(work, "predictions.tsv");
+        switch (scenario.Data)
+        {
+            case "images":
+            {
+                if (imagePath is null) throw new ArgumentException("Give an image to classify.");
+                var images = Path.Combine(work, "images");
+                Directory.CreateDirectory(images);
+                File.Copy(imagePath, Path.Combine(images, "image" + Path.GetExtension(imagePath)));
+                ImagePredictions.Run(model, ImageDataset.ReadForPrediction(images, "the image"), output, null);
+                return Classification(output, 1);
+            }
+            case "conll":
+            {
+                var sentence = Clean(text, "text");
+                var input = Path.Combine(work, "input.txt");
+                File.WriteAllText(input, sentence + "\n", new UTF8Encoding(false));
+                NerPredictions.Run(model, input, output, null);
+                var tokens = File.ReadAllLines(output).Where(l => l.Length > 0).Select(l =>
+                {
+                    int at = l.LastIndexOf(' ');
+                    return at < 0 ? new UiToken(l, "") : new UiToken(l[..at], l[(at + 1)..]);
+                }).ToList();
+                return new UiPrediction(string.Join(' ', tokens.Select(t => t.Tag)), null, null, tokens);
+            }
+            default:
+            {
+                bool pairs = scenario.Roles.Contains("text2");
+                var first = Clean(text, "text");
+                var second = pairs ? Clean(text2, "text2") : null;
+                var input = Path.Combine(work, "input.tsv");
+                File.WriteAllText(input, (pairs ? "text\ttext2\n" : "text\n") + first + (pairs ? "\t" + second : "") + "\n", new UTF8Encoding(false));
+                PredictCommand.Run(model, input, new TextFileFormat('\t', true), "text", pairs ? "text2" : null, output, null);
+                if (scenario.LabelKind == "number")
+                {
+                    var lines = File.ReadAllLines(output);
+                    var header = lines[0].Split('\t');
+                    var values = lines[1].Split('\t');
+                    double score = double.Parse(values[Array.IndexOf(header, "Score")], NumberStyles.Float, CultureInfo.InvariantCulture);
+                    return new UiPrediction(score.ToString("0.###", CultureInfo.InvariantCulture), null, score, null);
+                }
+                return Classification(output, pairs ? 2 : 1);
+            }
+        }
+    }
+
+    /// <summary>Reads the first row of a classification predictions file: input columns, PredictedLabel, one probability per class.</summary>
+    private static UiPrediction Classification(string output, int inputColumns)
+    {
+        var lines = File.ReadAllLines(output);
+        if (lines.Length < 2) throw new InvalidDataException("The model wrote no prediction.");
+        var header = lines[0].Split('\t');
+        var values = lines[1].Split('\t');
+        int predicted = Array.IndexOf(header, TextClassificationCommand.PredictedLabelColumn);
+        if (predicted < inputColumns - 1 || values.Length != header.Length) throw new InvalidDataException("The predictions file is not laid out as expected.");
+        var scores = header.Skip(predicted + 1).Select((label, i) => new UiScore(label,
+                double.Parse(values[predicted + 1 + i], NumberStyles.Float, CultureInfo.InvariantCulture)))
+            .OrderByDescending(s => s.Score).ToList();
+        return new UiPrediction(values[predicted], scores, null, null);
+    }
+
+    private static string Clean(string? text, string field)
+    {
+        if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"Type something in '{field}' to predict.");
+        if (text.Length > 10_000) throw new ArgumentException($"'{field}' is longer than 10,000 characters.");
+        // One row of a tab-separated file: tabs and line breaks become spaces.
+        return string.Join(' ', text.Split(new[] { '\t', '\r', '\n' }, StringSplitOptions.RemoveEmptyEntries)).Trim();
+    }
+}
