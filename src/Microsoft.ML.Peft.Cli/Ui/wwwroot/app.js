@@ -481,6 +481,7 @@
     const roles = new Set(s.roles || []);
     const rows = data.rows !== null && data.rows !== undefined ? `${fmtNumber(data.rows)} ${s.data === 'images' ? 'images' : s.data === 'conll' ? 'sentences' : 'rows'}` : '';
     $('#data-summary').textContent = [data.name, rows].filter(Boolean).join(' · ');
+    if (data.note) $('#data-summary').append(el('span', { class: 'muted block' }, data.note));
 
     $('#columns-title').textContent = delimited ? 'Columns' : s.data === 'conll' ? 'Columns and split' : 'Validation split';
     $('#has-header-field').hidden = !delimited;
@@ -804,6 +805,9 @@
     if (typeof ev.elapsed === 'number') t.lastElapsed = ev.elapsed;
     switch (ev.type) {
       case 'search':
+        // A new search: whatever came before belonged to an earlier training of this run.
+        t.trials = new Map();
+        t.done = null;
         t.search = ev;
         if (typeof ev.budgetSeconds === 'number') startCountdown(ev.budgetSeconds - (ev.elapsed || 0));
         break;
@@ -842,6 +846,13 @@
         stopCountdown('0 s');
         break;
       case 'status':
+        if (ev.status === 'queued') {
+          // Waiting for its turn: events replayed before this are an earlier training's.
+          t.trials = new Map();
+          t.search = null;
+          t.done = null;
+          t.message = '';
+        }
         t.status = ev.status;
         t.error = ev.error || null;
         t.queuePosition = ev.queuePosition || null;
