@@ -154,8 +154,22 @@
     return (state.scenarios || []).find(s => s.id === (run && run.scenario)) || null;
   }
 
+  // The fields of auto's metrics JSON that are not test metrics (the server may pass that JSON as it is, metrics at the top).
+  const RESULT_FIELDS = new Set(['task', 'metric', 'metricName', 'metrics', 'validationMetric', 'trainSeconds', 'budgetSeconds', 'refitted',
+    'refitSeconds', 'refitEpochs', 'trials', 'trainableParameters', 'totalParameters', 'modelBytes', 'best', 'leaderboard', 'seed']);
+
+  function normalizeResult(r) {
+    if (!r || typeof r !== 'object') return null;
+    let metrics = r.metrics && typeof r.metrics === 'object' && !Array.isArray(r.metrics) ? r.metrics : null;
+    if (!metrics) {
+      metrics = {};
+      for (const [k, v] of Object.entries(r)) if (!RESULT_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) metrics[k] = v;
+    }
+    return { ...r, metrics, metricName: r.metricName || r.metric || null };
+  }
+
   function testMetric(run) {
-    const r = run && run.result;
+    const r = normalizeResult(run && run.result);
     if (!r || !r.metrics) return null;
     const keys = Object.keys(r.metrics);
     if (!keys.length) return null;
@@ -1099,7 +1113,7 @@
 
   function renderEvaluationStep() {
     const run = state.run;
-    const r = run.result || {};
+    const r = normalizeResult(run.result) || {};
     const table = $('#metrics-table');
     table.textContent = '';
     const metrics = r.metrics || {};
@@ -1116,6 +1130,7 @@
     const add = (label, value) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: 'num' }, value))); };
     if (typeof r.validationMetric === 'number') add(`Validation ${r.metricName ? metricLabel(r.metricName).toLowerCase() : 'metric'} (best trial)`, fmtNumber(r.validationMetric));
     if (r.trials !== undefined && r.trials !== null) add('Trials', Array.isArray(r.trials) ? String(r.trials.length) : fmtNumber(r.trials));
+    if (typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
     if (r.best) {
       add('Best trial', r.best.trial !== undefined ? String(r.best.trial) : null);
       const p = r.best.parameters;
