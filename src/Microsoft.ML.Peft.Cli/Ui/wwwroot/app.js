@@ -1127,14 +1127,14 @@
 
     const info = el('tbody', { class: 'info' });
     info.append(el('tr', { class: 'section' }, el('th', { colspan: 2, scope: 'colgroup' }, 'Search and model')));
-    const add = (label, value) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: 'num' }, value))); };
+    const add = (label, value, num = true) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: num ? 'num' : 'settings' }, value))); };
     if (typeof r.validationMetric === 'number') add(`Validation ${r.metricName ? metricLabel(r.metricName).toLowerCase() : 'metric'} (best trial)`, fmtNumber(r.validationMetric));
     if (r.trials !== undefined && r.trials !== null) add('Trials', Array.isArray(r.trials) ? String(r.trials.length) : fmtNumber(r.trials));
     if (typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
     if (r.best) {
       add('Best trial', r.best.trial !== undefined ? String(r.best.trial) : null);
       const p = r.best.parameters;
-      if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '));
+      if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '), false);
     }
     if (typeof r.modelBytes === 'number') add('Model file', `${(r.modelBytes / (1024 * 1024)).toFixed(r.modelBytes < 10 * 1024 * 1024 ? 2 : 1)} MB`);
     if (typeof r.trainableParameters === 'number') {
