@@ -313,10 +313,10 @@
       const scenario = scenarioOf(run);
       const metric = testMetric(run);
       const button = el('button', { type: 'button', class: 'run-open', 'data-run-id': run.id },
-        el('span', { class: 'run-name' }, run.name || run.id),
-        el('span', { class: 'run-scenario' }, scenario ? scenario.name : run.scenario),
-        el('span', null, el('span', { class: `badge ${run.status}` }, run.status === 'queued' && run.queuePosition ? `queued (${run.queuePosition})` : run.status)),
-        el('span', { class: 'run-metric' }, metric ? `${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''),
+        el('span', { class: 'run-name' }, run.name || run.id), ' ',
+        el('span', { class: 'run-scenario' }, scenario ? scenario.name : run.scenario), ' ',
+        el('span', null, el('span', { class: `badge ${run.status}` }, run.status === 'queued' && run.queuePosition ? `queued (${run.queuePosition})` : run.status)), ' ',
+        el('span', { class: 'run-metric' }, metric ? `${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''), ' ',
         el('span', { class: 'run-date' }, fmtDate(run.updated || run.created)));
       button.setAttribute('aria-label', `${run.name || run.id}, ${scenario ? scenario.name : run.scenario}, ${run.status}${metric ? `, ${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''}`);
       button.addEventListener('click', () => openRun(run.id));
