@@ -898,7 +898,13 @@
     const runId = state.run && state.run.id;
     closeEvents();
     stopCountdown(status === 'completed' ? '0 s' : '—');
-    if (state.training) { state.training.status = status; state.training.error = error || null; }
+    if (state.training) {
+      state.training.status = status;
+      state.training.error = error || null;
+      if (status === 'cancelled') state.training.message = 'The training was cancelled; nothing was saved. Start it again when you like.';
+      if (status === 'interrupted') state.training.message = 'The app stopped while this run was training; start it again to train it.';
+      for (const tr of state.training.trials.values()) if (tr.status === 'running') tr.status = 'stopped';
+    }
     renderTraining();
     try {
       const run = await refreshRun();
