@@ -97,8 +97,43 @@ public class CliAutoTests
     {
         var data = Head(Shared("mrpc", "train.tsv"), 120, "train.tsv");
         var run = Auto(60, "--task", "pair-classification", "--dataset", data, "--has-header", "--label-col", "label", "--text-col", "sentence1",
-            "--text2-col", "sentence2", "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "2", "--methods", "lora");
-        CheckSearch(run, 60, 2, "accuracy", "macroF1", "logLoss");
+            "--text2-col", "sentence2", "--model", tinyBert, "--max-lengths", "16,32", "--max-trials", "2", "--methods", "lora",
+            "--validation-fraction", "0.3", "--events", Path.Combine(workDir, "events.jsonl"));
+        var json = CheckSearch(run, 60, 2, "accuracy", "macroF1", "logLoss");
+
+        // The events file (for the web app) follows the search: one search event, each trial with its epochs and its end, then done.
+        var events = File.ReadAllLines(Path.Combine(workDir, "events.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var types = events.Select(e => e.GetProperty("type").GetString()).ToList();
+        Assert.That(types[0], Is.EqualTo("search"));
+        Assert.That(events[0].GetProperty("budgetSeconds").GetInt32(), Is.EqualTo(60));
+        Assert.That(events[0].GetProperty("metric").GetString(), Is.EqualTo("accuracy"));
+        Assert.That(types[^1], Is.EqualTo("done"));
+        Assert.That(types.Count(t => t == "trial"), Is.EqualTo(2));
+        Assert.That(types.Count(t => t == "trialEnd"), Is.EqualTo(2));
+        Assert.That(events.Select(e => e.GetProperty("elapsed").GetDouble()), Is.Ordered.Ascending);
+        var epochs = events.Where(e => e.GetProperty("type").GetString() == "epoch").ToList();
+        Assert.That(epochs, Is.Not.Empty);
+        Assert.That(epochs.Select(e => e.GetProperty("loss").GetDouble()), Has.All.GreaterThan(0));
+        // Each epoch belongs to the trial started last.
+        int trial = 0;
+        foreach (var e in events)
+        {
+            if (e.GetProperty("type").GetString() == "trial") trial = e.GetProperty("trial").GetInt32();
+            if (e.GetProperty("type").GetString() is "epoch" or "trialEnd") Assert.That(e.GetProperty("trial").GetInt32(), Is.EqualTo(trial));
+        }
+        var done = events[^1];
+        Assert.That(done.GetProperty("metrics").GetProperty("accuracy").GetDouble(), Is.EqualTo(json.GetProperty("accuracy").GetDouble()).Within(1e-5));
+        Assert.That(done.GetProperty("bestTrial").GetInt32(), Is.EqualTo(json.GetProperty("best").GetProperty("trial").GetInt32()));
+    }
+
+    [Test]
+    public void AValidationFractionOutsideZeroToOneIsRefused()
+    {
+        var data = Head(Shared("mrpc", "train.tsv"), 20, "train.tsv");
+        var run = Auto(60, "--task", "pair-classification", "--dataset", data, "--has-header", "--label-col", "label", "--text-col", "sentence1",
+            "--text2-col", "sentence2", "--model", tinyBert, "--validation-fraction", "1.5");
+        Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
+        Assert.That(run.StdErr, Does.Contain("--validation-fraction"));
     }
 
     [Test]

@@ -117,11 +117,7 @@ internal sealed class TrainingQueue : IDisposable
     {
         var run = store.Get(id) ?? throw new InvalidOperationException($"There is no run '{id}'.");
         var folder = store.Folder(id);
-        foreach (var file in Outputs) File.Delete(Path.Combine(folder, file));
-        var code = Path.Combine(folder, CodeFolder);
-        if (Directory.Exists(code)) Directory.Delete(code, recursive: true);
-        var charts = Path.Combine(folder, "report-charts");
-        if (Directory.Exists(charts)) Directory.Delete(charts, recursive: true);
+        ClearOutputs(folder);
 
         var start = Command(AutoArguments(run, folder));
         start.WorkingDirectory = folder;
@@ -163,7 +159,8 @@ internal sealed class TrainingQueue : IDisposable
         process.Dispose();
         bool cancelled;
         lock (gate) cancelled = cancelCurrent;
-        if (stopping.IsCancellationRequested)
+        // Ctrl+C in a terminal reaches the training process too (same process group): that stop is the app's, not a cancel.
+        if (stopping.IsCancellationRequested || Cancellation.Token.IsCancellationRequested)
             Finish(id, UiStatus.Interrupted, "The app stopped during this training; start it again.");
         else if (exit == 0)
             Complete(id, folder);
@@ -171,6 +168,17 @@ internal sealed class TrainingQueue : IDisposable
             Finish(id, UiStatus.Cancelled, null);
         else
             Finish(id, UiStatus.Failed, ErrorOf(logPath, exit));
+    }
+
+    /// <summary>Removes what a training wrote in run folder <paramref name="folder"/> (model, report, events, generated project).</summary>
+    public static void ClearOutputs(string folder)
+    {
+        foreach (var file in Outputs) File.Delete(Path.Combine(folder, file));
+        foreach (var sub in new[] { CodeFolder, "report-charts" })
+        {
+            var path = Path.Combine(folder, sub);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+        }
     }
 
     private void Finish(string id, string status, string? error) => store.Update(id, r =>

@@ -68,6 +68,16 @@ internal sealed class UiApi
             {
                 await Error(context, StatusCodes.Status413PayloadTooLarge, $"The upload is larger than the limit of {maxUploadMegabytes} MB (mlnet-peft ui --max-upload-mb).");
             }
+            catch (InvalidOperationException e) when (!context.Response.HasStarted)
+            {
+                // A change refused because the run moved on meanwhile (it started training...).
+                await Error(context, StatusCodes.Status409Conflict, e.Message);
+            }
+            catch (Exception e) when (!context.Response.HasStarted && e is not OperationCanceledException)
+            {
+                Console.Error.WriteLine($"error: {context.Request.Method} {context.Request.Path}: {e}");
+                await Error(context, StatusCodes.Status500InternalServerError, $"The server failed: {e.GetType().Name}: {e.Message}");
+            }
         });
 
         app.MapGet("/", () => Asset("index.html", "text/html; charset=utf-8", page: true));
@@ -239,11 +249,16 @@ internal sealed class UiApi
         {
             return Fail(400, e.Message);
         }
+        // New data makes the run's model and report stale: they go, and the run starts again from its columns.
         var updated = store.Update(id, r =>
         {
+            if (UiStatus.IsActive(r.Status)) throw new InvalidOperationException("This run started training meanwhile.");
+            TrainingQueue.ClearOutputs(folder);
             r.Data = data;
             r.Columns = null;
-            r.Status = r.Status is UiStatus.New or UiStatus.Ready ? UiStatus.New : r.Status;
+            r.Training = null;
+            r.Result = null;
+            r.Status = UiStatus.New;
             r.Error = null;
         });
         return Results.Json(ToApi(updated), UiJson.Options);
@@ -390,13 +405,24 @@ internal sealed class UiApi
                 data.Classes = DataIntake.ClassCounts(scenario, data, columns.Label);
                 if (data.Classes is null) return Fail(400, $"The label column '{columns.Label}' has more than 1,000 different values: choose a column of classes.");
                 if (data.Classes.Count < 2) return Fail(400, $"The label column '{columns.Label}' has a single value ('{data.Classes.FirstOrDefault()?.Name}'): a classifier needs at least two classes.");
+                if (data.Classes.Count > 20 && data.Classes.Count * 2 > data.Rows)
+                    return Fail(400, $"The label column '{columns.Label}' has {data.Classes.Count:N0} different values in {data.Rows:N0} rows: that is not a column of classes (is it the text?).");
             }
         }
         var updated = store.Update(id, r =>
         {
+            if (UiStatus.IsActive(r.Status)) throw new InvalidOperationException("This run started training meanwhile.");
+            // Other columns make a trained model stale (it goes); the same ones keep it, so going back and on again changes nothing.
+            bool same = r.Columns is not null && JsonSerializer.Serialize(r.Columns, UiJson.Options) == JsonSerializer.Serialize(columns, UiJson.Options);
+            if (!same && r.Status is not UiStatus.New)
+            {
+                TrainingQueue.ClearOutputs(store.Folder(id));
+                r.Result = null;
+                r.Training = null;
+            }
+            if (r.Status is UiStatus.New || !same) r.Status = UiStatus.Ready;
             r.Data = data;
             r.Columns = columns;
-            if (r.Status == UiStatus.New) r.Status = UiStatus.Ready;
             r.Error = null;
         });
         return Results.Json(ToApi(updated), UiJson.Options);

@@ -154,8 +154,22 @@
     return (state.scenarios || []).find(s => s.id === (run && run.scenario)) || null;
   }
 
+  // The fields of auto's metrics JSON that are not test metrics (the server may pass that JSON as it is, metrics at the top).
+  const RESULT_FIELDS = new Set(['task', 'metric', 'metricName', 'metrics', 'validationMetric', 'trainSeconds', 'budgetSeconds', 'refitted',
+    'refitSeconds', 'refitEpochs', 'trials', 'trainableParameters', 'totalParameters', 'modelBytes', 'best', 'leaderboard', 'seed']);
+
+  function normalizeResult(r) {
+    if (!r || typeof r !== 'object') return null;
+    let metrics = r.metrics && typeof r.metrics === 'object' && !Array.isArray(r.metrics) ? r.metrics : null;
+    if (!metrics) {
+      metrics = {};
+      for (const [k, v] of Object.entries(r)) if (!RESULT_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) metrics[k] = v;
+    }
+    return { ...r, metrics, metricName: r.metricName || r.metric || null };
+  }
+
   function testMetric(run) {
-    const r = run && run.result;
+    const r = normalizeResult(run && run.result);
     if (!r || !r.metrics) return null;
     const keys = Object.keys(r.metrics);
     if (!keys.length) return null;
@@ -290,14 +304,19 @@
     }
     list.textContent = '';
     $('#runs-empty').hidden = runs.length > 0;
+    // While a run trains or waits, the list follows it.
+    clearTimeout(state.runsTimer);
+    if (runs.some(r => ACTIVE.has(r.status))) {
+      state.runsTimer = setTimeout(() => { if (state.step === null) loadRuns(); }, 4000);
+    }
     for (const run of runs) {
       const scenario = scenarioOf(run);
       const metric = testMetric(run);
       const button = el('button', { type: 'button', class: 'run-open', 'data-run-id': run.id },
-        el('span', { class: 'run-name' }, run.name || run.id),
-        el('span', { class: 'run-scenario' }, scenario ? scenario.name : run.scenario),
-        el('span', null, el('span', { class: `badge ${run.status}` }, run.status)),
-        el('span', { class: 'run-metric' }, metric ? `${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''),
+        el('span', { class: 'run-name' }, run.name || run.id), ' ',
+        el('span', { class: 'run-scenario' }, scenario ? scenario.name : run.scenario), ' ',
+        el('span', null, el('span', { class: `badge ${run.status}` }, run.status === 'queued' && run.queuePosition ? `queued (${run.queuePosition})` : run.status)), ' ',
+        el('span', { class: 'run-metric' }, metric ? `${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''), ' ',
         el('span', { class: 'run-date' }, fmtDate(run.updated || run.created)));
       button.setAttribute('aria-label', `${run.name || run.id}, ${scenario ? scenario.name : run.scenario}, ${run.status}${metric ? `, ${metricLabel(metric.key)} ${fmtNumber(metric.value)}` : ''}`);
       button.addEventListener('click', () => openRun(run.id));
@@ -476,7 +495,9 @@
     const roles = new Set(s.roles || []);
     const rows = data.rows !== null && data.rows !== undefined ? `${fmtNumber(data.rows)} ${s.data === 'images' ? 'images' : s.data === 'conll' ? 'sentences' : 'rows'}` : '';
     $('#data-summary').textContent = [data.name, rows].filter(Boolean).join(' · ');
+    if (data.note) $('#data-summary').append(el('span', { class: 'muted block' }, data.note));
 
+    $('#columns-title').textContent = delimited ? 'Columns' : s.data === 'conll' ? 'Columns and split' : 'Validation split';
     $('#has-header-field').hidden = !delimited;
     $('#separator-field').hidden = !delimited;
     const hasHeader = cols.hasHeader !== undefined && cols.hasHeader !== null ? !!cols.hasHeader : !!data.hasHeader;
@@ -569,7 +590,7 @@
     if (!files.length) { showError('#data-error', 'The folder holds no files.'); return; }
     const form = new FormData();
     for (const f of files) {
-      // The server wants class/image.jpg: drop the chosen folder's own name when there is one above the classes.
+      // The relative path (folder/class/image.jpg) tells the server each image's class.
       const rel = f.webkitRelativePath || f.name;
       form.append('files', f, rel);
     }
@@ -798,6 +819,9 @@
     if (typeof ev.elapsed === 'number') t.lastElapsed = ev.elapsed;
     switch (ev.type) {
       case 'search':
+        // A new search: whatever came before belonged to an earlier training of this run.
+        t.trials = new Map();
+        t.done = null;
         t.search = ev;
         if (typeof ev.budgetSeconds === 'number') startCountdown(ev.budgetSeconds - (ev.elapsed || 0));
         break;
@@ -836,6 +860,13 @@
         stopCountdown('0 s');
         break;
       case 'status':
+        if (ev.status === 'queued') {
+          // Waiting for its turn: events replayed before this are an earlier training's.
+          t.trials = new Map();
+          t.search = null;
+          t.done = null;
+          t.message = '';
+        }
         t.status = ev.status;
         t.error = ev.error || null;
         t.queuePosition = ev.queuePosition || null;
@@ -867,7 +898,13 @@
     const runId = state.run && state.run.id;
     closeEvents();
     stopCountdown(status === 'completed' ? '0 s' : '—');
-    if (state.training) { state.training.status = status; state.training.error = error || null; }
+    if (state.training) {
+      state.training.status = status;
+      state.training.error = error || null;
+      if (status === 'cancelled') state.training.message = 'The training was cancelled; nothing was saved. Start it again when you like.';
+      if (status === 'interrupted') state.training.message = 'The app stopped while this run was training; start it again to train it.';
+      for (const tr of state.training.trials.values()) if (tr.status === 'running') tr.status = 'stopped';
+    }
     renderTraining();
     try {
       const run = await refreshRun();
@@ -1082,7 +1119,7 @@
 
   function renderEvaluationStep() {
     const run = state.run;
-    const r = run.result || {};
+    const r = normalizeResult(run.result) || {};
     const table = $('#metrics-table');
     table.textContent = '';
     const metrics = r.metrics || {};
@@ -1096,13 +1133,14 @@
 
     const info = el('tbody', { class: 'info' });
     info.append(el('tr', { class: 'section' }, el('th', { colspan: 2, scope: 'colgroup' }, 'Search and model')));
-    const add = (label, value) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: 'num' }, value))); };
+    const add = (label, value, num = true) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: num ? 'num' : 'settings' }, value))); };
     if (typeof r.validationMetric === 'number') add(`Validation ${r.metricName ? metricLabel(r.metricName).toLowerCase() : 'metric'} (best trial)`, fmtNumber(r.validationMetric));
     if (r.trials !== undefined && r.trials !== null) add('Trials', Array.isArray(r.trials) ? String(r.trials.length) : fmtNumber(r.trials));
+    if (typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
     if (r.best) {
       add('Best trial', r.best.trial !== undefined ? String(r.best.trial) : null);
       const p = r.best.parameters;
-      if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '));
+      if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '), false);
     }
     if (typeof r.modelBytes === 'number') add('Model file', `${(r.modelBytes / (1024 * 1024)).toFixed(r.modelBytes < 10 * 1024 * 1024 ? 2 : 1)} MB`);
     if (typeof r.trainableParameters === 'number') {
