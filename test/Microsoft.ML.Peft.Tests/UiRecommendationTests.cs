@@ -202,15 +202,15 @@ public class UiRecommendationTests
         // An id the model was not trained on is refused with a message that names it; so is a missing id.
         var unknown = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user = "no-such-user", item });
         Assert.That(unknown.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        var message = JsonDocument.Parse(await unknown.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString();
+        var message = await ErrorOf(unknown);
         Assert.That(message, Does.Contain("'no-such-user'"));
         Assert.That(message, Does.Contain("does not know user"));
         var unknownItem = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user, item = "99999" });
         Assert.That(unknownItem.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        Assert.That(await unknownItem.Content.ReadAsStringAsync(), Does.Contain("does not know item '99999'"));
+        Assert.That(await ErrorOf(unknownItem), Does.Contain("does not know item '99999'"));
         var missing = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user });
         Assert.That(missing.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        Assert.That(await missing.Content.ReadAsStringAsync(), Does.Contain("item id"));
+        Assert.That(await ErrorOf(missing), Does.Contain("item id"));
     }
 
     /// <summary>The JSON of a successful answer (else a failure with its status and body).</summary>
@@ -219,6 +219,13 @@ public class UiRecommendationTests
         var body = await response.Content.ReadAsStringAsync();
         Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {body}");
         return JsonDocument.Parse(body);
+    }
+
+    /// <summary>The message of an error answer, <c>{"error": ...}</c>.</summary>
+    private static async Task<string> ErrorOf(HttpResponseMessage response)
+    {
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return json.RootElement.GetProperty("error").GetString() ?? "";
     }
 
     /// <summary>The built <c>mlnet-peft.dll</c>, recorded by the test project's build.</summary>
