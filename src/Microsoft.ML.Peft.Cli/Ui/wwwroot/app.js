@@ -461,7 +461,7 @@
     if (s.data === 'delimited') {
       if (want.has('user')) roles.user = $('#user-col').value;
       if (want.has('item')) roles.item = $('#item-col').value;
-      if (want.has('label')) roles.label = $('#label-col').value;
+      if (want.has('label')) roles[want.has('user') ? 'rating' : 'label'] = $('#label-col').value;
       if (want.has('text')) roles.text = $('#text-col').value;
       if (want.has('text2')) roles.text2 = $('#text2-col').value;
     } else if (s.data === 'conll') {
@@ -487,7 +487,8 @@
     $('#server-path').placeholder = images ? '/data/pets (one sub-folder per class)' : s.data === 'conll' ? '/data/train.conll' : ratings ? '/data/ratings.tsv' : '/data/reviews.tsv';
     $('#data-lead').textContent = images
       ? 'Upload a folder of images with one sub-folder per class (the sub-folder names are the labels), or give a path on the machine that runs the app.'
-      : 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for validation and testing.';
+      : s.validation === false ? 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for testing.'
+        : 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for validation and testing.';
     renderData();
   }
 
@@ -907,7 +908,7 @@
         break;
       case 'done':
         t.done = ev;
-        t.message = 'The search is done.';
+        t.message = (scenarioOf(state.run) || {}).budget === false ? 'The training is done.' : 'The search is done.';
         stopCountdown('0 s');
         break;
       case 'status':
@@ -1069,7 +1070,9 @@
       points: tr.epochs.filter(e => typeof e[pick] === 'number' && Number.isFinite(e[pick])).map(e => [e.epoch, e[pick]]),
     })).filter(sr => sr.points.length > 0);
     drawChart($('#loss-chart'), series('loss'), { xLabel: 'epoch', yLabel: 'loss', empty: ACTIVE.has(status) ? 'Waiting for the first epoch…' : 'No epochs yet.' });
-    drawChart($('#validation-chart'), series('validation'), { xLabel: 'epoch', yLabel: metricName ? metricLabel(metricName).toLowerCase() : 'metric', empty: ACTIVE.has(status) ? 'Waiting for the first validation…' : 'No validation yet.' });
+    const noValidation = (scenarioOf(run) || {}).validation === false;
+    drawChart($('#validation-chart'), series('validation'), { xLabel: 'epoch', yLabel: metricName ? metricLabel(metricName).toLowerCase() : 'metric',
+      empty: noValidation ? 'No validation set: the test metrics come after training.' : ACTIVE.has(status) ? 'Waiting for the first validation…' : 'No validation yet.' });
   }
 
   function firstMetricName(t) {
@@ -1188,13 +1191,13 @@
     const add = (label, value, num = true) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: num ? 'num' : 'settings' }, value))); };
     if (typeof r.validationMetric === 'number') add(`Validation ${r.metricName ? metricLabel(r.metricName).toLowerCase() : 'metric'} (best trial)`, fmtNumber(r.validationMetric));
     if (r.trials !== undefined && r.trials !== null) add('Trials', Array.isArray(r.trials) ? String(r.trials.length) : fmtNumber(r.trials));
-    if (typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
+    if (s.budget !== false && typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
     if (r.best) {
       add('Best trial', r.best.trial !== undefined ? String(r.best.trial) : null);
       const p = r.best.parameters;
       if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '), false);
     }
-    if (r.modelKind) add('Model', String(r.modelKind), false);
+    if (r.modelKind) add('Model', String(r.modelKind));
     if (typeof r.rank === 'number') add('Rank', fmtNumber(r.rank));
     if (typeof r.users === 'number' && typeof r.items === 'number') add('Users, items', `${fmtNumber(r.users)}, ${fmtNumber(r.items)}`);
     if (typeof r.testRows === 'number') add('Test rows', fmtNumber(r.testRows));
