@@ -2,10 +2,8 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
-using System.Reflection;
 using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using NUnit.Framework;
 
 namespace Microsoft.ML.Peft.Tests;
@@ -19,70 +17,18 @@ namespace Microsoft.ML.Peft.Tests;
 public class UiRecommendationTests
 {
     private static readonly TimeSpan TrainingTimeout = TimeSpan.FromSeconds(60);
-    private string workDir = "";
-    private Process? server;
+    private UiHost? host;
     private HttpClient? client;
 
     [SetUp]
-    public async Task StartServer()
+    public void StartServer()
     {
-        workDir = Path.Combine(Path.GetTempPath(), "peft-ui-rec-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(workDir);
-        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workDir,
-        };
-        start.ArgumentList.Add(CliPath);
-        foreach (var a in new[] { "ui", "--port", "0", "--work-dir", Path.Combine(workDir, "runs") }) start.ArgumentList.Add(a);
-        start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
-        server = Process.Start(start) ?? throw new InvalidOperationException("mlnet-peft ui did not start.");
-        var errors = new StringBuilder();
-        server.ErrorDataReceived += (_, e) => { lock (errors) errors.AppendLine(e.Data); };
-        server.BeginErrorReadLine();
-        // The first line names the address with its token: "mlnet-peft ui: open http://127.0.0.1:PORT/?token=TOKEN".
-        var read = server.StandardOutput.ReadLineAsync();
-        if (await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(30))) != read || read.Result is null)
-            Assert.Fail($"mlnet-peft ui printed no address within 30 s; stderr:\n{errors}");
-        var match = Regex.Match(read.Result!, @"(http://[^/\s]+)/\?token=(\S+)");
-        Assert.That(match.Success, Is.True, $"unexpected first line: {read.Result}");
-        // Keep reading stdout so that the server never blocks on a full pipe.
-        _ = Task.Run(async () =>
-        {
-            while (await server.StandardOutput.ReadLineAsync() is not null)
-            {
-            }
-        });
-        client = new HttpClient { BaseAddress = new Uri(match.Groups[1].Value), Timeout = TimeSpan.FromSeconds(60) };
-        client.DefaultRequestHeaders.Add("X-Peft-Token", match.Groups[2].Value);
+        host = UiHost.Start();
+        client = host.Client;
     }
 
     [TearDown]
-    public void StopServer()
-    {
-        client?.Dispose();
-        if (server is not null)
-        {
-            try
-            {
-                if (!server.HasExited) server.Kill(entireProcessTree: true);
-                server.WaitForExit(10_000);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-            server.Dispose();
-        }
-        try
-        {
-            Directory.Delete(workDir, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    public void StopServer() => host?.Dispose();
 
     [Test]
     public async Task RecommendationRunTrainsEvaluatesAndPredicts()
@@ -152,7 +98,7 @@ public class UiRecommendationTests
             }
             await Task.Delay(500);
         }
-        Assert.That(final.ValueKind, Is.EqualTo(JsonValueKind.Object), $"the training did not end within {TrainingTimeout}");
+        Assert.That(final.ValueKind, Is.EqualTo(JsonValueKind.Object), $"the training did not end within {TrainingTimeout}\n{host!.Output}");
         var log = await http.GetStringAsync($"/api/runs/{id}/log");
         Assert.That(final.GetProperty("status").GetString(), Is.EqualTo("completed"), $"{final}\n--- log ---\n{log}");
         Assert.That(log, Does.Contain("--model-kind mf"));
@@ -226,18 +172,5 @@ public class UiRecommendationTests
     {
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         return json.RootElement.GetProperty("error").GetString() ?? "";
-    }
-
-    /// <summary>The built <c>mlnet-peft.dll</c>, recorded by the test project's build.</summary>
-    private static string CliPath
-    {
-        get
-        {
-            var path = typeof(UiRecommendationTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
-                .SingleOrDefault(a => a.Key == "MlnetPeftCli")?.Value;
-            Assert.That(path, Is.Not.Null.And.Not.Empty, "the test assembly does not record where mlnet-peft.dll is");
-            Assert.That(File.Exists(path), Is.True, $"mlnet-peft.dll is not at '{path}'");
-            return path!;
-        }
     }
 }
