@@ -72,9 +72,13 @@ internal static class RecommendationCommand
         });
         var rank = new Option<int>("--rank") { Description = $"Rank of the user and item factors (embeddings for ncf; default {defaults.ApproximationRank} for mf, {neural.ApproximationRank} for ncf)." }.AtLeast(1);
         var hidden = new Option<string>("--hidden-layers") { Description = $"ncf: sizes of the MLP's layers, comma-separated (default {string.Join(',', neural.HiddenLayerSizes)})." };
+        var events = new Option<string>("--events")
+        {
+            Description = "Also write the training's progress to this file as JSON lines, as auto --events does (one trial; an epoch event after each pass with its training loss; done with the test metrics).",
+        };
         var command = new Command("recommendation", "Train a recommender on explicit ratings (matrix factorisation, or neural collaborative filtering), report RMSE and MAE and save it as an ML.NET model.")
         {
-            dataset, kind, rank, hidden,
+            dataset, kind, rank, hidden, events,
         };
         foreach (var option in c.All) command.Options.Add(option);
         var code = CodeGenerationOptions.Create();
@@ -89,12 +93,14 @@ internal static class RecommendationCommand
             var outputPath = OutputFiles.Check(parse.GetValue(c.Output)!, "--output");
             var metricsPath = parse.GetValue(c.MetricsJson) is { } m ? OutputFiles.Check(m, "--metrics-json") : null;
             var codeRequest = code.Check(parse, "recommendation");
+            var eventsPath = parse.GetValue(events) is { } ev ? OutputFiles.Check(ev, "--events") : null;
             int seed = parse.GetValue(c.Seed);
 
             var console = Terminal.Out;
             c.ApplyThreads(parse);
             var mlContext = new MLContext(seed);
             using var cancellation = Cancellation.Attach(mlContext);
+            using var progress = Auto.AutoEvents.Open(eventsPath);
             var train = Load(mlContext, trainFile, ids, (UserColumn, ItemColumn, LabelColumn));
             var (trainSet, testSet) = TextClassificationCommand.HoldOut(mlContext, console, train, testFile is null ? null : Load(mlContext, testFile, ids, (UserColumn, ItemColumn, LabelColumn)), seed);
             bool isNeural = parse.GetValue(kind) == "ncf";
@@ -104,38 +110,65 @@ internal static class RecommendationCommand
             int iterations = parse.GetResult(c.Iterations) is not { Implicit: false } ? (isNeural ? neural.NumberOfIterations : defaults.NumberOfIterations) : parse.GetValue(c.Iterations);
             double lambda = parse.GetResult(c.Lambda) is not { Implicit: false } ? (isNeural ? neural.Lambda : defaults.Lambda) : parse.GetValue(c.Lambda);
             double learningRate = parse.GetResult(c.LearningRate) is not { Implicit: false } ? (isNeural ? neural.LearningRate : defaults.LearningRate) : parse.GetValue(c.LearningRate);
-            IEstimator<ITransformer> trainer = isNeural
-                ? mlContext.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
+            int rankUsed = rankValue ?? (isNeural ? neural.ApproximationRank : defaults.ApproximationRank);
+            IEstimator<ITransformer> trainer;
+            if (isNeural)
+            {
+                var ncf = mlContext.Regression.Trainers.PeftNeuralCollaborativeFiltering(new PeftNeuralCollaborativeFilteringTrainer.Options
                 {
                     MatrixColumnIndexColumnName = UserColumn,
                     MatrixRowIndexColumnName = ItemColumn,
                     LabelColumnName = LabelColumn,
-                    ApproximationRank = rankValue ?? neural.ApproximationRank,
+                    ApproximationRank = rankUsed,
                     HiddenLayerSizes = layers,
                     NumberOfIterations = iterations,
                     Lambda = lambda,
                     LearningRate = learningRate,
                     Seed = seed,
-                })
-                : mlContext.Regression.Trainers.PeftMatrixFactorization(new PeftMatrixFactorizationTrainer.Options
+                });
+                if (progress is not null) ncf.IterationCompleted += (_, e) => progress.Epoch(1, e.Iteration, iterations, e.TrainingLoss, null, "rmse");
+                trainer = ncf;
+            }
+            else
+            {
+                var mf = mlContext.Regression.Trainers.PeftMatrixFactorization(new PeftMatrixFactorizationTrainer.Options
                 {
                     MatrixColumnIndexColumnName = UserColumn,
                     MatrixRowIndexColumnName = ItemColumn,
                     LabelColumnName = LabelColumn,
-                    ApproximationRank = rankValue ?? defaults.ApproximationRank,
+                    ApproximationRank = rankUsed,
                     NumberOfIterations = iterations,
                     Lambda = lambda,
                     LearningRate = learningRate,
                     Seed = seed,
                 });
+                if (progress is not null) mf.IterationCompleted += (_, e) => progress.Epoch(1, e.Iteration, iterations, e.TrainingMse, null, "rmse");
+                trainer = mf;
+            }
+            if (progress is not null)
+            {
+                // One trial, the chosen settings: the same events as auto's, so that a follower draws the loss per pass.
+                progress.Search("recommendation", "rmse", higherIsBetter: false, budgetSeconds: null);
+                var settings = new List<(string, string)>
+                {
+                    ("modelKind", isNeural ? "ncf" : "mf"), ("rank", rankUsed.ToString(CultureInfo.InvariantCulture)),
+                    ("iterations", iterations.ToString(CultureInfo.InvariantCulture)), ("lambda", lambda.ToString("R", CultureInfo.InvariantCulture)),
+                    ("learningRate", learningRate.ToString("R", CultureInfo.InvariantCulture)),
+                };
+                if (isNeural) settings.Add(("hiddenLayers", string.Join(',', layers)));
+                progress.Trial(1, settings, null);
+            }
             var watch = Stopwatch.StartNew();
             using var model = (PeftRecommenderTransformer)TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(trainSet));
             watch.Stop();
             var metrics = TrainingProgress.Run(mlContext, console, "Evaluating", () => mlContext.Regression.Evaluate(model.Transform(testSet), LabelColumn));
+            // The trial's metric is the test RMSE: there is no validation set.
+            progress?.TrialEnd(1, "completed", metrics.RootMeanSquaredError, watch.Elapsed.TotalSeconds, null);
             OutputFiles.WriteAtomically(outputPath, temporary => mlContext.Model.Save(model, trainSet.Schema, temporary));
             var report = RecommendationReport.Of(model, isNeural, metrics, null, watch.Elapsed, outputPath, Count(testSet));
             Finish(console, report, isNeural ? "Neural collaborative filtering" : "Matrix factorization", outputPath, metricsPath);
             codeRequest?.Write(outputPath, console);
+            progress?.Done(1, null, new[] { ("rmse", report.Rmse), ("mae", report.Mae) });
             return 0;
         });
         return command;

@@ -16,6 +16,9 @@ internal static class DataIntake
     private const int SampleRows = 2000;
     private const int ImageSamples = 12;
     private static readonly string[] LabelNames = { "label", "labels", "class", "category", "sentiment", "target", "y", "score", "similarity", "tag" };
+    private static readonly string[] UserNames = { "user", "userid", "user_id", "user-id", "users", "customer", "customerid", "customer_id", "client", "clientid", "member", "reviewer", "reviewerid" };
+    private static readonly string[] ItemNames = { "item", "itemid", "item_id", "item-id", "items", "movie", "movieid", "movie_id", "product", "productid", "product_id", "film", "book", "bookid", "asin", "song", "track" };
+    private static readonly string[] RatingNames = { "rating", "ratings", "score", "label", "stars", "rate", "value" };
 
     /// <summary>Separators the page may choose, by their <c>--separator</c> names.</summary>
     public static readonly IReadOnlyDictionary<string, char> Separators = new Dictionary<string, char>
@@ -91,7 +94,7 @@ internal static class DataIntake
         var table = lines.Select(l => DelimitedFile.SplitLine(l, format)).ToList();
         int columns = table[0].Count;
         if (columns < 2)
-            throw new InvalidDataException($"'{name}' has a single column with the separator {SeparatorName(separator)}: {scenario.Name.ToLowerInvariant()} needs {(scenario.Roles.Contains("text2") ? "three" : "two")} (texts and a label).");
+            throw new InvalidDataException($"'{name}' has a single column with the separator {SeparatorName(separator)}: {scenario.Name.ToLowerInvariant()} needs {RolesText(scenario)}.");
         int bad = table.FindIndex(r => r.Count != columns);
         if (bad >= 0)
             throw new InvalidDataException($"Line {bad + 1} of '{name}' has {table[bad].Count} fields where the first line has {columns} (separator {SeparatorName(separator)}).");
@@ -175,6 +178,44 @@ internal static class DataIntake
             && table[0].Any(v => LabelNames.Contains(v.Trim().ToLowerInvariant()) || v.Trim().ToLowerInvariant().Contains("sentence", StringComparison.Ordinal) || v.Trim().ToLowerInvariant().Contains("text", StringComparison.Ordinal));
     }
 
+    /// <summary>The columns <paramref name="scenario"/> needs, in words.</summary>
+    private static string RolesText(Scenario scenario) =>
+        scenario.Roles.Contains("user") ? "three (a user id, an item id and a rating)"
+        : scenario.Roles.Contains("text2") ? "three (texts and a label)" : "two (texts and a label)";
+
+    private static bool IsInteger(string text) => long.TryParse(text.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out _);
+
+    /// <summary>
+    /// Ratings: the user and item columns by their names (user, userId, item, movie, product...), else the first two columns of
+    /// integers; the rating is a numeric column named rating, score or label, else the numeric column with the fewest values.
+    /// </summary>
+    private static UiColumns DetectRatingColumns(List<string> names, List<List<string>> body, int[] distinct, bool[] numeric)
+    {
+        int n = names.Count;
+        string Key(int c) => names[c].Trim().ToLowerInvariant();
+        var used = new HashSet<int>();
+        int Pick(IEnumerable<int> candidates)
+        {
+            foreach (var c in candidates)
+                if (used.Add(c)) return c;
+            return -1;
+        }
+        var all = Enumerable.Range(0, n).ToList();
+        var integers = all.Where(c => body.All(r => IsInteger(r[c]))).ToList();
+        int user = Pick(all.Where(c => UserNames.Contains(Key(c))));
+        int item = Pick(all.Where(c => ItemNames.Contains(Key(c))));
+        int rating = Pick(all.Where(c => numeric[c] && RatingNames.Contains(Key(c))));
+        if (user < 0) user = Pick(integers.Where(c => c != rating));
+        if (item < 0) item = Pick(integers.Where(c => c != rating));
+        if (rating < 0) rating = Pick(all.Where(c => numeric[c] && distinct[c] >= 2).OrderBy(c => distinct[c]));
+        return new UiColumns
+        {
+            User = user >= 0 ? names[user] : null,
+            Item = item >= 0 ? names[item] : null,
+            Label = rating >= 0 ? names[rating] : null,
+        };
+    }
+
     private static UiColumns DetectColumns(Scenario scenario, List<string> names, List<List<string>> body)
     {
         int n = names.Count;
@@ -182,6 +223,7 @@ internal static class DataIntake
         var distinct = Enumerable.Range(0, n).Select(c => body.Select(r => r[c].Trim()).Distinct(StringComparer.Ordinal).Count()).ToArray();
         var numeric = Enumerable.Range(0, n).Select(c => body.All(r => IsNumber(r[c]))).ToArray();
         bool Named(int c) => LabelNames.Contains(names[c].Trim().ToLowerInvariant());
+        if (scenario.Roles.Contains("user")) return DetectRatingColumns(names, body, distinct, numeric);
         int label;
         if (scenario.LabelKind == "number")
         {
@@ -201,7 +243,7 @@ internal static class DataIntake
             Label = label >= 0 ? names[label] : null,
             Text = chosen.Count > 0 ? names[chosen[0]] : null,
             Text2 = scenario.Roles.Contains("text2") && chosen.Count > 1 ? names[chosen[1]] : null,
-            ValidationFraction = 0.2,
+            ValidationFraction = scenario.Validation ? 0.2 : null,
         };
     }
 

@@ -4,9 +4,9 @@ using System.Text;
 namespace Microsoft.ML.Peft.Cli.Ui;
 
 /// <summary>What the model of a run predicts for one input (the "try it" step).</summary>
-/// <param name="Predicted">The predicted class, or the similarity score as text, or the tags.</param>
+/// <param name="Predicted">The predicted class, or the similarity score or rating as text, or the tags.</param>
 /// <param name="Scores">Class probabilities, highest first (classification).</param>
-/// <param name="Score">The similarity (sentence similarity).</param>
+/// <param name="Score">The similarity (sentence similarity), or the predicted rating (recommendation).</param>
 /// <param name="Tokens">Each word and its tag (named entities).</param>
 internal sealed record UiPrediction(string Predicted, IReadOnlyList<UiScore>? Scores, double? Score, IReadOnlyList<UiToken>? Tokens);
 
@@ -25,7 +25,42 @@ internal sealed class Predictor
     private readonly SemaphoreSlim gate = new(1, 1);
 
     /// <summary>Predicts for <paramref name="text"/> (and <paramref name="text2"/>) or the image at <paramref name="imagePath"/>.</summary>
-    public async Task<UiPrediction> PredictAsync(Scenario scenario, string folder, string? text, string? text2, string? imagePath, CancellationToken cancel)
+    public Task<UiPrediction> PredictAsync(Scenario scenario, string folder, string? text, string? text2, string? imagePath, CancellationToken cancel) =>
+        InWorkFolderAsync(folder, (model, work) => Predict(scenario, model, work, text, text2, imagePath), cancel);
+
+    /// <summary>The rating a recommender predicts for <paramref name="user"/> and <paramref name="item"/>, both ids it was trained on.</summary>
+    public Task<UiPrediction> PredictRatingAsync(string folder, string? user, string? item, CancellationToken cancel)
+    {
+        var userId = Id(user, "user");
+        var itemId = Id(item, "item");
+        return InWorkFolderAsync(folder, (model, work) =>
+        {
+            var input = Path.Combine(work, "input.tsv");
+            var output = Path.Combine(work, "predictions.tsv");
+            File.WriteAllText(input, "user\titem\n" + userId + "\t" + itemId + "\n", new UTF8Encoding(false));
+            RecommendationPredictions.Run(model, input, new TextFileFormat('\t', true), "user", "item", null, output, null, knownIdsOnly: true);
+            var lines = File.ReadAllLines(output);
+            if (lines.Length < 2) throw new InvalidDataException("The model wrote no prediction.");
+            var header = lines[0].Split('\t');
+            var values = lines[1].Split('\t');
+            int column = header.Length - 1;
+            if (values.Length != header.Length) throw new InvalidDataException("The predictions file is not laid out as expected.");
+            double rating = double.Parse(values[column], NumberStyles.Float, CultureInfo.InvariantCulture);
+            return new UiPrediction(rating.ToString("0.###", CultureInfo.InvariantCulture), null, rating, null);
+        }, cancel);
+    }
+
+    private static string Id(string? id, string field)
+    {
+        if (string.IsNullOrWhiteSpace(id)) throw new ArgumentException($"Type the {field} id to predict for.");
+        id = id.Trim();
+        if (id.Length > 1024 || id.IndexOfAny(new[] { '\t', '\r', '\n', '"' }) >= 0)
+            throw new ArgumentException($"The {field} id must be one line of at most 1,024 characters, without tabs or quotes.");
+        return id;
+    }
+
+    /// <summary>Runs <paramref name="predict"/> (given the model file and a new work folder) one at a time; the work folder goes afterwards.</summary>
+    private async Task<UiPrediction> InWorkFolderAsync(string folder, Func<string, string, UiPrediction> predict, CancellationToken cancel)
     {
         var model = Path.Combine(folder, "model.zip");
         if (!File.Exists(model)) throw new InvalidOperationException("This run has no model yet: train it first.");
@@ -34,7 +69,7 @@ internal sealed class Predictor
         try
         {
             Directory.CreateDirectory(work);
-            return await Task.Run(() => Predict(scenario, model, work, text, text2, imagePath), cancel);
+            return await Task.Run(() => predict(model, work), cancel);
         }
         finally
         {

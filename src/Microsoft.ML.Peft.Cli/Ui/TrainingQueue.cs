@@ -119,7 +119,8 @@ internal sealed class TrainingQueue : IDisposable
         var folder = store.Folder(id);
         ClearOutputs(folder);
 
-        var start = Command(AutoArguments(run, folder));
+        var scenario = Scenarios.Get(run.Scenario) ?? throw new InvalidOperationException($"'{run.Scenario}' is not a scenario.");
+        var start = Command(scenario.Arguments(run, folder));
         start.WorkingDirectory = folder;
         start.RedirectStandardOutput = true;
         start.RedirectStandardError = true;
@@ -245,6 +246,30 @@ internal sealed class TrainingQueue : IDisposable
         if (columns.TagColumn is int tag) args.AddRange(new[] { "--tag-col", tag.ToString(CultureInfo.InvariantCulture) });
         if (columns.ValidationFraction is double fraction) args.AddRange(new[] { "--validation-fraction", fraction.ToString("R", CultureInfo.InvariantCulture) });
         if (training.Mode == "method" && training.Method is not null) args.AddRange(new[] { "--methods", training.Method });
+        return args;
+    }
+
+    /// <summary>The arguments of <c>recommendation</c> for <paramref name="run"/>: the chosen model kind, the passes if set; it holds out its own test ratings.</summary>
+    internal static List<string> RecommendationArguments(UiRun run, string folder)
+    {
+        var data = run.Data ?? throw new InvalidOperationException("The run has no data.");
+        var columns = run.Columns ?? throw new InvalidOperationException("The run's columns are not set.");
+        var training = run.Training ?? throw new InvalidOperationException("The run has no training settings.");
+        var args = new List<string>
+        {
+            "recommendation", "--dataset", data.Path,
+            "--user-col", columns.User ?? throw new InvalidOperationException("The run has no user column."),
+            "--item-col", columns.Item ?? throw new InvalidOperationException("The run has no item column."),
+            "--label-col", columns.Label ?? throw new InvalidOperationException("The run has no rating column."),
+            "--model-kind", training.Method ?? "mf",
+            "--output", Path.Combine(folder, "model.zip"),
+            "--metrics-json", Path.Combine(folder, "metrics.json"),
+            "--events", Path.Combine(folder, "events.jsonl"),
+            "--generate-code", Path.Combine(folder, CodeFolder),
+        };
+        if (data.Separator is not null) args.AddRange(new[] { "--separator", data.Separator });
+        if (data.HasHeader) args.Add("--has-header");
+        if (training.Iterations is int passes) args.AddRange(new[] { "--iterations", passes.ToString(CultureInfo.InvariantCulture) });
         return args;
     }
 

@@ -350,7 +350,16 @@ internal sealed class UiApi
         return string.Join('/', segments);
     }
 
-    private sealed record ColumnsRequest(string? Label, string? Text, string? Text2, bool? HasHeader, string? Separator, double? ValidationFraction, int? TagColumn);
+    private sealed record ColumnsRequest(string? Label, string? Text, string? Text2, bool? HasHeader, string? Separator, double? ValidationFraction, int? TagColumn,
+        string? User = null, string? Item = null);
+
+    /// <summary>How a role's column is named in messages.</summary>
+    private static string RoleName(Scenario scenario, string role) => role switch
+    {
+        "label" => scenario.Roles.Contains("user") ? "rating" : "label",
+        "text2" => "second text",
+        _ => role,
+    };
 
     private Task<IResult> SetColumns(string id, HttpRequest request) => WithRunAsync(id, async run =>
     {
@@ -359,8 +368,8 @@ internal sealed class UiApi
         var body = await ReadJson<ColumnsRequest>(request);
         if (body is null) return Fail(400, "Send the columns as JSON.");
         var scenario = Scenarios.Get(run.Scenario)!;
-        double fraction = body.ValidationFraction ?? 0.2;
-        if (!(fraction >= 0.05 && fraction <= 0.5)) return Fail(400, $"The validation split must be between 5% and 50%; it is {fraction * 100:0.#}%.");
+        double? fraction = scenario.Validation ? body.ValidationFraction ?? 0.2 : null;
+        if (fraction is double f && !(f >= 0.05 && f <= 0.5)) return Fail(400, $"The validation split must be between 5% and 50%; it is {f * 100:0.#}%.");
         UiData data;
         try
         {
@@ -376,29 +385,31 @@ internal sealed class UiApi
         if (scenario.Data == "delimited")
         {
             var names = data.Preview.Columns;
-            string? Check(string? value, string role, bool required, out string? error)
+            // Every role of the scenario needs a column of the file, each its own.
+            var given = new Dictionary<string, string?>
             {
-                error = null;
-                if (string.IsNullOrEmpty(value))
-                {
-                    if (required) error = $"Choose the {role} column.";
-                    return null;
-                }
-                if (!names.Contains(value)) error = $"'{value}' is not a column of '{data.Name}' (its columns: {string.Join(", ", names)}).";
-                return value;
+                ["label"] = body.Label, ["text"] = body.Text, ["text2"] = body.Text2, ["user"] = body.User, ["item"] = body.Item,
+            };
+            var chosenColumns = new Dictionary<string, string>();
+            foreach (var role in scenario.Roles)
+            {
+                var value = given.GetValueOrDefault(role);
+                if (string.IsNullOrEmpty(value)) return Fail(400, $"Choose the {RoleName(scenario, role)} column.");
+                if (!names.Contains(value)) return Fail(400, $"'{value}' is not a column of '{data.Name}' (its columns: {string.Join(", ", names)}).");
+                chosenColumns[role] = value;
             }
-            columns.Label = Check(body.Label, "label", true, out var e1);
-            columns.Text = Check(body.Text, "text", true, out var e2);
-            columns.Text2 = scenario.Roles.Contains("text2") ? Check(body.Text2, "second text", true, out var e3) : null;
-            var error = e1 ?? e2 ?? (scenario.Roles.Contains("text2") ? Check(body.Text2, "second text", true, out var e4) is var _ ? e4 : null : null);
-            if (error is not null) return Fail(400, error);
-            var chosen = new[] { columns.Label, columns.Text, columns.Text2 }.Where(c => c is not null).ToList();
-            if (chosen.Distinct().Count() != chosen.Count) return Fail(400, "The label and text columns must be different columns.");
+            columns.Label = chosenColumns.GetValueOrDefault("label");
+            columns.Text = chosenColumns.GetValueOrDefault("text");
+            columns.Text2 = chosenColumns.GetValueOrDefault("text2");
+            columns.User = chosenColumns.GetValueOrDefault("user");
+            columns.Item = chosenColumns.GetValueOrDefault("item");
+            if (chosenColumns.Values.Distinct().Count() != chosenColumns.Count)
+                return Fail(400, $"The {string.Join(", ", scenario.Roles.Select(r => RoleName(scenario, r)))} columns must be different columns.");
             int labelIndex = names.IndexOf(columns.Label!);
             if (scenario.LabelKind == "number")
             {
                 var bad = data.Preview.Rows.FirstOrDefault(r => !double.TryParse(r[labelIndex], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out _));
-                if (bad is not null) return Fail(400, $"The label column '{columns.Label}' must hold numbers (similarity scores); it has '{bad[labelIndex]}'.");
+                if (bad is not null) return Fail(400, $"The {RoleName(scenario, "label")} column '{columns.Label}' must hold numbers ({(scenario.Roles.Contains("user") ? "ratings" : "similarity scores")}); it has '{bad[labelIndex]}'.");
             }
             else
             {
@@ -443,7 +454,7 @@ internal sealed class UiApi
         return Results.File(full, type);
     });
 
-    private sealed record TrainRequest(string? Mode, int? TrainTime, string? Method);
+    private sealed record TrainRequest(string? Mode, int? TrainTime, string? Method, int? Iterations = null);
 
     private Task<IResult> Train(string id, HttpRequest request) => WithRunAsync(id, async run =>
     {
@@ -452,17 +463,20 @@ internal sealed class UiApi
         var body = await ReadJson<TrainRequest>(request);
         if (body is null) return Fail(400, "Send the training settings as JSON.");
         var scenario = Scenarios.Get(run.Scenario)!;
-        var mode = body.Mode ?? "budget";
+        var mode = body.Mode ?? (scenario.Budget ? "budget" : "method");
         if (mode is not ("budget" or "method")) return Fail(400, $"The training mode '{mode}' is not 'budget' or 'method'.");
+        if (mode == "budget" && !scenario.Budget) return Fail(400, $"{scenario.Name} has no search within a time budget: choose a method ({string.Join(", ", scenario.Methods)}).");
         int time = body.TrainTime ?? 120;
-        if (time < Microsoft.ML.Peft.AutoML.PeftExperimentOptions.MinimumTrainTimeSeconds || time > 7 * 24 * 3600)
+        if (scenario.Budget && (time < Microsoft.ML.Peft.AutoML.PeftExperimentOptions.MinimumTrainTimeSeconds || time > 7 * 24 * 3600))
             return Fail(400, $"The time budget must be at least {Microsoft.ML.Peft.AutoML.PeftExperimentOptions.MinimumTrainTimeSeconds} s (and at most a week); it is {time} s.");
         if (mode == "method" && (body.Method is null || !scenario.Methods.Contains(body.Method)))
             return Fail(400, $"Choose a method of {scenario.Name.ToLowerInvariant()}: {string.Join(", ", scenario.Methods)}.");
+        if (body.Iterations is int passes && (scenario.Passes is null || passes < 1 || passes > 10_000))
+            return Fail(400, scenario.Passes is null ? $"{scenario.Name} does not take a number of passes." : $"The number of passes must be from 1 to 10,000; it is {passes}.");
         var updated = store.Update(id, r =>
         {
             if (UiStatus.IsActive(r.Status)) throw new InvalidOperationException("This run is already training or waiting to train.");
-            r.Training = new UiTraining { Mode = mode, TrainTime = time, Method = mode == "method" ? body.Method : null };
+            r.Training = new UiTraining { Mode = mode, TrainTime = time, Method = mode == "method" ? body.Method : null, Iterations = body.Iterations };
             r.Status = UiStatus.Queued;
             r.Error = null;
             r.Result = null;
@@ -561,7 +575,7 @@ internal sealed class UiApi
         return Results.Json(new { fileName = "Program.cs", code, command }, UiJson.Options);
     });
 
-    private sealed record PredictRequest(string? Text, string? Text2);
+    private sealed record PredictRequest(string? Text, string? Text2, string? User = null, string? Item = null);
 
     private Task<IResult> Predict(string id, HttpRequest request) => WithRunAsync(id, async run =>
     {
@@ -588,8 +602,11 @@ internal sealed class UiApi
                 return Results.Json(await predictor.PredictAsync(scenario, folder, null, null, image, request.HttpContext.RequestAborted), UiJson.Options);
             }
             var body = await ReadJson<PredictRequest>(request);
-            if (body is null) return Fail(400, "Send {\"text\": ...} as JSON.");
-            return Results.Json(await predictor.PredictAsync(scenario, folder, body.Text, body.Text2, null, request.HttpContext.RequestAborted), UiJson.Options);
+            if (body is null) return Fail(400, scenario.Roles.Contains("user") ? "Send {\"user\": ..., \"item\": ...} as JSON." : "Send {\"text\": ...} as JSON.");
+            var prediction = scenario.Roles.Contains("user")
+                ? await predictor.PredictRatingAsync(folder, body.User, body.Item, request.HttpContext.RequestAborted)
+                : await predictor.PredictAsync(scenario, folder, body.Text, body.Text2, null, request.HttpContext.RequestAborted);
+            return Results.Json(prediction, UiJson.Options);
         }
         catch (Exception e) when (e is ArgumentException or InvalidDataException or InvalidOperationException or IOException or FormatException)
         {

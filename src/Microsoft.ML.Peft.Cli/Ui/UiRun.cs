@@ -85,6 +85,13 @@ internal sealed class UiColumns
     public string? Label { get; set; }
     public string? Text { get; set; }
     public string? Text2 { get; set; }
+
+    /// <summary>The user id column (recommendation).</summary>
+    public string? User { get; set; }
+
+    /// <summary>The item id column (recommendation).</summary>
+    public string? Item { get; set; }
+
     public bool? HasHeader { get; set; }
     public string? Separator { get; set; }
     public double? ValidationFraction { get; set; }
@@ -99,6 +106,9 @@ internal sealed class UiTraining
 
     public int TrainTime { get; set; }
     public string? Method { get; set; }
+
+    /// <summary>Passes over the data (scenarios whose command takes it, as <c>--iterations</c>); null for the method's default.</summary>
+    public int? Iterations { get; set; }
 }
 
 /// <summary>The JSON settings of run.json and of the API: camelCase, nulls left out of files.</summary>

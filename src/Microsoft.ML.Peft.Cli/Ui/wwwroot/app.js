@@ -156,7 +156,12 @@
 
   // The fields of auto's metrics JSON that are not test metrics (the server may pass that JSON as it is, metrics at the top).
   const RESULT_FIELDS = new Set(['task', 'metric', 'metricName', 'metrics', 'validationMetric', 'trainSeconds', 'budgetSeconds', 'refitted',
-    'refitSeconds', 'refitEpochs', 'trials', 'trainableParameters', 'totalParameters', 'modelBytes', 'best', 'leaderboard', 'seed']);
+    'refitSeconds', 'refitEpochs', 'trials', 'trainableParameters', 'totalParameters', 'modelBytes', 'best', 'leaderboard', 'seed',
+    // recommendation's metrics JSON: sizes and settings beside rmse and mae
+    'testRows', 'users', 'items', 'rank', 'modelKind', 'newUsers', 'newItems']);
+
+  // Whether a scenario has a role (a column to map): label, text, text2, user, item.
+  const hasRole = (s, role) => !!s && (s.roles || []).includes(role);
 
   function normalizeResult(r) {
     if (!r || typeof r !== 'object') return null;
@@ -454,7 +459,9 @@
     if (!s) return roles;
     const want = new Set(s.roles || []);
     if (s.data === 'delimited') {
-      if (want.has('label')) roles.label = $('#label-col').value;
+      if (want.has('user')) roles.user = $('#user-col').value;
+      if (want.has('item')) roles.item = $('#item-col').value;
+      if (want.has('label')) roles[want.has('user') ? 'rating' : 'label'] = $('#label-col').value;
       if (want.has('text')) roles.text = $('#text-col').value;
       if (want.has('text2')) roles.text2 = $('#text2-col').value;
     } else if (s.data === 'conll') {
@@ -474,11 +481,14 @@
     const images = s.data === 'images';
     $('#upload-file-field').hidden = images;
     $('#upload-folder-field').hidden = !images;
-    $('#upload-file-hint').textContent = s.data === 'conll' ? '(CoNLL: a word and its tags a line, a blank line between sentences)' : '(delimited text: TSV, CSV)';
-    $('#server-path').placeholder = images ? '/data/pets (one sub-folder per class)' : s.data === 'conll' ? '/data/train.conll' : '/data/reviews.tsv';
+    const ratings = hasRole(s, 'user');
+    $('#upload-file-hint').textContent = s.data === 'conll' ? '(CoNLL: a word and its tags a line, a blank line between sentences)'
+      : ratings ? '(delimited text: a user id, an item id and a rating a row)' : '(delimited text: TSV, CSV)';
+    $('#server-path').placeholder = images ? '/data/pets (one sub-folder per class)' : s.data === 'conll' ? '/data/train.conll' : ratings ? '/data/ratings.tsv' : '/data/reviews.tsv';
     $('#data-lead').textContent = images
       ? 'Upload a folder of images with one sub-folder per class (the sub-folder names are the labels), or give a path on the machine that runs the app.'
-      : 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for validation and testing.';
+      : s.validation === false ? 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for testing.'
+        : 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for validation and testing.';
     renderData();
   }
 
@@ -508,11 +518,17 @@
     const detected = data.detected || {};
     const names = columnNames(data, hasHeader);
     const show = (id, on) => { $(`#${id}-field`).hidden = !on; };
+    show('user-col', delimited && roles.has('user'));
+    show('item-col', delimited && roles.has('item'));
     show('label-col', delimited && roles.has('label'));
+    $('#label-col-label').textContent = roles.has('user') ? 'Rating column' : 'Label column';
+    $('#validation-fraction-field').hidden = s.validation === false;
     show('text-col', delimited && roles.has('text'));
     show('text2-col', delimited && roles.has('text2'));
     show('tag-col', s.data === 'conll');
     if (delimited) {
+      fillColumnSelect($('#user-col'), names, cols.user ?? detected.user);
+      fillColumnSelect($('#item-col'), names, cols.item ?? detected.item);
       fillColumnSelect($('#label-col'), names, cols.label ?? detected.label);
       fillColumnSelect($('#text-col'), names, cols.text ?? detected.text);
       fillColumnSelect($('#text2-col'), names, cols.text2 ?? detected.text2);
@@ -612,7 +628,7 @@
     const s = scenarioOf(run);
     if (!s || s.data !== 'delimited') return;
     const names = columnNames(run.data, $('#has-header').checked);
-    for (const id of ['#label-col', '#text-col', '#text2-col']) {
+    for (const id of ['#user-col', '#item-col', '#label-col', '#text-col', '#text2-col']) {
       const select = $(id);
       const index = select.selectedIndex;
       fillColumnSelect(select, names, null);
@@ -625,8 +641,9 @@
     clearError('#columns-error');
     const run = state.run;
     const s = scenarioOf(run) || { data: 'delimited', roles: [] };
+    const validation = s.validation !== false;
     const pct = Number($('#validation-fraction').value);
-    if (!Number.isFinite(pct) || pct < 10 || pct > 40) {
+    if (validation && (!Number.isFinite(pct) || pct < 10 || pct > 40)) {
       showError('#columns-error', 'The validation split is a percentage from 10 to 40.');
       $('#validation-fraction').focus();
       return;
@@ -637,15 +654,18 @@
       label: delimited && roles.has('label') ? $('#label-col').value : null,
       text: delimited && roles.has('text') ? $('#text-col').value : null,
       text2: delimited && roles.has('text2') ? $('#text2-col').value : null,
+      user: delimited && roles.has('user') ? $('#user-col').value : null,
+      item: delimited && roles.has('item') ? $('#item-col').value : null,
       hasHeader: delimited ? $('#has-header').checked : false,
       separator: delimited ? $('#separator').value : null,
-      validationFraction: Math.round(pct) / 100,
+      validationFraction: validation ? Math.round(pct) / 100 : null,
       tagColumn: s.data === 'conll' && $('#tag-col').value !== '' ? Number($('#tag-col').value) : null,
     };
     if (delimited) {
-      const used = [body.label, body.text, body.text2].filter(v => v !== null);
+      const used = [body.label, body.text, body.text2, body.user, body.item].filter(v => v !== null);
       if (new Set(used).size !== used.length) {
-        showError('#columns-error', 'Each role needs its own column: the label and text columns must differ.');
+        showError('#columns-error', roles.has('user') ? 'Each role needs its own column: the user, item and rating columns must differ.'
+          : 'Each role needs its own column: the label and text columns must differ.');
         return;
       }
     }
@@ -676,7 +696,17 @@
     for (const m of s.methods || []) method.append(el('option', { value: m }, m));
     const t = run.training || {};
     setSelectValue(method, t.method || s.defaultMethod);
-    const mode = t.mode === 'method' ? 'method' : 'budget';
+    // A scenario without a search (budget: false) trains the chosen method; it may offer the number of passes.
+    const budget = s.budget !== false;
+    $('#mode-budget-option').hidden = !budget;
+    $('#train-time-field').hidden = !budget;
+    $('#passes-field').hidden = !s.passes;
+    $('#passes').value = t.iterations ? String(t.iterations) : '';
+    $('#training-lead').textContent = budget
+      ? 'The search tries PEFT methods and settings within the time you give, then refits the best one and measures it on held-out test rows.'
+      : 'Trains the chosen model on the data, showing the training loss after each pass, then measures it on held-out test rows.';
+    $('#mode-method-hint').textContent = budget ? 'Search the settings of one method.' : 'Train this model with its default settings.';
+    const mode = !budget || t.mode === 'method' ? 'method' : 'budget';
     for (const r of $$('input[name="train-mode"]')) r.checked = r.value === mode;
     if (t.trainTime) $('#train-time').value = String(t.trainTime);
     onModeChange();
@@ -695,7 +725,18 @@
 
   function onModeChange() {
     const mode = ($('input[name="train-mode"]:checked') || {}).value;
-    $('#method').disabled = mode !== 'method' || ACTIVE.has(state.run && state.run.status);
+    const active = ACTIVE.has(state.run && state.run.status);
+    $('#method').disabled = mode !== 'method' || active;
+    $('#passes').disabled = active;
+    updatePassesHint();
+  }
+
+  function updatePassesHint() {
+    const s = scenarioOf(state.run);
+    if (!s || !s.passes) return;
+    const passes = s.passes[$('#method').value];
+    $('#passes').placeholder = passes ? String(passes) : '';
+    $('#passes-hint').textContent = passes ? `Empty: ${passes}, the default of ${$('#method').value}.` : "Empty: the method's default.";
   }
 
   function updateTrainingControls() {
@@ -714,15 +755,26 @@
   async function startTraining(event) {
     event.preventDefault();
     clearError('#training-error');
-    const mode = ($('input[name="train-mode"]:checked') || {}).value || 'budget';
+    const s = scenarioOf(state.run) || {};
+    const budget = s.budget !== false;
+    const mode = budget ? (($('input[name="train-mode"]:checked') || {}).value || 'budget') : 'method';
     const trainTime = Number($('#train-time').value);
-    if (!Number.isFinite(trainTime) || trainTime < 10) {
+    if (budget && (!Number.isFinite(trainTime) || trainTime < 10)) {
       showError('#training-error', 'The time to train is a number of seconds, at least 10.');
       $('#train-time').focus();
       return;
     }
-    const body = { mode, trainTime: Math.round(trainTime) };
+    const body = { mode, trainTime: budget ? Math.round(trainTime) : 120 };
     if (mode === 'method') body.method = $('#method').value;
+    if (s.passes && $('#passes').value.trim() !== '') {
+      const passes = Number($('#passes').value);
+      if (!Number.isInteger(passes) || passes < 1 || passes > 10000) {
+        showError('#training-error', 'The number of passes is a whole number from 1 to 10,000 (or empty for the default).');
+        $('#passes').focus();
+        return;
+      }
+      body.iterations = passes;
+    }
     const button = $('#start-training');
     button.disabled = true;
     try {
@@ -856,7 +908,7 @@
         break;
       case 'done':
         t.done = ev;
-        t.message = 'The search is done.';
+        t.message = (scenarioOf(state.run) || {}).budget === false ? 'The training is done.' : 'The search is done.';
         stopCountdown('0 s');
         break;
       case 'status':
@@ -1018,7 +1070,9 @@
       points: tr.epochs.filter(e => typeof e[pick] === 'number' && Number.isFinite(e[pick])).map(e => [e.epoch, e[pick]]),
     })).filter(sr => sr.points.length > 0);
     drawChart($('#loss-chart'), series('loss'), { xLabel: 'epoch', yLabel: 'loss', empty: ACTIVE.has(status) ? 'Waiting for the first epoch…' : 'No epochs yet.' });
-    drawChart($('#validation-chart'), series('validation'), { xLabel: 'epoch', yLabel: metricName ? metricLabel(metricName).toLowerCase() : 'metric', empty: ACTIVE.has(status) ? 'Waiting for the first validation…' : 'No validation yet.' });
+    const noValidation = (scenarioOf(run) || {}).validation === false;
+    drawChart($('#validation-chart'), series('validation'), { xLabel: 'epoch', yLabel: metricName ? metricLabel(metricName).toLowerCase() : 'metric',
+      empty: noValidation ? 'No validation set: the test metrics come after training.' : ACTIVE.has(status) ? 'Waiting for the first validation…' : 'No validation yet.' });
   }
 
   function firstMetricName(t) {
@@ -1132,16 +1186,22 @@
     table.append(tbody);
 
     const info = el('tbody', { class: 'info' });
-    info.append(el('tr', { class: 'section' }, el('th', { colspan: 2, scope: 'colgroup' }, 'Search and model')));
+    const s = scenarioOf(run) || {};
+    info.append(el('tr', { class: 'section' }, el('th', { colspan: 2, scope: 'colgroup' }, s.budget === false ? 'Model' : 'Search and model')));
     const add = (label, value, num = true) => { if (value !== null && value !== undefined && value !== '') info.append(el('tr', null, el('th', { scope: 'row' }, label), el('td', { class: num ? 'num' : 'settings' }, value))); };
     if (typeof r.validationMetric === 'number') add(`Validation ${r.metricName ? metricLabel(r.metricName).toLowerCase() : 'metric'} (best trial)`, fmtNumber(r.validationMetric));
     if (r.trials !== undefined && r.trials !== null) add('Trials', Array.isArray(r.trials) ? String(r.trials.length) : fmtNumber(r.trials));
-    if (typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
+    if (s.budget !== false && typeof r.trainSeconds === 'number') add('Search time', `${fmtSeconds(r.trainSeconds)}${typeof r.budgetSeconds === 'number' ? ` of ${fmtSeconds(r.budgetSeconds)}` : ''}`);
     if (r.best) {
       add('Best trial', r.best.trial !== undefined ? String(r.best.trial) : null);
       const p = r.best.parameters;
       if (p && typeof p === 'object') add('Best settings', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(', '), false);
     }
+    if (r.modelKind) add('Model', String(r.modelKind));
+    if (typeof r.rank === 'number') add('Rank', fmtNumber(r.rank));
+    if (typeof r.users === 'number' && typeof r.items === 'number') add('Users, items', `${fmtNumber(r.users)}, ${fmtNumber(r.items)}`);
+    if (typeof r.testRows === 'number') add('Test rows', fmtNumber(r.testRows));
+    if (s.budget === false && typeof r.trainSeconds === 'number') add('Training time', fmtSeconds(r.trainSeconds));
     if (typeof r.modelBytes === 'number') add('Model file', `${(r.modelBytes / (1024 * 1024)).toFixed(r.modelBytes < 10 * 1024 * 1024 ? 2 : 1)} MB`);
     if (typeof r.trainableParameters === 'number') {
       const share = typeof r.totalParameters === 'number' && r.totalParameters > 0 ? ` (${(100 * r.trainableParameters / r.totalParameters).toFixed(2)}% of ${fmtNumber(r.totalParameters)})` : '';
@@ -1150,6 +1210,11 @@
     table.append(info);
 
     const frame = $('#report-frame');
+    const report = s.report !== false;
+    $('#no-report').hidden = report;
+    frame.hidden = !report;
+    $('#evaluation-lead').textContent = report ? "The best model's metrics on the test rows, and the search's report." : "The model's metrics on the held-out test rows.";
+    if (!report) { frame.removeAttribute('src'); return; }
     const src = runPath('/report');
     if (frame.getAttribute('src') !== src) frame.setAttribute('src', src);
   }
@@ -1160,11 +1225,15 @@
     const s = scenarioOf(state.run) || { data: 'delimited', roles: ['text'] };
     const images = s.data === 'images';
     const pairs = (s.roles || []).includes('text2');
-    $('#try-text-field').hidden = images;
+    const ratings = hasRole(s, 'user');
+    $('#try-user-field').hidden = !ratings;
+    $('#try-item-field').hidden = !ratings;
+    $('#try-text-field').hidden = images || ratings;
     $('#try-text2-field').hidden = images || !pairs;
     $('#try-image-field').hidden = !images;
     $('#try-text-label').textContent = pairs ? 'First text' : s.data === 'conll' ? 'Sentence' : 'Text';
-    $('#try-lead').textContent = images ? 'Choose an image and see what the model predicts.'
+    $('#try-lead').textContent = ratings ? 'Type a user id and an item id from the data and see the rating the model predicts.'
+      : images ? 'Choose an image and see what the model predicts.'
       : s.id === 'sentence-similarity' || s.labelKind === 'number' ? 'Type two sentences and see how similar the model finds them.'
         : s.data === 'conll' ? 'Type a sentence and see the tag the model gives each word.'
           : pairs ? 'Type two sentences and see what the model predicts for the pair.'
@@ -1193,6 +1262,12 @@
       if (!file) { showError('#try-error', 'Choose an image first.'); $('#try-image').focus(); return; }
       body = new FormData();
       body.append('image', file, file.name);
+    } else if (hasRole(s, 'user')) {
+      const user = $('#try-user').value.trim();
+      const item = $('#try-item').value.trim();
+      if (!user) { showError('#try-error', 'Type a user id first.'); $('#try-user').focus(); return; }
+      if (!item) { showError('#try-error', 'Type an item id too.'); $('#try-item').focus(); return; }
+      body = { user, item };
     } else {
       const text = $('#try-text').value.trim();
       const pairs = (s.roles || []).includes('text2');
@@ -1229,7 +1304,7 @@
         el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Word'), el('th', { scope: 'col' }, 'Tag'))),
         el('tbody', null, p.tokens.map(t => el('tr', { class: t.tag && t.tag !== 'O' ? 'entity' : null }, el('td', null, t.word), el('td', null, t.tag))))));
     } else if (typeof p.score === 'number' && !p.scores) {
-      $('#try-label-caption').textContent = 'Similarity';
+      $('#try-label-caption').textContent = hasRole(scenarioOf(state.run), 'user') ? 'Predicted rating' : 'Similarity';
       label.textContent = fmtNumber(p.score, 3);
     } else {
       $('#try-label-caption').textContent = 'Predicted';
@@ -1297,12 +1372,13 @@
     $('#upload-folder').addEventListener('change', () => { uploadFolder(); });
     $('#server-path-form').addEventListener('submit', loadServerPath);
     $('#has-header').addEventListener('change', onHeaderToggle);
-    for (const id of ['#label-col', '#text-col', '#text2-col', '#tag-col']) {
+    for (const id of ['#user-col', '#item-col', '#label-col', '#text-col', '#text2-col', '#tag-col']) {
       $(id).addEventListener('change', () => { if (state.run && state.run.data) renderPreview(state.run.data); });
     }
     $('#data-next').addEventListener('click', () => { submitColumns(); });
     $('#training-form').addEventListener('submit', startTraining);
     for (const r of $$('input[name="train-mode"]')) r.addEventListener('change', onModeChange);
+    $('#method').addEventListener('change', updatePassesHint);
     $('#cancel-training').addEventListener('click', () => { cancelTraining(); });
     $('#training-next').addEventListener('click', () => { goStep('evaluation'); });
     $('#evaluation-next').addEventListener('click', () => { goStep('try'); });
