@@ -77,7 +77,7 @@ internal static class DetectionPredictions
     }
 
     /// <summary>The boxes of the predictions CSV just written, by file name: class, score and xmin, ymin, xmax, ymax.</summary>
-    private static Dictionary<string, List<(string Class, float Score, float[] Box)>> ReadBack(string csv, IReadOnlyList<string> classes)
+    internal static Dictionary<string, List<(string Class, float Score, float[] Box)>> ReadBack(string csv, IReadOnlyList<string> classes)
     {
         var result = new Dictionary<string, List<(string, float, float[])>>(StringComparer.Ordinal);
         foreach (var line in File.ReadLines(csv).Skip(1))
@@ -99,18 +99,30 @@ internal static class DetectionPredictions
     };
 
     /// <summary>Writes <paramref name="imagePath"/> as PNG with each box outlined in its class's colour and labelled with the class and score.</summary>
-    private static void Draw(string imagePath, IReadOnlyList<(string Class, float Score, float[] Box)> boxes, IReadOnlyList<string> classes, string output)
+    private static void Draw(string imagePath, IReadOnlyList<(string Class, float Score, float[] Box)> boxes, IReadOnlyList<string> classes, string output) =>
+        File.WriteAllBytes(output, Render(imagePath, boxes, classes, null));
+
+    /// <summary>
+    /// <paramref name="imagePath"/> as PNG bytes with each box outlined in its class's colour and labelled with the class and
+    /// (when it has one) its score; with <paramref name="maxSide"/>, scaled down so that its longer side is at most that.
+    /// </summary>
+    internal static byte[] Render(string imagePath, IReadOnlyList<(string Class, float Score, float[] Box)> boxes, IReadOnlyList<string> classes, int? maxSide)
     {
-        using var bitmap = SKBitmap.Decode(imagePath) ?? throw new InvalidDataException($"The image '{imagePath}' cannot be decoded.");
+        using var decoded = SKBitmap.Decode(imagePath) ?? throw new InvalidDataException($"The image '{Path.GetFileName(imagePath)}' cannot be decoded.");
+        float scale = maxSide is int side && Math.Max(decoded.Width, decoded.Height) > side ? (float)side / Math.Max(decoded.Width, decoded.Height) : 1f;
+        using var bitmap = scale < 1f
+            ? decoded.Resize(new SKImageInfo(Math.Max(1, (int)(decoded.Width * scale)), Math.Max(1, (int)(decoded.Height * scale))), SKFilterQuality.Medium) ?? throw new InvalidDataException($"The image '{Path.GetFileName(imagePath)}' cannot be scaled.")
+            : decoded.Copy();
         using var canvas = new SKCanvas(bitmap);
         float stroke = Math.Max(2, Math.Min(bitmap.Width, bitmap.Height) / 150f);
         float textSize = Math.Max(12, stroke * 6);
-        foreach (var (name, score, b) in boxes)
+        foreach (var (name, score, original) in boxes)
         {
+            var b = original.Select(v => v * scale).ToArray();
             var color = Colors[Math.Max(0, IndexOf(classes, name)) % Colors.Length];
             using var outline = new SKPaint { Color = color, Style = SKPaintStyle.Stroke, StrokeWidth = stroke, IsAntialias = true };
             canvas.DrawRect(SKRect.Create(b[0], b[1], b[2] - b[0], b[3] - b[1]), outline);
-            var text = $"{name} {score.ToString("F2", CultureInfo.InvariantCulture)}";
+            var text = float.IsNaN(score) ? name : $"{name} {score.ToString("F2", CultureInfo.InvariantCulture)}";
             using var ink = new SKPaint { Color = SKColors.White, IsAntialias = true, TextSize = textSize, Typeface = SKTypeface.Default };
             float width = ink.MeasureText(text);
             float top = Math.Max(0, b[1] - textSize - 4);
@@ -120,8 +132,7 @@ internal static class DetectionPredictions
         }
         using var image = SKImage.FromBitmap(bitmap);
         using var encoded = image.Encode(SKEncodedImageFormat.Png, 100);
-        using var file = File.Create(output);
-        encoded.SaveTo(file);
+        return encoded.ToArray();
     }
 
     private static int IndexOf(IReadOnlyList<string> list, string value)

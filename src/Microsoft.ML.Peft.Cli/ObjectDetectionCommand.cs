@@ -51,11 +51,15 @@ internal static class ObjectDetectionCommand
         var embed = new Option<bool>("--embed-base-model") { Description = "Store the base model inside the saved model (self-contained, larger file)." };
         var output = new Option<string>("--output") { Description = "The model file to write (.zip).", Required = true };
         var metricsJson = new Option<string>("--metrics-json") { Description = "Also write the metrics (map50, map, trainSeconds, trainableParameters, modelBytes...) to this JSON file." };
+        var events = new Option<string>("--events")
+        {
+            Description = "Also write the training's progress to this file as JSON lines, as auto --events does (one trial; an epoch event after each pass with its training loss; done with the test mAP).",
+        };
 
         var command = new Command("object-detection", "Fine-tune an object detector (ResNet backbone with a PEFT method, feature pyramid and FCOS head) on labelled photos, evaluate its mAP and save it as an ML.NET model.")
         {
             dataset, images, test, testImages, model, method, epochs, batchSize, learningRate, imageSize, scoreThreshold, iouThreshold, noAugment,
-            maxRows, seed, embed, output, metricsJson,
+            maxRows, seed, embed, output, metricsJson, events,
         };
         foreach (var option in methodOptions) command.Options.Add(option.Option);
         command.SetAction(parse =>
@@ -80,7 +84,8 @@ internal static class ObjectDetectionCommand
                 Seed: parse.GetValue(seed),
                 EmbedBaseModel: parse.GetValue(embed),
                 Output: parse.GetValue(output)!,
-                MetricsJson: parse.GetValue(metricsJson)));
+                MetricsJson: parse.GetValue(metricsJson),
+                Events: parse.GetValue(events)));
         });
         return command;
     }
@@ -88,7 +93,7 @@ internal static class ObjectDetectionCommand
     private sealed record Settings(
         string Dataset, string Images, string? TestDataset, string? TestImages, string? Model, string MethodName, PeftMethodOptions Method, int Epochs,
         int BatchSize, float LearningRate, int ImageSize, float ScoreThreshold, float IouThreshold, bool Augment, int? MaxRows, int Seed,
-        bool EmbedBaseModel, string Output, string? MetricsJson);
+        bool EmbedBaseModel, string Output, string? MetricsJson, string? Events);
 
     private static int Run(Settings s)
     {
@@ -103,6 +108,7 @@ internal static class ObjectDetectionCommand
         }
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
+        var eventsPath = s.Events is null ? null : OutputFiles.Check(s.Events, "--events");
 
         // Every input is read and checked before the (slow) training starts.
         var mlContext = new MLContext(s.Seed);
@@ -150,9 +156,21 @@ internal static class ObjectDetectionCommand
             Seed = s.Seed,
             EmbedBaseModel = s.EmbedBaseModel,
         };
+        using var progress = Auto.AutoEvents.Open(eventsPath);
+        var trainer = mlContext.MulticlassClassification.Trainers.PeftObjectDetection(options);
+        if (progress is not null)
+        {
+            // One trial, the chosen settings: the same events as auto's, so that a follower draws the loss per epoch.
+            progress.Search("object-detection", "map50", higherIsBetter: true, budgetSeconds: null);
+            progress.Trial(1, new[]
+            {
+                ("method", s.MethodName), ("epochs", s.Epochs.ToString(CultureInfo.InvariantCulture)), ("batchSize", s.BatchSize.ToString(CultureInfo.InvariantCulture)),
+                ("learningRate", s.LearningRate.ToString("R", CultureInfo.InvariantCulture)), ("imageSize", s.ImageSize.ToString(CultureInfo.InvariantCulture)),
+            }, null);
+            trainer.EpochCompleted += (_, m) => progress.Epoch(1, m.Epoch, m.MaxEpoch, m.TrainingLoss, m.ValidationMetric, m.MetricName);
+        }
         var watch = Stopwatch.StartNew();
-        var detector = TrainingProgress.Run(mlContext, console, "Training", () =>
-            mlContext.MulticlassClassification.Trainers.PeftObjectDetection(options).Fit(labelToKey.Transform(train)));
+        var detector = TrainingProgress.Run(mlContext, console, "Training", () => trainer.Fit(labelToKey.Transform(train)));
         double trainSeconds = watch.Elapsed.TotalSeconds;
         var trained = new TransformerChain<ITransformer>(labelToKey, detector, mlContext.Transforms.Conversion.MapKeyToValue(PredictedLabelColumn).Fit(detector.Transform(labelToKey.Transform(train))));
         try
@@ -201,6 +219,9 @@ internal static class ObjectDetectionCommand
                 OutputFiles.WriteAtomically(metricsPath, temporary => File.WriteAllText(temporary, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + Environment.NewLine));
                 console.MarkupLine($"Metrics written to [green]{Markup.Escape(metricsPath)}[/]");
             }
+            // The trial's metric is the test mAP@0.5: there is no validation set.
+            progress?.TrialEnd(1, "completed", metrics.MeanAveragePrecision50, trainSeconds, null);
+            progress?.Done(1, null, new[] { ("map50", metrics.MeanAveragePrecision50), ("map", metrics.MeanAveragePrecision), ("map75", metrics.MeanAveragePrecision75) });
             return 0;
         }
         finally

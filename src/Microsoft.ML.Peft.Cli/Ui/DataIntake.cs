@@ -36,6 +36,7 @@ internal static class DataIntake
         "delimited" => Delimited(scenario, path, name, source, null, null),
         "conll" => Conll(path, name, source, null),
         "images" => Images(path, name, source),
+        "detection" => DetectionIntake.Describe(path, name, source),
         _ => throw new InvalidOperationException($"Unknown data kind '{scenario.Data}'."),
     };
 

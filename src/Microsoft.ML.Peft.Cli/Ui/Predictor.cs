@@ -8,7 +8,13 @@ namespace Microsoft.ML.Peft.Cli.Ui;
 /// <param name="Scores">Class probabilities, highest first (classification).</param>
 /// <param name="Score">The similarity (sentence similarity), or the predicted rating (recommendation).</param>
 /// <param name="Tokens">Each word and its tag (named entities).</param>
-internal sealed record UiPrediction(string Predicted, IReadOnlyList<UiScore>? Scores, double? Score, IReadOnlyList<UiToken>? Tokens);
+/// <param name="Boxes">The detected boxes, best first (object detection).</param>
+/// <param name="Image">The image with the boxes drawn, as a <c>data:image/png;base64,</c> URL (object detection).</param>
+internal sealed record UiPrediction(string Predicted, IReadOnlyList<UiScore>? Scores, double? Score, IReadOnlyList<UiToken>? Tokens,
+    IReadOnlyList<UiBox>? Boxes = null, string? Image = null);
+
+/// <summary>A detected box: its class, score, and corners in the image's pixels.</summary>
+internal sealed record UiBox(string Label, double Score, double Xmin, double Ymin, double Xmax, double Ymax);
 
 /// <summary>A class and its probability.</summary>
 internal sealed record UiScore(string Label, double Score);
@@ -97,6 +103,22 @@ internal sealed class Predictor
                 File.Copy(imagePath, Path.Combine(images, "image" + Path.GetExtension(imagePath)));
                 ImagePredictions.Run(model, ImageDataset.ReadForPrediction(images, "the image"), output, null);
                 return Classification(output, 1);
+            }
+            case "detection":
+            {
+                if (imagePath is null) throw new ArgumentException("Give an image to detect objects in.");
+                var images = Path.Combine(work, "images");
+                var drawn = Path.Combine(work, "drawn");
+                Directory.CreateDirectory(images);
+                var name = "image" + Path.GetExtension(imagePath);
+                File.Copy(imagePath, Path.Combine(images, name));
+                var csv = Path.Combine(work, "predictions.csv");
+                DetectionPredictions.Run(model, ImageDataset.ReadForPrediction(images, "the image"), csv, null, drawn);
+                var boxes = DetectionPredictions.ReadBack(csv, Array.Empty<string>()).GetValueOrDefault(name) ?? new();
+                var list = boxes.OrderByDescending(b => b.Score).Select(b => new UiBox(b.Class, Math.Round(b.Score, 6), b.Box[0], b.Box[1], b.Box[2], b.Box[3])).ToList();
+                var png = Path.Combine(drawn, "image.png");
+                var image = File.Exists(png) ? "data:image/png;base64," + Convert.ToBase64String(File.ReadAllBytes(png)) : null;
+                return new UiPrediction(list.Count == 1 ? "1 box" : $"{list.Count} boxes", null, null, null, list, image);
             }
             case "conll":
             {

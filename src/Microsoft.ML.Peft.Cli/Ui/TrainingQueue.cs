@@ -273,6 +273,26 @@ internal sealed class TrainingQueue : IDisposable
         return args;
     }
 
+    /// <summary>The epochs of an object-detection training when the page leaves them to the app: fewer than the command's 20, for a first model in minutes.</summary>
+    public const int DetectionEpochs = 10;
+
+    /// <summary>The arguments of <c>object-detection</c> for <paramref name="run"/>: its labels and images folder, the chosen method and epochs; it holds out its own test images.</summary>
+    internal static List<string> DetectionArguments(UiRun run, string folder)
+    {
+        var data = run.Data ?? throw new InvalidOperationException("The run has no data.");
+        var training = run.Training ?? throw new InvalidOperationException("The run has no training settings.");
+        return new List<string>
+        {
+            "object-detection", "--dataset", data.Path,
+            "--images", data.ImagesFolder ?? throw new InvalidOperationException("The run's data has no images folder."),
+            "--method", training.Method ?? "lora",
+            "--epochs", (training.Iterations ?? DetectionEpochs).ToString(CultureInfo.InvariantCulture),
+            "--output", Path.Combine(folder, "model.zip"),
+            "--metrics-json", Path.Combine(folder, "metrics.json"),
+            "--events", Path.Combine(folder, "events.jsonl"),
+        };
+    }
+
     /// <summary>Starts this same program (the apphost, or <c>dotnet mlnet-peft.dll</c>) with <paramref name="arguments"/>.</summary>
     private static ProcessStartInfo Command(IEnumerable<string> arguments)
     {

@@ -170,7 +170,11 @@ internal sealed class UiApi
     private JsonObject ToApi(UiRun run)
     {
         var json = JsonSerializer.SerializeToNode(run, UiJson.Options)!.AsObject();
-        if (json["data"] is JsonObject data && run.Data?.Source == "upload") data.Remove("path");
+        if (json["data"] is JsonObject data && run.Data?.Source == "upload")
+        {
+            data.Remove("path");
+            data.Remove("imagesFolder");
+        }
         json["queuePosition"] = UiStatus.IsActive(run.Status) ? queue.Position(run.Id) : null;
         return json;
     }
@@ -229,7 +233,7 @@ internal sealed class UiApi
                 var body = await ReadJson<PathRequest>(request);
                 if (string.IsNullOrWhiteSpace(body?.Path)) return Fail(400, "Type the path of a file or folder on the server.");
                 var path = Path.GetFullPath(Environment.ExpandEnvironmentVariables(body.Path.Trim()));
-                bool folderExpected = scenario.Data == "images";
+                bool folderExpected = scenario.Data is "images" or "detection";
                 if (!File.Exists(path) && !Directory.Exists(path)) return Fail(400, $"'{body.Path}' does not exist on the server.");
                 if (!folderExpected && Directory.Exists(path)) return Fail(400, $"'{body.Path}' is a folder: {scenario.Name.ToLowerInvariant()} reads a file.");
                 data = DataIntake.Describe(scenario, path, body.Path.Trim(), "path");
@@ -279,6 +283,7 @@ internal sealed class UiApi
         try
         {
             UiData data;
+            if (scenario.Data == "detection") return await SaveDetectionUpload(scenario, staging, target, files);
             if (scenario.Data == "images")
             {
                 var root = Path.Combine(staging, "images");
@@ -320,6 +325,42 @@ internal sealed class UiApi
         {
             if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// Saves a detection folder upload (images, and a labels CSV or VOC XML files) keeping its folder structure, since the
+    /// labels name the images by their path relative to the images folder; other files are skipped.
+    /// </summary>
+    private static async Task<UiData> SaveDetectionUpload(Scenario scenario, string staging, string target, IFormFileCollection files)
+    {
+        var skipped = new List<string>();
+        var saved = new List<string>();
+        foreach (var file in files)
+        {
+            var relative = SafeRelativePath(file.FileName);
+            var extension = Path.GetExtension(relative).ToLowerInvariant();
+            bool image = ImageDataset.IsImageFile(relative);
+            if (!image && extension is not (".csv" or ".xml"))
+            {
+                skipped.Add(relative);
+                continue;
+            }
+            var path = Path.Combine(staging, relative.Replace('/', Path.DirectorySeparatorChar));
+            if (File.Exists(path)) throw new InvalidDataException($"The upload has '{relative}' twice.");
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            await using (var output = File.Create(path)) await file.CopyToAsync(output);
+            if (image) DataIntake.CheckImage(path, relative);
+            saved.Add(relative);
+        }
+        if (saved.Count == 0) throw new InvalidDataException($"The upload has no images or labels (JPEG, PNG... and a .csv or .xml files){(skipped.Count > 0 ? $"; it has {string.Join(", ", skipped.Take(5))}" : "")}.");
+        // A folder upload names its files "folder/...": the data is that folder.
+        var top = saved.Select(r => r.Split('/')).ToList();
+        string root = top.All(p => p.Length > 1 && p[0] == top[0][0]) ? top[0][0] : "";
+        string name = root.Length > 0 ? root : "upload";
+        var data = Swap(staging, target, () => DataIntake.Describe(scenario, Path.Combine(target, root), name, "upload"),
+            () => DataIntake.Describe(scenario, Path.Combine(staging, root), name, "upload"));
+        if (skipped.Count > 0) data.Note = $"Skipped {skipped.Count} file(s) that are neither images nor labels: {string.Join(", ", skipped.Take(5))}{(skipped.Count > 5 ? ", ..." : "")}. " + data.Note;
+        return data;
     }
 
     private static string FirstFolder(IFormFileCollection files)
@@ -441,8 +482,21 @@ internal sealed class UiApi
 
     private IResult Thumbnail(string id, string? file) => WithRun(id, run =>
     {
-        if (run.Data is null || Scenarios.Get(run.Scenario)!.Data != "images") return Fail(404, "This run has no images.");
+        var data = Scenarios.Get(run.Scenario)!.Data;
+        if (run.Data is null || data is not ("images" or "detection")) return Fail(404, "This run has no images.");
         if (string.IsNullOrEmpty(file)) return Fail(400, "Name the image with ?file=.");
+        if (data == "detection")
+        {
+            try
+            {
+                // The image with its labelled boxes drawn, scaled down for the page.
+                return Results.File(DetectionIntake.Thumbnail(run.Data, file, 320), "image/png");
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+            {
+                return Fail(404, e.Message);
+            }
+        }
         var root = Path.GetFullPath(Directory.Exists(run.Data.Path) ? run.Data.Path : Path.GetDirectoryName(run.Data.Path)!);
         var full = Path.GetFullPath(Path.Combine(root, file));
         if (!full.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal) || !ImageDataset.IsImageFile(full) || !File.Exists(full))
@@ -547,10 +601,18 @@ internal sealed class UiApi
         }
     }
 
+    /// <summary>Why a run has no generated project: its scenario has none, or it is not trained yet.</summary>
+    private static string NoCode(UiRun run)
+    {
+        var scenario = Scenarios.Get(run.Scenario)!;
+        return scenario.Code ? "This run has no generated project yet: train it first."
+            : $"The project generator does not cover {scenario.Name.ToLowerInvariant()}: download the model and score images with `mlnet-peft predict --model model.zip --images FOLDER --draw OUT`, or load it with ML.NET (mlContext.Model.Load).";
+    }
+
     private IResult CodeZip(string id) => WithRun(id, run =>
     {
         var code = Path.Combine(store.Folder(id), TrainingQueue.CodeFolder);
-        if (!Directory.Exists(code)) return Fail(404, "This run has no generated project yet: train it first.");
+        if (!Directory.Exists(code)) return Fail(404, NoCode(run));
         var memory = new MemoryStream();
         using (var zip = new ZipArchive(memory, ZipArchiveMode.Create, leaveOpen: true))
         {
@@ -568,7 +630,7 @@ internal sealed class UiApi
     private IResult Snippet(string id) => WithRun(id, run =>
     {
         var program = Path.Combine(store.Folder(id), TrainingQueue.CodeFolder, "Program.cs");
-        if (!File.Exists(program)) return Fail(404, "This run has no generated project yet: train it first.");
+        if (!File.Exists(program)) return Fail(404, NoCode(run));
         var code = File.ReadAllText(program);
         var usage = code.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("//   dotnet run -- ", StringComparison.Ordinal));
         var command = $"cd {TrainingQueue.CodeFolder} && " + (usage is null ? "dotnet run" : usage["//   ".Length..]);
@@ -585,12 +647,12 @@ internal sealed class UiApi
         string? image = null;
         try
         {
-            if (scenario.Data == "images")
+            if (scenario.Data is "images" or "detection")
             {
                 if (!request.HasFormContentType) return Fail(400, "Send the image as a multipart upload (field 'image').");
                 var form = await request.ReadFormAsync(request.HttpContext.RequestAborted);
                 var file = form.Files.GetFile("image") ?? form.Files.FirstOrDefault();
-                if (file is null || file.Length == 0) return Fail(400, "Choose an image to classify.");
+                if (file is null || file.Length == 0) return Fail(400, scenario.Data == "detection" ? "Choose an image to detect objects in." : "Choose an image to classify.");
                 if (file.Length > 50L * 1024 * 1024) return Fail(400, "The image is larger than 50 MB.");
                 var name = Path.GetFileName(SafeRelativePath(file.FileName));
                 if (!ImageDataset.IsImageFile(name)) return Fail(400, $"'{name}' is not an image file (JPEG, PNG, BMP, GIF, WebP, TIFF).");

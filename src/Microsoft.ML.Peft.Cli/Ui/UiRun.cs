@@ -54,6 +54,12 @@ internal sealed class UiData
     /// <summary>Data rows (text), sentences (CoNLL) or images.</summary>
     public long Rows { get; set; }
 
+    /// <summary>The boxes of all images (object detection); else null.</summary>
+    public long? Boxes { get; set; }
+
+    /// <summary>The full path of the images folder the labels' file names are relative to (object detection; never sent to the page for uploads).</summary>
+    public string? ImagesFolder { get; set; }
+
     public string? Separator { get; set; }
     public bool HasHeader { get; set; }
     public List<string>? Header { get; set; }
