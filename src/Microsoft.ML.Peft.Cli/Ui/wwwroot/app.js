@@ -12,6 +12,7 @@
     f1: 'F1', precision: 'Precision', recall: 'Recall', logLoss: 'Log loss', auc: 'AUC', pearson: 'Pearson correlation',
     spearman: 'Spearman correlation', mse: 'Mean squared error', rmse: 'Root mean squared error', mae: 'Mean absolute error',
     rSquared: 'R²', topKAccuracy: 'Top-k accuracy', top5Accuracy: 'Top-5 accuracy', rows: 'Test rows',
+    map50: 'mAP@0.5', map: 'mAP@[0.5:0.95]', map75: 'mAP@0.75',
   };
 
   const state = {
@@ -158,7 +159,9 @@
   const RESULT_FIELDS = new Set(['task', 'metric', 'metricName', 'metrics', 'validationMetric', 'trainSeconds', 'budgetSeconds', 'refitted',
     'refitSeconds', 'refitEpochs', 'trials', 'trainableParameters', 'totalParameters', 'modelBytes', 'best', 'leaderboard', 'seed',
     // recommendation's metrics JSON: sizes and settings beside rmse and mae
-    'testRows', 'users', 'items', 'rank', 'modelKind', 'newUsers', 'newItems']);
+    'testRows', 'users', 'items', 'rank', 'modelKind', 'newUsers', 'newItems',
+    // object-detection's metrics JSON: sizes and settings beside map50, map and map75
+    'perClassAp50', 'testImagesPerSecond', 'method', 'epochs', 'imageSize', 'trainImages', 'testImages', 'testBoxes', 'classes']);
 
   // Whether a scenario has a role (a column to map): label, text, text2, user, item.
   const hasRole = (s, role) => !!s && (s.roles || []).includes(role);
@@ -371,6 +374,7 @@
     for (const s of scenarios) {
       const id = `scenario-${s.id}`;
       const kind = s.data === 'images' ? 'A folder of images, one sub-folder per class'
+        : s.data === 'detection' ? 'A folder of images with their boxes: a labels CSV or Pascal VOC XML files'
         : s.data === 'conll' ? 'A CoNLL file: one word and its tag a line'
           : 'A delimited text file (TSV, CSV)';
       list.append(el('label', { class: 'scenario-card', for: id },
@@ -478,14 +482,19 @@
     if (run.error && run.status === 'new') showError('#data-error', run.error);
     else clearError('#data-error');
     $('#data-busy').textContent = '';
-    const images = s.data === 'images';
+    const detection = s.data === 'detection';
+    const images = s.data === 'images' || detection;
     $('#upload-file-field').hidden = images;
     $('#upload-folder-field').hidden = !images;
+    $('#upload-folder-hint').textContent = detection ? '(the images and a labels CSV or Pascal VOC XML files)' : '(one sub-folder per class)';
     const ratings = hasRole(s, 'user');
     $('#upload-file-hint').textContent = s.data === 'conll' ? '(CoNLL: a word and its tags a line, a blank line between sentences)'
       : ratings ? '(delimited text: a user id, an item id and a rating a row)' : '(delimited text: TSV, CSV)';
-    $('#server-path').placeholder = images ? '/data/pets (one sub-folder per class)' : s.data === 'conll' ? '/data/train.conll' : ratings ? '/data/ratings.tsv' : '/data/reviews.tsv';
-    $('#data-lead').textContent = images
+    $('#server-path').placeholder = detection ? '/data/raccoon (images and labels.csv), or /data/raccoon/labels.csv'
+      : images ? '/data/pets (one sub-folder per class)' : s.data === 'conll' ? '/data/train.conll' : ratings ? '/data/ratings.tsv' : '/data/reviews.tsv';
+    $('#data-lead').textContent = detection
+      ? 'Upload a folder holding the images and their boxes: a labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax, one row per box) or Pascal VOC XML files; or give the path of such a folder (or of the CSV) on the machine that runs the app. A fifth of the images is held out for testing.'
+      : images
       ? 'Upload a folder of images with one sub-folder per class (the sub-folder names are the labels), or give a path on the machine that runs the app.'
       : s.validation === false ? 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for testing.'
         : 'Upload the training data, or give a path on the machine that runs the app. Part of it is held out for validation and testing.';
@@ -503,11 +512,17 @@
     const cols = run.columns || {};
     const delimited = s.data === 'delimited';
     const roles = new Set(s.roles || []);
-    const rows = data.rows !== null && data.rows !== undefined ? `${fmtNumber(data.rows)} ${s.data === 'images' ? 'images' : s.data === 'conll' ? 'sentences' : 'rows'}` : '';
-    $('#data-summary').textContent = [data.name, rows].filter(Boolean).join(' · ');
+    const detection = s.data === 'detection';
+    const rows = data.rows !== null && data.rows !== undefined ? `${fmtNumber(data.rows)} ${s.data === 'images' || detection ? 'images' : s.data === 'conll' ? 'sentences' : 'rows'}` : '';
+    const boxes = typeof data.boxes === 'number' ? `${fmtNumber(data.boxes)} boxes` : '';
+    $('#data-summary').textContent = [data.name, rows, boxes].filter(Boolean).join(' · ');
     if (data.note) $('#data-summary').append(el('span', { class: 'muted block' }, data.note));
 
-    $('#columns-title').textContent = delimited ? 'Columns' : s.data === 'conll' ? 'Columns and split' : 'Validation split';
+    $('#columns-title').textContent = delimited ? 'Columns' : s.data === 'conll' ? 'Columns and split' : detection ? 'Split' : 'Validation split';
+    $('#detection-split-note').hidden = !detection;
+    $('#class-counts-title').textContent = detection ? 'Classes (boxes)' : 'Classes';
+    $('#thumbnails-title').textContent = detection ? 'Sample images with their boxes' : 'Sample images';
+    $('#thumbnails').classList.toggle('boxes', detection);
     $('#has-header-field').hidden = !delimited;
     $('#separator-field').hidden = !delimited;
     const hasHeader = cols.hasHeader !== undefined && cols.hasHeader !== null ? !!cols.hasHeader : !!data.hasHeader;
@@ -563,7 +578,8 @@
     const images = data.images || [];
     $('#thumbnails-card').hidden = images.length === 0;
     for (const img of images.slice(0, 48)) {
-      const image = el('img', { src: `${runPath('/thumbnail')}?file=${encodeURIComponent(img.file)}`, alt: `${img.label || ''} ${img.file}`.trim(), loading: 'lazy', width: 96, height: 96 });
+      const side = detection ? 160 : 96;
+      const image = el('img', { src: `${runPath('/thumbnail')}?file=${encodeURIComponent(img.file)}`, alt: `${img.label || ''} ${img.file}`.trim(), loading: 'lazy', width: side, height: side });
       image.addEventListener('error', () => { image.alt = `Could not load ${img.file}`; image.removeAttribute('src'); });
       thumbs.append(el('figure', null, image, el('figcaption', { title: img.file }, img.label || img.file)));
     }
@@ -606,7 +622,7 @@
     if (!files.length) { showError('#data-error', 'The folder holds no files.'); return; }
     const form = new FormData();
     for (const f of files) {
-      // The relative path (folder/class/image.jpg) tells the server each image's class.
+      // The relative path (folder/class/image.jpg) tells the server each image's class, or where the labels and images are.
       const rel = f.webkitRelativePath || f.name;
       form.append('files', f, rel);
     }
@@ -701,6 +717,7 @@
     $('#mode-budget-option').hidden = !budget;
     $('#train-time-field').hidden = !budget;
     $('#passes-field').hidden = !s.passes;
+    $('#passes-label').textContent = s.data === 'detection' ? 'Epochs (passes over the images)' : 'Passes over the data';
     $('#passes').value = t.iterations ? String(t.iterations) : '';
     $('#training-lead').textContent = budget
       ? 'The search tries PEFT methods and settings within the time you give, then refits the best one and measures it on held-out test rows.'
@@ -1223,7 +1240,7 @@
 
   function renderTryStep() {
     const s = scenarioOf(state.run) || { data: 'delimited', roles: ['text'] };
-    const images = s.data === 'images';
+    const images = s.data === 'images' || s.data === 'detection';
     const pairs = (s.roles || []).includes('text2');
     const ratings = hasRole(s, 'user');
     $('#try-user-field').hidden = !ratings;
@@ -1233,6 +1250,7 @@
     $('#try-image-field').hidden = !images;
     $('#try-text-label').textContent = pairs ? 'First text' : s.data === 'conll' ? 'Sentence' : 'Text';
     $('#try-lead').textContent = ratings ? 'Type a user id and an item id from the data and see the rating the model predicts.'
+      : s.data === 'detection' ? 'Choose a photo and see the boxes the model finds, with their classes and scores.'
       : images ? 'Choose an image and see what the model predicts.'
       : s.id === 'sentence-similarity' || s.labelKind === 'number' ? 'Type two sentences and see how similar the model finds them.'
         : s.data === 'conll' ? 'Type a sentence and see the tag the model gives each word.'
@@ -1257,7 +1275,7 @@
     clearError('#try-error');
     const s = scenarioOf(state.run) || { data: 'delimited', roles: ['text'] };
     let body;
-    if (s.data === 'images') {
+    if (s.data === 'images' || s.data === 'detection') {
       const file = $('#try-image').files && $('#try-image').files[0];
       if (!file) { showError('#try-error', 'Choose an image first.'); $('#try-image').focus(); return; }
       body = new FormData();
@@ -1293,8 +1311,33 @@
     const label = $('#try-label');
     const scores = $('#try-scores');
     const tokens = $('#try-tokens');
+    const drawn = $('#try-drawn');
     scores.textContent = '';
     tokens.textContent = '';
+    drawn.hidden = !p.image;
+    if (p.image) drawn.src = p.image; else drawn.removeAttribute('src');
+    if (Array.isArray(p.boxes)) {
+      // Object detection: the image with its boxes drawn, and a table of the boxes.
+      $('#try-label-caption').textContent = 'Found';
+      label.textContent = p.predicted || `${p.boxes.length} boxes`;
+      if (p.boxes.length) {
+        scores.append(el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Class'), el('th', { scope: 'col', class: 'num' }, 'Score'),
+          el('th', { scope: 'col' }, 'Box (xmin, ymin, xmax, ymax)'), el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Bar')))));
+        scores.append(el('tbody', null, p.boxes.map(b => {
+          const pct = Math.max(0, Math.min(100, 100 * b.score));
+          return el('tr', { 'data-label': b.label, 'data-score': String(b.score) },
+            el('td', null, b.label),
+            el('td', { class: 'num' }, fmtNumber(b.score, 3)),
+            el('td', { class: 'num' }, [b.xmin, b.ymin, b.xmax, b.ymax].map(v => Math.round(v)).join(', ')),
+            el('td', { class: 'bar-cell' }, el('span', { class: 'bar', role: 'presentation' }, el('span', { style: `width:${pct.toFixed(1)}%` }))));
+        })));
+        scores.hidden = false;
+      } else {
+        scores.hidden = true;
+      }
+      result.hidden = false;
+      return;
+    }
     if (p.tokens) {
       $('#try-label-caption').textContent = 'Entities';
       const entities = p.tokens.filter(t => t.tag && t.tag !== 'O').length;
@@ -1333,6 +1376,15 @@
     clearError('#consume-error');
     $('#download-model').href = runPath('/model.zip');
     $('#download-code').href = runPath('/code.zip');
+    // A scenario the project generator does not cover: the model alone, and the server's word on it.
+    const s = scenarioOf(state.run) || {};
+    const generated = s.code !== false;
+    $('#download-code').hidden = !generated;
+    $('#code-run').hidden = !generated;
+    $('#code-snippet').parentElement.hidden = !generated;
+    $('#copy-snippet').hidden = !generated;
+    $('#consume-lead').textContent = generated ? 'Take the model into your application: the model file, and a generated C# project that loads it.'
+      : 'Take the model into your application: the model file. The C# project generator does not cover this scenario yet.';
     $('#copy-status').textContent = '';
     const code = $('#code-snippet');
     const command = $('#code-command');
@@ -1345,6 +1397,7 @@
       command.textContent = snippet.command || '';
     } catch (e) {
       code.textContent = '';
+      if (!generated) $('#code-title').textContent = 'Using the model';
       showError('#consume-error', e.message);
     }
   }
