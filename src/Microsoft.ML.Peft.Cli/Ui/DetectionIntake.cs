@@ -63,7 +63,7 @@ internal static class DetectionIntake
             Detected = new UiColumns(),
             Classes = classes,
             Images = samples,
-            Note = $"Labels: {Shown(root, name, found.Labels)}; images folder: {Shown(root, name, found.Images)}. {dataset.BoxCount:N0} boxes in {dataset.ImageCount:N0} images; the training holds 20% of the images out for testing.",
+            Note = $"Labels: {Shown(root, name, found.Labels)}; images folder: {Shown(root, name, found.Images)}.",
         };
     }
 

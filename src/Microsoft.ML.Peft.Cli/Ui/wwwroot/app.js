@@ -1322,7 +1322,7 @@
       label.textContent = p.predicted || `${p.boxes.length} boxes`;
       if (p.boxes.length) {
         scores.append(el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Class'), el('th', { scope: 'col', class: 'num' }, 'Score'),
-          el('th', { scope: 'col' }, 'Box (xmin, ymin, xmax, ymax)'), el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Bar')))));
+          el('th', { scope: 'col', class: 'num', title: 'xmin, ymin, xmax, ymax in pixels' }, 'Box'), el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Bar')))));
         scores.append(el('tbody', null, p.boxes.map(b => {
           const pct = Math.max(0, Math.min(100, 100 * b.score));
           return el('tr', { 'data-label': b.label, 'data-score': String(b.score) },
