@@ -154,6 +154,32 @@ public class UiObjectDetectionTests
         }
     }
 
+    [Test]
+    public async Task PascalVocFolderUploadIsReadWithItsImagesFolder()
+    {
+        var http = host!.Client;
+        var id = (await UiApi.CreateRunAsync(http, "object-detection", "voc")).GetProperty("id").GetString()!;
+        // Six raccoon photos as Pascal VOC: Annotations/*.xml beside JPEGImages/, a stray file skipped.
+        var (lines, images) = Raccoons(6);
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
+        var files = new List<(string, byte[], string)> { ("voc/README.txt", Encoding.UTF8.GetBytes("notes"), "text/plain") };
+        foreach (var image in images)
+        {
+            var boxes = rows.Where(r => r[0] == image).ToList();
+            var xml = $"<annotation><filename>{image}</filename><size><width>{boxes[0][1]}</width><height>{boxes[0][2]}</height></size>" +
+                string.Concat(boxes.Select(b => $"<object><name>{b[3]}</name><bndbox><xmin>{b[4]}</xmin><ymin>{b[5]}</ymin><xmax>{b[6]}</xmax><ymax>{b[7]}</ymax></bndbox></object>")) +
+                "</annotation>";
+            files.Add(($"voc/Annotations/{Path.ChangeExtension(image, ".xml")}", Encoding.UTF8.GetBytes(xml), "application/xml"));
+            files.Add(($"voc/JPEGImages/{image}", File.ReadAllBytes(Path.Combine(TestData.SharedData, "raccoon", "images", image)), "image/jpeg"));
+        }
+        var data = (await UiApi.JsonOkAsync(await UiApi.UploadAsync(http, id, files), "VOC upload")).GetProperty("data");
+        Assert.That(data.GetProperty("rows").GetInt64(), Is.EqualTo(6));
+        Assert.That(data.GetProperty("boxes").GetInt64(), Is.EqualTo(rows.Count));
+        var note = data.GetProperty("note").GetString();
+        Assert.That(note, Does.Contain("voc/Annotations").And.Contain("voc/JPEGImages").And.Contain("README.txt"));
+        Assert.That(note, Does.Not.Contain(host.WorkDir));
+    }
+
     private static async Task<JsonDocument> Json(HttpResponseMessage response)
     {
         var body = await response.Content.ReadAsStringAsync();

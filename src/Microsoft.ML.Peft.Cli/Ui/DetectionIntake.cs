@@ -35,7 +35,9 @@ internal static class DetectionIntake
     /// <param name="source"><c>upload</c> or <c>path</c>.</param>
     public static UiData Describe(string path, string name, string source)
     {
-        var found = Read(path, name);
+        // Messages and notes name an upload's files from its folder's name, never by their place on the server.
+        string? shownRoot = source == "upload" ? (File.Exists(path) ? Path.GetDirectoryName(name) ?? "" : name) : null;
+        var found = Read(path, name, shownRoot);
         var root = Root(path);
         var dataset = found.Dataset;
         var classes = dataset.Classes.Select(c => new UiClassCount(c, found.Rows.Sum(r => (long)r.Label.Count(l => l == c))))
@@ -63,7 +65,7 @@ internal static class DetectionIntake
             Detected = new UiColumns(),
             Classes = classes,
             Images = samples,
-            Note = $"Labels: {Shown(root, name, found.Labels)}; images folder: {Shown(root, name, found.Images)}.",
+            Note = $"Labels: {Shown(root, shownRoot, found.Labels)}; images folder: {Shown(root, shownRoot, found.Images)}.",
         };
     }
 
@@ -75,7 +77,7 @@ internal static class DetectionIntake
         var full = Path.GetFullPath(Path.Combine(images, file));
         if (!full.StartsWith(images + Path.DirectorySeparatorChar, StringComparison.Ordinal) || !ImageDataset.IsImageFile(full) || !File.Exists(full))
             throw new FileNotFoundException($"'{file}' is not an image of this run's data.");
-        var found = Load(data.Path, images, data.Name);
+        var found = Load(data.Path, images, Root(data.Path), null);
         var row = found.Rows.FirstOrDefault(r => string.Equals(Path.GetFullPath(r.ImagePath), full, StringComparison.Ordinal));
         var boxes = row is null ? new List<(string, float, float[])>()
             : row.Label.Select((l, i) => (l, float.NaN, row.BoundingBoxes.Skip(4 * i).Take(4).ToArray())).ToList();
@@ -86,15 +88,16 @@ internal static class DetectionIntake
 
     private static string Relative(string folder, string path) => Path.GetRelativePath(folder, path).Replace('\\', '/');
 
-    /// <summary>A server path as the page shows it: relative to the data's root, under its name.</summary>
-    private static string Shown(string root, string name, string path)
+    /// <summary>A path as the page shows it: for an upload, relative to the data's root under <paramref name="shownRoot"/>; else the server path.</summary>
+    private static string Shown(string root, string? shownRoot, string path)
     {
+        if (shownRoot is null) return path;
         var relative = Relative(root, path);
-        return relative == "." ? name : relative.StartsWith("..", StringComparison.Ordinal) ? path : name.TrimEnd('/') + "/" + relative;
+        return relative == "." ? shownRoot : shownRoot.Length == 0 ? relative : shownRoot.TrimEnd('/') + "/" + relative;
     }
 
     /// <summary>Finds the labels and the images folder under <paramref name="path"/> and reads them with the CLI's loader.</summary>
-    private static Found Read(string path, string name)
+    private static Found Read(string path, string name, string? shownRoot)
     {
         var full = Path.GetFullPath(path);
         var root = Root(full);
@@ -116,7 +119,7 @@ internal static class DetectionIntake
         {
             try
             {
-                return Load(labels, folder, name);
+                return Load(labels, folder, root, shownRoot);
             }
             catch (InvalidDataException e) when (e.InnerException is FileNotFoundException missing && missing.FileName != labels)
             {
@@ -126,14 +129,16 @@ internal static class DetectionIntake
         throw first!;
     }
 
-    /// <summary>Reads <paramref name="labels"/> against <paramref name="images"/> (cached for the thumbnails); errors become <see cref="InvalidDataException"/> naming the file and row.</summary>
-    private static Found Load(string labels, string images, string name)
+    /// <summary>
+    /// Reads <paramref name="labels"/> against <paramref name="images"/> (cached for the thumbnails); errors become
+    /// <see cref="InvalidDataException"/> naming the file and row (under <paramref name="shownRoot"/> for an upload).
+    /// </summary>
+    private static Found Load(string labels, string images, string root, string? shownRoot)
     {
         var stamp = File.Exists(labels) ? File.GetLastWriteTimeUtc(labels) : Directory.GetLastWriteTimeUtc(labels);
         var key = labels + "\n" + images + "\n" + stamp.Ticks.ToString(CultureInfo.InvariantCulture);
         lock (CacheGate)
             if (cache is { } c && c.Key == key) return c.Found;
-        var root = Root(labels);
         ObjectDetectionDataset dataset;
         try
         {
@@ -141,8 +146,9 @@ internal static class DetectionIntake
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or FormatException or System.Xml.XmlException)
         {
-            var message = e.Message.Replace(root + Path.DirectorySeparatorChar, "", StringComparison.Ordinal).Replace(root, name, StringComparison.Ordinal);
-            throw new InvalidDataException($"'{name}' is not an object-detection data set this app can read: {message}", e);
+            var message = shownRoot is null ? e.Message
+                : e.Message.Replace(root + Path.DirectorySeparatorChar, shownRoot.Length == 0 ? "" : shownRoot + "/", StringComparison.Ordinal).Replace(root, shownRoot, StringComparison.Ordinal);
+            throw new InvalidDataException($"'{(string.IsNullOrEmpty(shownRoot) ? root : shownRoot)}' is not an object-detection data set this app can read: {message}", e);
         }
         var rows = new MLContext(1).Data.CreateEnumerable<Row>(dataset.Data, reuseRowObject: false).ToList();
         var found = new Found(labels, images, dataset, rows);
