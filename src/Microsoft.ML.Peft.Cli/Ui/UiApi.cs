@@ -220,7 +220,24 @@ internal sealed class UiApi
 
     private sealed record PathRequest(string? Path);
 
-    private Task<IResult> UploadData(string id, HttpRequest request) => WithRunAsync(id, async run =>
+    /// <summary>One data change at a time per run: two uploads at once would swap the run's data folder under each other.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> uploading = new();
+
+    private async Task<IResult> UploadData(string id, HttpRequest request)
+    {
+        var gate = uploading.GetOrAdd(id, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(request.HttpContext.RequestAborted);
+        try
+        {
+            return await UploadDataOnce(id, request);
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private Task<IResult> UploadDataOnce(string id, HttpRequest request) => WithRunAsync(id, async run =>
     {
         if (UiStatus.IsActive(run.Status)) return Fail(409, "This run is training: cancel it before changing its data.");
         var scenario = Scenarios.Get(run.Scenario)!;
