@@ -54,7 +54,7 @@ internal static class Scenarios
         new("recommendation", "Recommendation", "Predict the rating a user would give an item (films, products). A file of ratings: a user id, an item id and a rating a row.",
             "delimited", new[] { "user", "item", "label" }, "number", new[] { "mf", "ncf" }, "mf", "recommendation",
             Budget: false, Validation: false, Report: false, RecommendationPasses, Code: true, TrainingQueue.RecommendationArguments),
-        new("object-detection", "Object detection", "Find and box objects in photos (raccoons, products, defects). A folder of images with a labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax) or Pascal VOC XML files.",
+        new("object-detection", "Object detection", "Find and box objects in photos (raccoons, products, defects). A folder of images with their boxes: a labels CSV, one row per box, or Pascal VOC XML files.",
             "detection", Array.Empty<string>(), "category", DetectionMethods, "lora", "object-detection",
             Budget: false, Validation: false, Report: false, DetectionMethods.ToDictionary(m => m, _ => TrainingQueue.DetectionEpochs), Code: false, TrainingQueue.DetectionArguments),
     };
