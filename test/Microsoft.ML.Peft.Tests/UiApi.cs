@@ -48,6 +48,14 @@ internal static class UiApi
         return Parse(body, what);
     }
 
+    /// <summary>The JSON document of a 2xx answer (the caller disposes it); fails the test with the request, status and body otherwise.</summary>
+    public static async Task<JsonDocument> DocumentOkAsync(HttpResponseMessage response)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {body}");
+        return JsonDocument.Parse(body);
+    }
+
     /// <summary>
     /// Checks that <paramref name="response"/> is one of <paramref name="statuses"/> with a JSON body <c>{"error": "..."}</c>
     /// whose message is not empty; returns the message.

@@ -46,7 +46,7 @@ public class UiObjectDetectionTests
     public async Task DetectionRunUploadsTrainsEvaluatesAndPredicts()
     {
         var http = host!.Client;
-        using (var scenarios = await Json(await http.GetAsync("/api/scenarios")))
+        using (var scenarios = await UiApi.DocumentOkAsync(await http.GetAsync("/api/scenarios")))
         {
             var s = scenarios.RootElement.EnumerateArray().Single(x => x.GetProperty("id").GetString() == "object-detection");
             Assert.That(s.GetProperty("data").GetString(), Is.EqualTo("detection"));
@@ -104,7 +104,7 @@ public class UiObjectDetectionTests
         var watch = Stopwatch.StartNew();
         while (watch.Elapsed < TrainingTimeout)
         {
-            using var run = await Json(await http.GetAsync($"/api/runs/{id}"));
+            using var run = await UiApi.DocumentOkAsync(await http.GetAsync($"/api/runs/{id}"));
             if (run.RootElement.GetProperty("status").GetString() is not ("queued" or "training"))
             {
                 final = run.RootElement.Clone();
@@ -141,7 +141,7 @@ public class UiObjectDetectionTests
         var image = new ByteArrayContent(File.ReadAllBytes(Path.Combine(TestData.SharedData, "raccoon", "images", images[0])));
         image.Headers.ContentType = new MediaTypeHeaderValue("image/jpeg");
         form.Add(image, "image", images[0]);
-        using var prediction = await Json(await http.PostAsync($"/api/runs/{id}/predict", form));
+        using var prediction = await UiApi.DocumentOkAsync(await http.PostAsync($"/api/runs/{id}/predict", form));
         var p = prediction.RootElement;
         var boxes = p.GetProperty("boxes").EnumerateArray().ToList();
         Assert.That(p.GetProperty("predicted").GetString(), Does.EndWith(boxes.Count == 1 ? "1 box" : $"{boxes.Count} boxes"));
@@ -178,12 +178,5 @@ public class UiObjectDetectionTests
         var note = data.GetProperty("note").GetString();
         Assert.That(note, Does.Contain("voc/Annotations").And.Contain("voc/JPEGImages").And.Contain("README.txt"));
         Assert.That(note, Does.Not.Contain(host.WorkDir));
-    }
-
-    private static async Task<JsonDocument> Json(HttpResponseMessage response)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {body}");
-        return JsonDocument.Parse(body);
     }
 }

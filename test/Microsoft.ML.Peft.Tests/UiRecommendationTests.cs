@@ -35,7 +35,7 @@ public class UiRecommendationTests
     {
         var http = client!;
         // The scenario: three roles, its model kinds as methods, no search and no report.
-        using (var scenarios = await Json(await http.GetAsync("/api/scenarios")))
+        using (var scenarios = await UiApi.DocumentOkAsync(await http.GetAsync("/api/scenarios")))
         {
             var rec = scenarios.RootElement.EnumerateArray().Single(s => s.GetProperty("id").GetString() == "recommendation");
             Assert.That(rec.GetProperty("roles").EnumerateArray().Select(r => r.GetString()), Is.EquivalentTo(new[] { "user", "item", "label" }));
@@ -46,7 +46,7 @@ public class UiRecommendationTests
         }
 
         string id;
-        using (var run = await Json(await http.PostAsJsonAsync("/api/runs", new { scenario = "recommendation", name = "ratings" })))
+        using (var run = await UiApi.DocumentOkAsync(await http.PostAsJsonAsync("/api/runs", new { scenario = "recommendation", name = "ratings" })))
             id = run.RootElement.GetProperty("id").GetString()!;
 
         // The first 3,000 ratings of MovieLens-100K, with their header: user|item|rating|timestamp.
@@ -57,7 +57,7 @@ public class UiRecommendationTests
             var file = new ByteArrayContent(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"));
             file.Headers.ContentType = new MediaTypeHeaderValue("text/plain");
             form.Add(file, "files", "u.data");
-            using var run = await Json(await http.PostAsync($"/api/runs/{id}/data", form));
+            using var run = await UiApi.DocumentOkAsync(await http.PostAsync($"/api/runs/{id}/data", form));
             var data = run.RootElement.GetProperty("data");
             Assert.That(data.GetProperty("rows").GetInt64(), Is.EqualTo(3000));
             Assert.That(data.GetProperty("separator").GetString(), Is.EqualTo("PIPE"));
@@ -71,7 +71,7 @@ public class UiRecommendationTests
         // The same column twice is refused; then the detected columns.
         var same = await http.PutAsJsonAsync($"/api/runs/{id}/columns", new { user = "user", item = "user", label = "rating", hasHeader = true, separator = "PIPE" });
         Assert.That(same.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), await same.Content.ReadAsStringAsync());
-        using (var run = await Json(await http.PutAsJsonAsync($"/api/runs/{id}/columns", new { user = "user", item = "item", label = "rating", hasHeader = true, separator = "PIPE" })))
+        using (var run = await UiApi.DocumentOkAsync(await http.PutAsJsonAsync($"/api/runs/{id}/columns", new { user = "user", item = "item", label = "rating", hasHeader = true, separator = "PIPE" })))
         {
             var columns = run.RootElement.GetProperty("columns");
             Assert.That(columns.GetProperty("user").GetString(), Is.EqualTo("user"));
@@ -83,13 +83,13 @@ public class UiRecommendationTests
         // No time budget for this scenario; method mf with a few passes.
         var budget = await http.PostAsJsonAsync($"/api/runs/{id}/train", new { mode = "budget", trainTime = 60 });
         Assert.That(budget.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), await budget.Content.ReadAsStringAsync());
-        (await Json(await http.PostAsJsonAsync($"/api/runs/{id}/train", new { mode = "method", method = "mf", iterations = 5 }))).Dispose();
+        (await UiApi.DocumentOkAsync(await http.PostAsJsonAsync($"/api/runs/{id}/train", new { mode = "method", method = "mf", iterations = 5 }))).Dispose();
 
         JsonElement final = default;
         var watch = Stopwatch.StartNew();
         while (watch.Elapsed < TrainingTimeout)
         {
-            using var run = await Json(await http.GetAsync($"/api/runs/{id}"));
+            using var run = await UiApi.DocumentOkAsync(await http.GetAsync($"/api/runs/{id}"));
             var status = run.RootElement.GetProperty("status").GetString();
             if (status is not ("queued" or "training"))
             {
@@ -129,14 +129,14 @@ public class UiRecommendationTests
         Assert.That(model.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         Assert.That((await model.Content.ReadAsByteArrayAsync()).Length, Is.GreaterThan(1000));
         Assert.That((await http.GetAsync($"/api/runs/{id}/code.zip")).StatusCode, Is.EqualTo(HttpStatusCode.OK));
-        using (var snippet = await Json(await http.GetAsync($"/api/runs/{id}/snippet")))
+        using (var snippet = await UiApi.DocumentOkAsync(await http.GetAsync($"/api/runs/{id}/snippet")))
             Assert.That(snippet.RootElement.GetProperty("command").GetString(), Does.Contain("dotnet run"));
 
         // A prediction for the most frequent user and item (both certainly in the training ratings).
         var rows = lines.Skip(1).Select(l => l.Split('|')).ToList();
         var user = rows.GroupBy(r => r[0]).OrderByDescending(g => g.Count()).First().Key;
         var item = rows.GroupBy(r => r[1]).OrderByDescending(g => g.Count()).First().Key;
-        using (var prediction = await Json(await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user, item })))
+        using (var prediction = await UiApi.DocumentOkAsync(await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user, item })))
         {
             var score = prediction.RootElement.GetProperty("score").GetDouble();
             Assert.That(double.IsFinite(score), Is.True);
@@ -148,29 +148,14 @@ public class UiRecommendationTests
         // An id the model was not trained on is refused with a message that names it; so is a missing id.
         var unknown = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user = "no-such-user", item });
         Assert.That(unknown.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        var message = await ErrorOf(unknown);
+        var message = await UiApi.ErrorAsync(unknown, "predict, unknown user", HttpStatusCode.BadRequest);
         Assert.That(message, Does.Contain("'no-such-user'"));
         Assert.That(message, Does.Contain("does not know user"));
         var unknownItem = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user, item = "99999" });
         Assert.That(unknownItem.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        Assert.That(await ErrorOf(unknownItem), Does.Contain("does not know item '99999'"));
+        Assert.That(await UiApi.ErrorAsync(unknownItem, "predict, unknown item", HttpStatusCode.BadRequest), Does.Contain("does not know item '99999'"));
         var missing = await http.PostAsJsonAsync($"/api/runs/{id}/predict", new { user });
         Assert.That(missing.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
-        Assert.That(await ErrorOf(missing), Does.Contain("item id"));
-    }
-
-    /// <summary>The JSON of a successful answer (else a failure with its status and body).</summary>
-    private static async Task<JsonDocument> Json(HttpResponseMessage response)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.That(response.IsSuccessStatusCode, Is.True, $"{(int)response.StatusCode} {response.RequestMessage?.Method} {response.RequestMessage?.RequestUri}: {body}");
-        return JsonDocument.Parse(body);
-    }
-
-    /// <summary>The message of an error answer, <c>{"error": ...}</c>.</summary>
-    private static async Task<string> ErrorOf(HttpResponseMessage response)
-    {
-        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
-        return json.RootElement.GetProperty("error").GetString() ?? "";
+        Assert.That(await UiApi.ErrorAsync(missing, "predict, no item", HttpStatusCode.BadRequest), Does.Contain("item id"));
     }
 }
