@@ -45,6 +45,29 @@ if (args.Length >= 1 && args[0] == "accuracy")
     return 0;
 }
 
+// saved: whether libtorch keeps the input of a frozen Linear for the backward pass (diagnostic; run with MALLOC_MMAP_THRESHOLD_=65536).
+if (args.Length >= 1 && args[0] == "saved")
+{
+    foreach (var frozen in new[] { true, false })
+    {
+        using var scope = NewDisposeScope();
+        var layers = Enumerable.Range(0, 20).Select(_ => nn.Linear(384, 384)).ToList();
+        foreach (var l in layers) foreach (var p in l.parameters()) p.requires_grad = !frozen;
+        var x = randn(4096, 384).requires_grad_(true);
+        long before = Memory.Rss();
+        var y = x;
+        foreach (var l in layers)
+        {
+            var next = l.forward(y);
+            if (!ReferenceEquals(y, x)) y.Dispose(); // only autograd may keep it now
+            y = next;
+        }
+        Console.WriteLine($"frozen={frozen}: RSS after 20 chained Linear forwards {(Memory.Rss() - before) / 1e6:F0} MB above before (one activation is {4096 * 384 * 4 / 1e6:F1} MB)");
+        y.sum().backward();
+    }
+    return 0;
+}
+
 // rss: what is resident after each stage of building the LoRA step's model (diagnostic).
 if (args.Length >= 1 && args[0] == "rss")
 {

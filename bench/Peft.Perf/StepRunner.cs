@@ -65,10 +65,11 @@ internal static class StepRunner
             optimizer.step();
         }
 
-        // The baseline is the loaded model before any step: what loading left behind is released first.
+        // The baseline is the loaded model before any step: what loading left behind is released first, with the
+        // decommitting collection the training loop makes before its first step.
         GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
-        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         Memory.TrimNativeHeap();
         long before = Memory.Rss();
         Memory.ResetPeak();
@@ -114,7 +115,11 @@ internal static class StepRunner
         Report("model built (parsed arrays still referenced)");
         loaded = null;
         Report("parsed arrays released");
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        Report("after an aggressive collection");
         print($"parameters: {classifier.Network.parameters().Sum(p => p.numel() * 4) / 1e6:F0} MB");
+        // Where the resident pages are: the largest mappings of /proc/self/smaps (files by name, anonymous memory as one).
+        foreach (var (name, kb) in Memory.ResidentByMapping().Take(12)) print($"  {kb / 1024.0,7:F0} MB  {name}");
     }
 
     public static string ToJson(StepResult result) => JsonSerializer.Serialize(result, Json.Options);
@@ -142,6 +147,27 @@ internal static class Memory
     }
 
     public static long PeakRss() => Read("VmHWM:");
+
+    /// <summary>Resident kilobytes by mapped file (anonymous mappings together as "[anonymous]"), largest first.</summary>
+    public static IEnumerable<(string Name, long Kb)> ResidentByMapping()
+    {
+        var totals = new Dictionary<string, long>();
+        string current = "[anonymous]";
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length > 0 && parts[0].Contains('-') && !parts[0].EndsWith(':'))
+            {
+                current = parts.Length >= 6 ? string.Join(' ', parts[5..]) : "[anonymous]";
+                if (!current.StartsWith('/')) current = current.StartsWith("[heap", StringComparison.Ordinal) ? "[heap]" : "[anonymous]";
+            }
+            else if (parts.Length >= 2 && parts[0] == "Rss:")
+            {
+                totals[current] = totals.GetValueOrDefault(current) + long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+        return totals.OrderByDescending(kv => kv.Value).Select(kv => (kv.Key, kv.Value));
+    }
 
     /// <summary>Resets the peak (VmHWM) to the current RSS, so the peak that follows belongs to what runs next.</summary>
     public static void ResetPeak()

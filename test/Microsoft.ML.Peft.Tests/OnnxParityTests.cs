@@ -13,6 +13,26 @@ namespace Microsoft.ML.Peft.Tests;
 public class OnnxParityTests
 {
     [Test]
+    public void TheEmbeddedModelReadFromTheAssemblyFileEqualsTheLoadedImagesResource()
+    {
+        // The model is read with file reads at the offset the PE metadata gives; the runtime's resource stream is the reference.
+        var (weights, vocab, config) = BaseModelSource.MiniLM().ReadFiles();
+        var assembly = BaseModelSource.FindMiniLMAssembly();
+        byte[] Resource(string suffix)
+        {
+            var name = assembly.GetManifestResourceNames().Single(n => n.EndsWith(suffix, StringComparison.Ordinal));
+            using var stream = assembly.GetManifestResourceStream(name)!;
+            using var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            return copy.ToArray();
+        }
+        Assert.That(weights, Is.EqualTo(Resource("model.onnx")));
+        Assert.That(vocab, Is.EqualTo(Resource("vocab.txt")));
+        Assert.That(weights.Length, Is.GreaterThan(80_000_000));
+        Assert.That(config, Is.Null);
+    }
+
+    [Test]
     public void MiniLMLastHiddenStateMatchesOnnxRuntime()
     {
         var sentences = TestData.ReadSst2(TestData.Sst2Dev, skip: 0, take: 16).Select(r => r.Sentence).ToList();

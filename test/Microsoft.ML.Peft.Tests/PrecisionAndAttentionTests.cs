@@ -139,6 +139,66 @@ public class PrecisionAndAttentionTests
         Assert.That(MaxDiff(fusedQuery, query), Is.LessThan(1e-4));
     }
 
+    [Test]
+    public void DropoutAttentionEqualsTheFormulaWithTheSameMaskForwardAndBackward()
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(21);
+        var (_, mask) = Inputs(keys: 4);
+        Tensor Random(long length) => randn(new long[] { 3, 2, length, 8 }, generator: generator);
+        var (q0, k0, v0) = (Random(9), Random(13), Random(13));
+        var keep = rand(new long[] { 3, 2, 9, 13 }, generator: generator).gt(0.3);
+        var upstream = randn(new long[] { 3, 2, 9, 8 }, generator: generator);
+        const double p = 0.3;
+
+        var (q, k, v) = (q0.clone().requires_grad_(true), k0.clone().requires_grad_(true), v0.clone().requires_grad_(true));
+        var ours = DropoutAttention.Run(q, k, v, mask, keep, p);
+        ours.mul(upstream).sum().backward();
+
+        // The definition, through autograd: (softmax(QK^T/sqrt(d) + mask) * keep / (1 - p)) V.
+        var (rq, rk, rv) = (q0.clone().requires_grad_(true), k0.clone().requires_grad_(true), v0.clone().requires_grad_(true));
+        var probabilities = softmax(matmul(rq, rk.transpose(2, 3)).div(Math.Sqrt(8)).add(mask), 3);
+        var expected = matmul(probabilities.mul(keep.to(ScalarType.Float32)).div(1 - p), rv);
+        expected.mul(upstream).sum().backward();
+
+        Assert.That(MaxDiff(ours, expected), Is.LessThan(1e-5), "forward");
+        Assert.That(MaxDiff(q.grad!, rq.grad!), Is.LessThan(1e-5), "query gradient");
+        Assert.That(MaxDiff(k.grad!, rk.grad!), Is.LessThan(1e-5), "key gradient");
+        Assert.That(MaxDiff(v.grad!, rv.grad!), Is.LessThan(1e-5), "value gradient");
+        Assert.That(rk.grad!.abs().sum().item<float>(), Is.GreaterThan(0), "the keys get a gradient");
+        Assert.That(() => DropoutAttention.Run(q, k, v, mask, keep.to(ScalarType.Float32), p), Throws.ArgumentException);
+    }
+
+    [Test]
+    public void TrainingWithAttentionDropoutUsesTheRunsGeneratorAndMatchesTheFormula()
+    {
+        using var scope = NewDisposeScope();
+        using var attention = RandomAttention(4);
+        attention.train();
+        attention.AttentionDropout = 0.25;
+        var (hidden, mask) = Inputs();
+        using var random = new Microsoft.ML.Peft.Torch.RandomSource(5, CPU);
+        Microsoft.ML.Peft.Torch.RunDropout.Attach(attention, random);
+        var input = hidden.clone().requires_grad_(true);
+        var ours = attention.Forward(input, mask, null);
+        ours.sum().backward();
+
+        // The same draws from a generator seeded alike, applied by the formula.
+        using var again = new Microsoft.ML.Peft.Torch.RandomSource(5, CPU);
+        int heads = TinyBert.Config.NumAttentionHeads, size = TinyBert.Config.HiddenSize / heads;
+        var keep = empty(3, heads, 9, 9).bernoulli_(0.75, generator: again.Dropout);
+        var w = attention.named_parameters().ToDictionary(x => x.name, x => (Tensor)x.parameter);
+        var input2 = hidden.clone().requires_grad_(true);
+        Tensor Heads(string name) => matmul(input2, w[name + ".weight"].t()).add(w[name + ".bias"]).view(3, 9, heads, size).permute(0, 2, 1, 3);
+        var probabilities = softmax(matmul(Heads("query"), Heads("key").transpose(2, 3)).div(Math.Sqrt(size)).add(mask), 3);
+        var expected = matmul(probabilities.mul(keep).div(0.75), Heads("value")).permute(0, 2, 1, 3).reshape(3, 9, heads * size);
+        var inputGrad = input.grad!.clone();
+        expected.sum().backward();
+        Assert.That(MaxDiff(ours, expected), Is.LessThan(1e-5), "forward");
+        Assert.That(MaxDiff(inputGrad, input2.grad!), Is.LessThan(1e-4), "input gradient");
+        Assert.That(keep.mean().item<float>(), Is.InRange(0.5f, 0.95f), "dropout dropped some probabilities, not all");
+    }
+
     /// <summary>A frozen base, as a method leaves it: only weights that are not trained get bfloat16 copies.</summary>
     private static void Freeze(nn.Module model)
     {

@@ -1,4 +1,6 @@
 using System.Reflection;
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.ML.Peft.Backbones.Bert;
@@ -148,10 +150,47 @@ public sealed class BaseModelSource
 
     private static byte[] ReadResource(Assembly assembly, string name)
     {
+        // From the assembly's file when there is one: reading through the loaded image would leave all its pages
+        // (90 MB for the model) resident in this process for as long as the assembly stays loaded.
+        if (ReadResourceFromFile(assembly, name) is { } fromFile) return fromFile;
         using var stream = assembly.GetManifestResourceStream(name)
             ?? throw new InvalidOperationException($"The assembly '{assembly.GetName().Name}' has no resource '{name}'.");
-        using var memory = new MemoryStream(checked((int)stream.Length));
-        stream.CopyTo(memory);
-        return memory.ToArray();
+        var bytes = new byte[checked((int)stream.Length)];
+        stream.ReadExactly(bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// An embedded resource read with file reads from <paramref name="assembly"/>'s file (its offset from the PE
+    /// metadata), or null when the assembly has no file (a single-file bundle) or the resource is not embedded there.
+    /// </summary>
+    private static byte[]? ReadResourceFromFile(Assembly assembly, string name)
+    {
+#pragma warning disable IL3000 // Location is empty in a single-file bundle: the caller then reads the loaded image.
+        var location = assembly.Location;
+#pragma warning restore IL3000
+        if (string.IsNullOrEmpty(location) || !System.IO.File.Exists(location)) return null;
+        using var file = new FileStream(location, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        long start;
+        using (var pe = new PEReader(file, PEStreamOptions.LeaveOpen))
+        {
+            if (!pe.HasMetadata || pe.PEHeaders.CorHeader is not { } cor) return null;
+            if (!pe.PEHeaders.TryGetDirectoryOffset(cor.ResourcesDirectory, out int directory)) return null;
+            var metadata = pe.GetMetadataReader();
+            var handle = metadata.ManifestResources.Select(h => (Handle: h, Resource: metadata.GetManifestResource(h)))
+                .FirstOrDefault(r => r.Resource.Implementation.IsNil && metadata.StringComparer.Equals(r.Resource.Name, name));
+            if (handle.Handle.IsNil) return null;
+            start = directory + handle.Resource.Offset;
+        }
+        // The resource is a 4-byte little-endian length followed by the bytes, inside the resources directory.
+        Span<byte> prefix = stackalloc byte[4];
+        file.Position = start;
+        file.ReadExactly(prefix);
+        long length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(prefix);
+        if (start + 4 + length > file.Length || length > Array.MaxLength)
+            throw new InvalidDataException($"The assembly '{location}' declares a resource '{name}' of {length} bytes beyond its end.");
+        var bytes = new byte[length];
+        file.ReadExactly(bytes);
+        return bytes;
     }
 }

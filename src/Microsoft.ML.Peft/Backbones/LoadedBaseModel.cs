@@ -10,19 +10,33 @@ internal sealed class LoadedBaseModel
     {
         Source = source;
         Config = config;
-        Weights = weights;
+        this.weights = weights;
         Vocab = vocab;
-        File = file;
+        this.file = file;
         Sha256 = Convert.ToHexString(SHA256.HashData(file)).ToLowerInvariant();
     }
 
+    private Dictionary<string, NamedArray>? weights;
+    private byte[]? file;
+
     public BaseModelSource Source { get; }
     public BertConfig Config { get; }
-    public Dictionary<string, NamedArray> Weights { get; }
+    /// <summary>The parsed weights by Hugging Face name (until <see cref="ReleaseParsed"/>).</summary>
+    public Dictionary<string, NamedArray> Weights => weights ?? throw Released();
     public byte[] Vocab { get; }
-    /// <summary>The weights file as read (ONNX or safetensors), for hashing and for embedding in a saved model.</summary>
-    public byte[] File { get; }
+    /// <summary>The weights file as read (ONNX or safetensors), for hashing and for embedding in a saved model (until <see cref="ReleaseParsed"/>).</summary>
+    public byte[] File => file ?? throw Released();
     public string Sha256 { get; }
+
+    /// <summary>
+    /// Drops this object's references to the parsed weights and the file's bytes (twice the model's size in managed
+    /// memory) once a model has been built from them, so they are not kept alive through training by a caller that
+    /// still holds this object. A model that embeds the base model keeps its own reference to the file.
+    /// </summary>
+    public void ReleaseParsed() => (weights, file) = (null, null);
+
+    private InvalidOperationException Released() =>
+        new($"The parsed weights of {Source} were released after the model was built; load the base model again.");
 
     /// <summary>A new backbone module with these weights (one per model: adapters are added to it).</summary>
     public IBackbone CreateBackbone() => new BertBackbone(this);

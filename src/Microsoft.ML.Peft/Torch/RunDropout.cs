@@ -31,8 +31,20 @@ internal sealed class RunDropout : nn.Module<Tensor, Tensor>
     {
         if (!training || Probability == 0) return input.alias();
         if (Random is null) return nn.functional.dropout(input, Probability, training: true);
-        using var keep = empty_like(input).bernoulli_(1 - Probability, generator: Random.Dropout);
+        // A boolean mask (the draws are the same): the product keeps one byte an element for the backward pass, not four.
+        using var draws = empty_like(input).bernoulli_(1 - Probability, generator: Random.Dropout);
+        using var keep = draws.to(ScalarType.Bool);
         return input.mul(keep).div_(1 - Probability);
+    }
+
+    /// <summary>
+    /// The elements dropout keeps for an input of <paramref name="shape"/>, as booleans, drawn as <see cref="forward"/>
+    /// draws them (from the run's generator, or libtorch's default one outside a run).
+    /// </summary>
+    public Tensor KeepMask(long[] shape)
+    {
+        using var draws = empty(shape).bernoulli_(1 - Probability, generator: Random?.Dropout);
+        return draws.to(ScalarType.Bool);
     }
 
     /// <summary>Gives every <see cref="RunDropout"/> under <paramref name="root"/> the run's generator (null detaches).</summary>

@@ -65,6 +65,10 @@ internal sealed class TrainingLoop
         int bestEpoch = 0, epochsWithoutImprovement = 0;
         Dictionary<string, Tensor>? bestWeights = null;
         RunDropout.Attach(network, random);
+        // What building the model left behind (the parsed weights, the file's bytes: hundreds of megabytes) is garbage
+        // now; a collection that decommits returns those pages to the system, which the runtime would otherwise keep
+        // resident through training.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         try
         {
             for (int epoch = 1; epoch <= options.MaxEpoch; epoch++)

@@ -15,7 +15,9 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 /// <remarks>
 /// Attention runs through libtorch's <c>scaled_dot_product_attention</c> (its fused, memory-efficient CPU kernel keeps
 /// neither the scores nor the probabilities for the backward pass) except while training with attention dropout: that
-/// path computes <c>softmax(QK^T/sqrt(d) + mask)</c> explicitly so the dropout masks come from the run's generator.
+/// path computes <c>softmax(QK^T/sqrt(d) + mask)</c> explicitly so the dropout masks come from the run's generator, in
+/// <see cref="DropoutAttention"/>, which keeps only the inputs and a one-byte keep mask and computes the probabilities
+/// again in the backward pass.
 /// With a <see cref="ComputeType"/> (bfloat16) the projections run in that type (the fused inference projection too),
 /// but attention itself stays fp32: libtorch's bfloat16 attention kernels measured slower than fp32 on CPUs (the
 /// backward pass about four times slower), and the softmax keeps full precision.
@@ -119,9 +121,10 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         // Training with attention dropout takes the explicit path; everything else the fused kernel.
         if (!fused && training && dropout.Probability > 0)
         {
-            // Dropout on the attention probabilities, with masks from the run's generator.
-            var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(headSize)).add_(additiveMask);
-            context = matmul(dropout.forward(nn.functional.softmax(scores, -1)), v);
+            // Dropout on the attention probabilities, with masks from the run's generator; the backward pass computes
+            // the probabilities again rather than keeping them.
+            var keep = dropout.KeepMask(new[] { q.shape[0], q.shape[1], q.shape[2], k.shape[2] });
+            context = DropoutAttention.Run(q, k, v, additiveMask, keep, dropout.Probability);
         }
         else
         {

@@ -87,7 +87,19 @@ internal sealed class LoraLayer : LinearAdapter
     public Tensor Delta(Tensor input)
     {
         using var scope = NewDisposeScope();
-        return lora_B.forward(lora_A.forward(lora_dropout.forward(input))).mul_(Scaling).MoveToOuterDisposeScope();
+        Tensor low;
+        if (training && lora_dropout.Probability > 0)
+        {
+            // The same draws as the dropout module, but the backward pass keeps the input (shared with the other
+            // branches that read it) and a boolean mask, not a dropped-out copy of the input.
+            var keep = lora_dropout.KeepMask(input.shape);
+            low = DroppedLinear.Run(input, lora_A.Weight, keep, lora_dropout.Probability);
+        }
+        else
+        {
+            low = lora_A.forward(input);
+        }
+        return lora_B.forward(low).mul_(Scaling).MoveToOuterDisposeScope();
     }
 
     public override Tensor Adapt(Tensor input, Tensor baseOutput)

@@ -120,6 +120,7 @@ public sealed class PeftNamedEntityRecognitionTrainer : IEstimator<PeftNamedEnti
         };
         using var random = new RandomSource(options.Seed, device);
         var model = new NerModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        baseModel.ReleaseParsed(); // the model holds what it needs; the parsed copies must not live through training
         model.KeepBaseForUnmerge = options.KeepBaseForUnmerge;
         try
         {

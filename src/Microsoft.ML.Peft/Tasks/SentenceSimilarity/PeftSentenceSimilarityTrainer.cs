@@ -138,6 +138,7 @@ public sealed class PeftSentenceSimilarityTrainer : IEstimator<PeftSentenceSimil
             (options.Architecture == SimilarityArchitecture.CrossEncoder ? "cross-encoder." : "bi-encoder."));
         using var random = new RandomSource(options.Seed, device);
         var model = new SentenceSimilarityModel(settings, baseModel, options.Method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        baseModel.ReleaseParsed(); // the model holds what it needs; the parsed copies must not live through training
         model.KeepBaseForUnmerge = options.KeepBaseForUnmerge;
         try
         {

@@ -129,6 +129,7 @@ public sealed class PeftTextClassificationTrainer : IEstimator<PeftTextClassific
         var method = initial?.Method ?? options.Method;
         using var random = new RandomSource(options.Seed, device);
         var model = new TextClassificationModel(settings, baseModel, method, options.EmbedBaseModel, device, random.Init, options.HeadDropout);
+        baseModel.ReleaseParsed(); // the model holds what it needs; the parsed copies must not live through training
         model.KeepBaseForUnmerge = options.KeepBaseForUnmerge;
         try
         {
