@@ -41,6 +41,8 @@ internal static class DistillationBenchmark
         "  --teacher-learning-rate X the teacher's peak learning rate (default 5e-5 for full, 2e-3 for lora and ensemble)\n" +
         "  --teacher-model FILE      use this saved teacher (a model of --save-teacher) instead of training one\n" +
         "  --save-teacher FILE       save the trained teacher, to try students without training it again\n" +
+        "  --save-teacher-scores FILE  (ensemble, crossfit) save the teacher's probabilities on the training and test rows\n" +
+        "  --teacher-scores FILE     (ensemble, crossfit) use the probabilities --save-teacher-scores saved instead of training\n" +
         "  --epochs N                the students' passes over the rows (default 1)\n" +
         "  --learning-rate X         the students' peak learning rate (default 2e-3)\n" +
         "  --rank N, --alpha X       the students' LoRA rank and alpha (default 8, 16)\n" +
@@ -66,7 +68,7 @@ internal static class DistillationBenchmark
         public int? TeacherMembersGiven;
         public int TeacherMembers => TeacherMembersGiven ?? (Teacher == "crossfit" ? 2 : 4);
         public float? TeacherLearningRate;
-        public string? TeacherModel, SaveTeacher;
+        public string? TeacherModel, SaveTeacher, TeacherScores, SaveTeacherScores;
         public int Epochs = BenchArguments.DefaultEpochs;
         public float LearningRate = BenchArguments.DefaultLearningRate;
         public int Rank = BenchArguments.DefaultRank;
@@ -114,6 +116,8 @@ internal static class DistillationBenchmark
                 case "--teacher-learning-rate": a.TeacherLearningRate = Number(1e-8f, 1); break;
                 case "--teacher-model": a.TeacherModel = Value(); break;
                 case "--save-teacher": a.SaveTeacher = Value(); break;
+                case "--teacher-scores": a.TeacherScores = Value(); break;
+                case "--save-teacher-scores": a.SaveTeacherScores = Value(); break;
                 case "--epochs": a.Epochs = Positive(); break;
                 case "--learning-rate": a.LearningRate = Number(1e-8f, 1); break;
                 case "--rank": a.Rank = Positive(); break;
@@ -136,9 +140,16 @@ internal static class DistillationBenchmark
         if (a.ManyTeachers && (a.TeacherModel is not null || a.SaveTeacher is not null))
             throw new ArgumentException("--teacher-model and --save-teacher apply to a single teacher (full or lora), not an ensemble.");
         if (a.UnlabelledRows > 0 && a.ManyTeachers) throw new ArgumentException("--unlabelled-rows needs a single teacher (full or lora), not an ensemble.");
+        if ((a.TeacherScores ?? a.SaveTeacherScores) is not null && !a.ManyTeachers)
+            throw new ArgumentException("--teacher-scores and --save-teacher-scores apply to --teacher ensemble or crossfit.");
+        if (a.TeacherScores is not null && a.SaveTeacherScores is not null) throw new ArgumentException("--teacher-scores and --save-teacher-scores exclude each other.");
+        if (a.TeacherScores is not null && !File.Exists(a.TeacherScores)) throw new FileNotFoundException($"The teacher scores {a.TeacherScores} (--teacher-scores) do not exist.", a.TeacherScores);
         if (a.TeacherModel is not null && !File.Exists(a.TeacherModel)) throw new FileNotFoundException($"The teacher model {a.TeacherModel} (--teacher-model) does not exist.", a.TeacherModel);
         return a;
     }
+
+    /// <summary>An ensemble's or cross-fitted teacher's probabilities (--save-teacher-scores, --teacher-scores).</summary>
+    private sealed record SavedTeacherScores(string Description, double? Seconds, long TrainableParameters, float[][] TrainScores, float[][] TestScores);
 
     /// <summary>One trained model's figures.</summary>
     private sealed record Row(string Name, string Description, double Accuracy, double MacroF1, double? TrainSeconds, long TrainableParameters);
@@ -205,39 +216,57 @@ internal static class DistillationBenchmark
                     $"cross-fitted full fine-tuning: {a.TeacherMembers} models, each on the other folds' rows (lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s)); each training row taught by the model that did not see it, test rows by their average")
                 : string.Create(CultureInfo.InvariantCulture,
                     $"ensemble of {a.TeacherMembers} LoRA r=8 all-linear (seeds {a.Seed + 1}-{a.Seed + a.TeacherMembers}), lr {a.TeacherRate:G}, {a.TeacherEpochs} epoch(s) each");
-            Program.Log($"teacher: {teacherDescription} ...");
-            var watch = Stopwatch.StartNew();
-            var members = new List<ITransformer>();
-            for (int k = 0; k < a.TeacherMembers; k++)
+            var classes = trainRows.Select(r => r.Label).Distinct().Order(StringComparer.Ordinal).ToList();
+            float[][] testScores;
+            long parameters;
+            if (a.TeacherScores is not null)
             {
-                var options = Options(crossfit ? new FullFineTuningOptions() : new LoraOptions(), a.TeacherEpochs, a.TeacherRate);
-                options.Seed = a.Seed + k + 1;
-                var memberRows = crossfit ? trainRows.Where((_, i) => i % a.TeacherMembers != k).ToList() : trainRows;
-                members.Add(Pipeline(options).Fit(ml.Data.LoadFromEnumerable(memberRows)));
-            }
-            if (crossfit)
-            {
-                // Out of fold: row i is scored by the member that left its fold (i mod K) out.
-                ensembleTrainScores = new float[trainRows.Count][];
-                for (int k = 0; k < a.TeacherMembers; k++)
-                {
-                    var fold = Enumerable.Range(0, trainRows.Count).Where(i => i % a.TeacherMembers == k).ToList();
-                    var scores = AverageScores(ml, new[] { members[k] }, ml.Data.LoadFromEnumerable(fold.Select(i => trainRows[i]).ToList()));
-                    for (int j = 0; j < fold.Count; j++) ensembleTrainScores[fold[j]] = scores[j];
-                }
+                var saved = JsonSerializer.Deserialize<SavedTeacherScores>(File.ReadAllText(a.TeacherScores))
+                    ?? throw new InvalidDataException($"{a.TeacherScores} (--teacher-scores) holds no teacher scores.");
+                if (saved.TrainScores.Length != trainRows.Count || saved.TestScores.Length != testRows.Count || saved.TrainScores.Concat(saved.TestScores).Any(p => p.Length != classes.Count))
+                    throw new InvalidDataException($"{a.TeacherScores} (--teacher-scores) scores {saved.TrainScores.Length} training and {saved.TestScores.Length} test rows; " +
+                        $"this run has {trainRows.Count} and {testRows.Count} with {classes.Count} classes: use the same --train-rows and --eval-rows.");
+                teacherDescription = saved.Description + $" (scores loaded from {Path.GetFileName(a.TeacherScores)})";
+                (ensembleTrainScores, testScores, teacherSeconds, parameters) = (saved.TrainScores, saved.TestScores, saved.Seconds, saved.TrainableParameters);
             }
             else
             {
-                ensembleTrainScores = AverageScores(ml, members, train);
+                Program.Log($"teacher: {teacherDescription} ...");
+                var watch = Stopwatch.StartNew();
+                var members = new List<ITransformer>();
+                for (int k = 0; k < a.TeacherMembers; k++)
+                {
+                    var options = Options(crossfit ? new FullFineTuningOptions() : new LoraOptions(), a.TeacherEpochs, a.TeacherRate);
+                    options.Seed = a.Seed + k + 1;
+                    var memberRows = crossfit ? trainRows.Where((_, i) => i % a.TeacherMembers != k).ToList() : trainRows;
+                    members.Add(Pipeline(options).Fit(ml.Data.LoadFromEnumerable(memberRows)));
+                }
+                if (crossfit)
+                {
+                    // Out of fold: row i is scored by the member that left its fold (i mod K) out.
+                    ensembleTrainScores = new float[trainRows.Count][];
+                    for (int k = 0; k < a.TeacherMembers; k++)
+                    {
+                        var fold = Enumerable.Range(0, trainRows.Count).Where(i => i % a.TeacherMembers == k).ToList();
+                        var scores = AverageScores(ml, new[] { members[k] }, ml.Data.LoadFromEnumerable(fold.Select(i => trainRows[i]).ToList()));
+                        for (int j = 0; j < fold.Count; j++) ensembleTrainScores[fold[j]] = scores[j];
+                    }
+                }
+                else
+                {
+                    ensembleTrainScores = AverageScores(ml, members, train);
+                }
+                teacherSeconds = Seconds(watch);
+                testScores = AverageScores(ml, members, test);
+                parameters = members.Sum(m => ((IEnumerable<ITransformer>)m).OfType<PeftTextClassificationTransformer>().Single().TrainableParameterCount);
+                foreach (var member in members)
+                    foreach (var part in (IEnumerable<ITransformer>)member) (part as IDisposable)?.Dispose();
+                if (a.SaveTeacherScores is not null)
+                    File.WriteAllText(a.SaveTeacherScores, JsonSerializer.Serialize(new SavedTeacherScores(teacherDescription, teacherSeconds, parameters, ensembleTrainScores, testScores)));
             }
-            teacherSeconds = Seconds(watch);
-            var classes = trainRows.Select(r => r.Label).Distinct().Order(StringComparer.Ordinal).ToList();
-            var (accuracy, macroF1) = Metrics(AverageScores(ml, members, test), testRows.Select(r => classes.IndexOf(r.Label)).ToList(), classes.Count);
-            long parameters = members.Sum(m => ((IEnumerable<ITransformer>)m).OfType<PeftTextClassificationTransformer>().Single().TrainableParameterCount);
+            var (accuracy, macroF1) = Metrics(testScores, testRows.Select(r => classes.IndexOf(r.Label)).ToList(), classes.Count);
             rows.Add(new Row("teacher", teacherDescription, accuracy, macroF1, teacherSeconds, parameters));
             Program.Log(string.Create(CultureInfo.InvariantCulture, $"teacher ({teacherDescription}): accuracy {accuracy:F4}, macro-F1 {macroF1:F4}, train {teacherSeconds:F1} s"));
-            foreach (var member in members)
-                foreach (var part in (IEnumerable<ITransformer>)member) (part as IDisposable)?.Dispose();
         }
         else if (a.TeacherModel is not null)
         {
