@@ -68,6 +68,57 @@ if (args.Length >= 1 && args[0] == "saved")
     return 0;
 }
 
+// masks: the cost of applying a dropout mask kept as booleans against one kept as floats (diagnostic).
+if (args.Length >= 1 && args[0] == "masks")
+{
+    using var scope = NewDisposeScope();
+    var a = randn(32, 12, 128, 128);
+    var keepFloat = empty(32, 12, 128, 128).bernoulli_(0.9);
+    var keepBool = keepFloat.to(ScalarType.Bool);
+    double Time(string name, Func<TorchSharp.torch.Tensor> op)
+    {
+        for (int i = 0; i < 3; i++) op().Dispose();
+        var watch = Stopwatch.StartNew();
+        for (int i = 0; i < 20; i++) op().Dispose();
+        double ms = watch.Elapsed.TotalMilliseconds / 20;
+        Console.WriteLine($"{name,-40} {ms,7:F2} ms");
+        return ms;
+    }
+    Time("a * floatMask", () => a.mul(keepFloat));
+    Time("a * boolMask", () => a.mul(keepBool));
+    Time("a * boolMask.to(float)", () => { using var f = keepBool.to(ScalarType.Float32); return a.mul(f); });
+    Time("where(boolMask, a, 0)", () => where(keepBool, a, 0f));
+    Time("a.masked_fill(~boolMask, 0)", () => { using var n = keepBool.logical_not(); return a.masked_fill(n, 0f); });
+    Time("bernoulli float draws", () => empty(32, 12, 128, 128).bernoulli_(0.9));
+    Time("float draws to bool", () => keepFloat.to(ScalarType.Bool));
+    using var gen = new Generator(1);
+    Time("bernoulli float draws, generator", () => empty(32, 12, 128, 128).bernoulli_(0.9, generator: gen));
+    Time("uniform draws, generator", () => empty(32, 12, 128, 128).uniform_(0, 1, generator: gen));
+    Time("rand < 0.9, generator", () => { using var u = rand(new long[] { 32, 12, 128, 128 }, generator: gen); return u.lt(0.9); });
+    Time("randint bytes, generator", () => randint(0, 256, new long[] { 32, 12, 128, 128 }, dtype: ScalarType.Byte, generator: gen));
+    Time("bernoulli bool draws, generator", () => empty(new long[] { 32, 12, 128, 128 }, ScalarType.Bool).bernoulli_(0.9, generator: gen));
+    Time("a.clone() (one pass)", () => a.clone());
+    // Attention with dropout, forward and backward: the explicit formula through autograd against DropoutAttention.
+    var q = randn(32, 128, 12, 32).transpose(1, 2).requires_grad_(true);
+    var k = randn(32, 128, 12, 32).transpose(1, 2).requires_grad_(true);
+    var v = randn(32, 128, 12, 32).transpose(1, 2).requires_grad_(true);
+    var additive = zeros(32, 1, 1, 128);
+    var upstream = randn(32, 12, 128, 32);
+    var process = System.Diagnostics.Process.GetCurrentProcess();
+    void Both(string name, Func<TorchSharp.torch.Tensor> forward)
+    {
+        var cpu = process.TotalProcessorTime;
+        var ms = Time(name, () => { using var inner = NewDisposeScope(); forward().mul(upstream).sum().backward(); return zeros(1).MoveToOuterDisposeScope(); });
+        Console.WriteLine($"{"",-40} processor {(System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds / 23:F1} ms a call");
+    }
+    Both("explicit formula fwd+bwd", () => matmul(softmax(matmul(q, k.transpose(-2, -1)).div(Math.Sqrt(32)).add(additive), -1).mul(keepBool).div(0.9), v));
+    Both("DropoutAttention fwd+bwd", () => Microsoft.ML.Peft.Backbones.Bert.DropoutAttention.Run(q, k, v, additive, keepBool, 0.1));
+    Both("fused kernel (no dropout) fwd+bwd", () => nn.functional.scaled_dot_product_attention(q, k, v, additive, 0.0));
+    Both("DropoutAttention fwd only", () => { using (no_grad()) Microsoft.ML.Peft.Backbones.Bert.DropoutAttention.Run(q, k, v, additive, keepBool, 0.1); return q.sum(); });
+    Time("softmax", () => softmax(a, -1));
+    return 0;
+}
+
 // rss: what is resident after each stage of building the LoRA step's model (diagnostic).
 if (args.Length >= 1 && args[0] == "rss")
 {
@@ -191,6 +242,7 @@ json["loraVsFullMemory"] = Ratio(loraMemory?.PeakRssBytes, fullMemory?.PeakRssBy
 json["checkpointedStepMs"] = checkpointed?.StepMsMedian;
 json["checkpointedPeakMemoryBytes"] = checkpointedMemory?.PeakRssBytes;
 json["checkpointingMemoryRatio"] = Ratio(checkpointedMemory?.PeakRssBytes, loraMemory?.PeakRssBytes);
+json["checkpointedVsFullMemory"] = Ratio(checkpointedMemory?.PeakRssBytes, fullMemory?.PeakRssBytes);
 json["loraNoAttentionDropoutPeakMemoryBytes"] = noDropMemory?.PeakRssBytes;
 json["loraNoAttentionDropoutVsFullMemory"] = Ratio(noDropMemory?.PeakRssBytes, fullMemory?.PeakRssBytes);
 json["checkpointedNoAttentionDropoutPeakMemoryBytes"] = checkpointedNoDropMemory?.PeakRssBytes;
@@ -312,8 +364,8 @@ json["totalSeconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
 // Table and targets.
 var targets = new (string Key, string Op, double Bound)[]
 {
-    ("loraStepVsPytorch", "<=", 1.0), ("mfu", ">=", 0.4), ("loraVsFullMemory", "<=", 0.75),
-    ("checkpointingMemoryRatio", "<=", 0.5), ("inferenceVsOrt", ">=", 0.8), ("adapterVsBase", "<=", 0.02),
+    ("loraStepVsPytorch", "<=", 1.0), ("mfu", ">=", 0.4), ("loraVsFullMemory", "<=", 0.7),
+    ("checkpointedVsFullMemory", "<=", 0.45), ("inferenceVsOrt", ">=", 0.8), ("adapterVsBase", "<=", 0.02),
     ("bestInferenceVsOrt", ">=", 1.2), ("predictionEngineP50Ms", "<=", 10),
     ("bf16StepVsFp32", "<=", 0.6), ("bf16AccuracyDelta", "|x| <=", 0.5),
     ("loraNoAttentionDropoutVsFullMemory", "<=", 0.7), ("checkpointedNoAttentionDropoutVsFullMemory", "<=", 0.45),
@@ -322,7 +374,7 @@ Console.WriteLine();
 Console.WriteLine("| figure | value | target |");
 Console.WriteLine("|---|---:|---|");
 foreach (var key in new[] { "gemmGflops", "loraStepMs", "pytorchLoraStepMs", "loraStepVsPytorch", "mfu", "pytorchMfu", "fullStepMs", "pytorchFullStepMs", "loraVsFullTime",
-    "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio",
+    "loraPeakMemoryBytes", "fullPeakMemoryBytes", "loraVsFullMemory", "checkpointedStepMs", "checkpointedPeakMemoryBytes", "checkpointingMemoryRatio", "checkpointedVsFullMemory",
     "inferenceRowsPerSec", "ortRowsPerSec", "inferenceVsOrt", "int8RowsPerSec", "int8InferenceVsOrt", "bestInferenceVsOrt", "predictionEngineP50Ms", "predictionEngineP95Ms", "adapterBytes", "baseModelBytes", "adapterVsBase",
     "gemmBf16Gflops", "loraBf16StepMs", "bf16StepVsFp32", "bf16Mfu", "bf16AccuracyDelta",
     "loraNoAttentionDropoutPeakMemoryBytes", "loraNoAttentionDropoutVsFullMemory", "checkpointedNoAttentionDropoutPeakMemoryBytes",

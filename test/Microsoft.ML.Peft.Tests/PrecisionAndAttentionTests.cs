@@ -186,7 +186,7 @@ public class PrecisionAndAttentionTests
         // The same draws from a generator seeded alike, applied by the formula.
         using var again = new Microsoft.ML.Peft.Torch.RandomSource(5, CPU);
         int heads = TinyBert.Config.NumAttentionHeads, size = TinyBert.Config.HiddenSize / heads;
-        var keep = empty(3, heads, 9, 9).bernoulli_(0.75, generator: again.Dropout);
+        var keep = rand(new long[] { 3, heads, 9, 9 }, generator: again.Dropout).lt(0.75).to(ScalarType.Float32); // u < 1 - p
         var w = attention.named_parameters().ToDictionary(x => x.name, x => (Tensor)x.parameter);
         var input2 = hidden.clone().requires_grad_(true);
         Tensor Heads(string name) => matmul(input2, w[name + ".weight"].t()).add(w[name + ".bias"]).view(3, 9, heads, size).permute(0, 2, 1, 3);

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Peft.Backbones.Bert;
 /// that keeps for the backward pass only its inputs (Q, K, V, the additive mask) and the dropout's keep mask (one byte an
 /// element), not the scores, probabilities and dropped probabilities autograd would keep (three float matrices of
 /// [batch, heads, queries, keys] a layer). The backward pass computes the probabilities again and applies the softmax's
-/// derivative by hand: dV = P'^T dO; dP' = dO V^T; dP = dP' * keep / (1 - p); dS = P * (dP - rowsum(dO * O)), O the output;
+/// derivative by hand: dV = P'^T dO; dP' = dO V^T; dP = dP' * keep / (1 - p); dS = P * (dP - rowsum(dP' * P'));
 /// dQ = dS K / sqrt(d); dK = dS^T Q / sqrt(d), where P' is the dropped P. The keep mask comes from the caller, drawn from
 /// the run's generator, so activation checkpointing draws it again identically.
 /// </summary>
@@ -40,16 +40,21 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         using (no_grad())
         {
             using var probabilities = Probabilities(q, k, additiveMask);
-            return matmul(probabilities.mul_(keep).div_(1 - probability), v).MoveToOuterDisposeScope();
+            using var scaledKeep = ScaledKeep(keep, probability);
+            return matmul(probabilities.mul_(scaledKeep), v).MoveToOuterDisposeScope();
         }
     }
 
-    /// <summary><c>softmax(QK^T/sqrt(d) + mask)</c>, the scores freed at once.</summary>
+    /// <summary><c>softmax(QK^T/sqrt(d) + mask)</c>: the scale applied to Q (a [queries, head size] tensor, not the scores), the scores freed at once.</summary>
     private static Tensor Probabilities(Tensor q, Tensor k, Tensor additiveMask)
     {
-        using var scores = matmul(q, k.transpose(-2, -1)).div_(Math.Sqrt(q.shape[^1])).add_(additiveMask);
+        using var scaled = q.mul(1 / Math.Sqrt(q.shape[^1]));
+        using var scores = matmul(scaled, k.transpose(-2, -1)).add_(additiveMask);
         return nn.functional.softmax(scores, -1);
     }
+
+    /// <summary><c>keep / (1 - p)</c> as floats: products with a float tensor run on libtorch's vectorised path, those with booleans do not.</summary>
+    private static Tensor ScaledKeep(Tensor keep, double probability) => keep.to(ScalarType.Float32).mul_(1 / (1 - probability));
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
@@ -59,24 +64,27 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         using var scope = NewDisposeScope();
         using (no_grad())
         {
-            // Matrices of [batch, heads, queries, keys] are freed as soon as they are used: at most two live at once.
+            // Matrices of [batch, heads, queries, keys] are freed as soon as they are used: at most three live at once.
             using var p = Probabilities(q, k, additiveMask);
-            Tensor gradV, rowDot;
-            using (var dropped = p.mul(keep).div_(1 - probability))
+            using var scaledKeep = ScaledKeep(keep, probability);
+            Tensor gradV, gradScores;
+            using (var dropped = p.mul(scaledKeep))
             {
                 gradV = matmul(dropped.transpose(-2, -1), gradOutput);
-                // rowsum(dP * P) equals rowsum(dO * O) with O = dropped V, the forward's output: a [queries, head size]
-                // product instead of a [queries, keys] one.
-                using var output = matmul(dropped, v);
-                rowDot = gradOutput.mul(output).sum(-1, keepdim: true);
+                gradScores = matmul(gradOutput, v.transpose(-2, -1)); // dP', the gradient of the dropped probabilities
+                // rowsum(dP * P) with dP = dP' * keep / (1 - p) is rowsum(dP' * P'), P' the dropped probabilities.
+                using var rowDot = gradScores.mul(dropped).sum(-1, keepdim: true);
+                gradScores.mul_(scaledKeep).sub_(rowDot).mul_(p);
             }
-            using var gradScores = matmul(gradOutput, v.transpose(-2, -1)).mul_(keep).div_(1 - probability)
-                .sub_(rowDot).mul_(p).div_(Math.Sqrt(q.shape[^1]));
-            return new List<Tensor>
+            using (gradScores)
             {
-                matmul(gradScores, k).MoveToOuterDisposeScope(), matmul(gradScores.transpose(-2, -1), q).MoveToOuterDisposeScope(),
-                gradV.MoveToOuterDisposeScope(), null!, null!, null!,
-            };
+                gradScores.mul_(1 / Math.Sqrt(q.shape[^1]));
+                return new List<Tensor>
+                {
+                    matmul(gradScores, k).MoveToOuterDisposeScope(), matmul(gradScores.transpose(-2, -1), q).MoveToOuterDisposeScope(),
+                    gradV.MoveToOuterDisposeScope(), null!, null!, null!,
+                };
+            }
         }
     }
 }
