@@ -123,7 +123,7 @@ internal sealed class BertSelfAttention : nn.Module<Tensor, Tensor, Tensor>
         {
             // Dropout on the attention probabilities, with masks from the run's generator; the backward pass computes
             // the probabilities again rather than keeping them.
-            var keep = dropout.KeepMask(new[] { q.shape[0], q.shape[1], q.shape[2], k.shape[2] });
+            var keep = dropout.KeepMask(new[] { q.shape[0], q.shape[1], q.shape[2], k.shape[2] }, q.device);
             context = DropoutAttention.Run(q, k, v, additiveMask, keep, dropout.Probability);
         }
         else

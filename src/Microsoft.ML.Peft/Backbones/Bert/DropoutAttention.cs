@@ -40,7 +40,7 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         using (no_grad())
         {
             using var probabilities = Probabilities(q, k, additiveMask);
-            using var scaledKeep = ScaledKeep(keep, probability);
+            using var scaledKeep = ScaledKeep(keep, probability, q.dtype);
             return matmul(probabilities.mul_(scaledKeep), v).MoveToOuterDisposeScope();
         }
     }
@@ -53,8 +53,8 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         return nn.functional.softmax(scores, -1);
     }
 
-    /// <summary><c>keep / (1 - p)</c> as floats: products with a float tensor run on libtorch's vectorised path, those with booleans do not.</summary>
-    private static Tensor ScaledKeep(Tensor keep, double probability) => keep.to(ScalarType.Float32).mul_(1 / (1 - probability));
+    /// <summary><c>keep / (1 - p)</c> in the attention's type: products of two float tensors run on libtorch's vectorised path, those with booleans do not.</summary>
+    private static Tensor ScaledKeep(Tensor keep, double probability, ScalarType type) => keep.to(type).mul_(1 / (1 - probability));
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
@@ -66,7 +66,7 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         {
             // Matrices of [batch, heads, queries, keys] are freed as soon as they are used: at most three live at once.
             using var p = Probabilities(q, k, additiveMask);
-            using var scaledKeep = ScaledKeep(keep, probability);
+            using var scaledKeep = ScaledKeep(keep, probability, q.dtype);
             Tensor gradV, gradScores;
             using (var dropped = p.mul(scaledKeep))
             {

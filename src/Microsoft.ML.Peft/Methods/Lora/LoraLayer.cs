@@ -92,7 +92,7 @@ internal sealed class LoraLayer : LinearAdapter
         {
             // The same draws as the dropout module, but the backward pass keeps the input (shared with the other
             // branches that read it) and a boolean mask, not a dropped-out copy of the input.
-            var keep = lora_dropout.KeepMask(input.shape);
+            var keep = lora_dropout.KeepMask(input.shape, input.device);
             low = DroppedLinear.Run(input, lora_A.Weight, keep, lora_dropout.Probability);
         }
         else
