@@ -49,7 +49,8 @@ internal static class MixedPrecision
             return best;
         }
         using var scope = NewDisposeScope();
-        print($"mm 2048 fp32 {GemmGflops(2048, 3, ScalarType.Float32):F1} GFLOP/s, bf16 {GemmGflops(2048, 3, ScalarType.BFloat16):F1} GFLOP/s; threads {get_num_threads()}");
+        print($"mm 2048 fp32 {GemmGflops(2048, 3, ScalarType.Float32):F1} GFLOP/s, bf16 {GemmGflops(2048, 3, ScalarType.BFloat16):F1} GFLOP/s, " +
+            $"fp16 {GemmGflops(2048, 3, ScalarType.Float16):F1} GFLOP/s; threads {get_num_threads()}");
         var x = randn(32, 128, 384);
         var w = randn(1536, 384).div(20);
         var x16 = x.to(ScalarType.BFloat16);
