@@ -31,8 +31,8 @@ public abstract class PeftTextTrainerOptions : PeftTrainerOptions
     /// <summary>
     /// Dropout on the attention probabilities while training. Default null: the base model's
     /// (<c>attention_probs_dropout_prob</c>, 0.1 for MiniLM). 0 lets training run attention through libtorch's fused
-    /// kernel, which keeps no attention matrices for the backward pass (less memory, faster); with dropout the
-    /// probabilities are computed explicitly so the masks come from the run's seeded generator. Saved with the model.
+    /// kernel (a little less memory, faster); with dropout the probabilities are computed explicitly so the masks come
+    /// from the run's seeded generator, and computed again in the backward pass rather than kept. Saved with the model.
     /// </summary>
     public float? AttentionDropout;
 
