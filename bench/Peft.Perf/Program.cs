@@ -160,6 +160,7 @@ var json = new JsonObject
         ["dotnet"] = RuntimeInformation.FrameworkDescription,
         ["torchSharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString(),
         ["libtorchThreads"] = get_num_threads(),
+        ["ompWaitPolicy"] = PeftRuntime.WaitPolicy?.ToString() ?? "not set (libgomp spins, then sleeps)",
         ["onnxRuntime"] = typeof(InferenceSession).Assembly.GetName().Version?.ToString(),
         ["loadAverageAtStart"] = LoadAverage(),
     },
