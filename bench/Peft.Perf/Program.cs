@@ -68,7 +68,8 @@ if (args.Length >= 1 && args[0] == "saved")
     return 0;
 }
 
-// masks: the cost of applying a dropout mask kept as booleans against one kept as floats (diagnostic).
+// masks: what dropout's masks cost (drawing them with bernoulli_ or uniform draws, applying them as booleans or floats) and
+// attention with dropout, forward and backward, through the formula, DropoutAttention and the fused kernel (diagnostic).
 if (args.Length >= 1 && args[0] == "masks")
 {
     using var scope = NewDisposeScope();
@@ -104,10 +105,9 @@ if (args.Length >= 1 && args[0] == "masks")
     var v = randn(32, 128, 12, 32).transpose(1, 2).requires_grad_(true);
     var additive = zeros(32, 1, 1, 128);
     var upstream = randn(32, 12, 128, 32);
-    var process = System.Diagnostics.Process.GetCurrentProcess();
     void Both(string name, Func<TorchSharp.torch.Tensor> forward)
     {
-        var cpu = process.TotalProcessorTime;
+        var cpu = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
         var ms = Time(name, () => { using var inner = NewDisposeScope(); forward().mul(upstream).sum().backward(); return zeros(1).MoveToOuterDisposeScope(); });
         Console.WriteLine($"{"",-40} processor {(System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds / 23:F1} ms a call");
     }
