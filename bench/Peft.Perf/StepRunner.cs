@@ -69,7 +69,7 @@ internal static class StepRunner
         // decommitting collection the training loop makes before its first step.
         GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
-        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        TrainingLoop.ReleaseLoadingGarbage();
         Memory.TrimNativeHeap();
         long before = Memory.Rss();
         Memory.ResetPeak();
@@ -115,7 +115,7 @@ internal static class StepRunner
         Report("model built (parsed arrays still referenced)");
         loaded = null;
         Report("parsed arrays released");
-        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        TrainingLoop.ReleaseLoadingGarbage();
         Report("after an aggressive collection");
         print($"parameters: {classifier.Network.parameters().Sum(p => p.numel() * 4) / 1e6:F0} MB");
         // Where the resident pages are: the largest mappings of /proc/self/smaps (files by name, anonymous memory as one).

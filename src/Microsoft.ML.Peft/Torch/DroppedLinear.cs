@@ -34,7 +34,7 @@ internal sealed class DroppedLinear : autograd.SingleTensorFunction<DroppedLinea
         using var scope = NewDisposeScope();
         using (no_grad())
         {
-            using var dropped = input.mul(keep).div_(1 - probability);
+            using var dropped = RunDropout.Apply(input, keep, probability);
             return nn.functional.linear(dropped, weight).MoveToOuterDisposeScope();
         }
     }
@@ -50,8 +50,8 @@ internal sealed class DroppedLinear : autograd.SingleTensorFunction<DroppedLinea
             long inFeatures = weight.shape[1], outFeatures = weight.shape[0];
             var rows = gradOutput.reshape(-1, outFeatures);
             Tensor gradWeight;
-            using (var dropped = input.mul(keep).div_(1 - probability)) gradWeight = matmul(rows.t(), dropped.reshape(-1, inFeatures));
-            var gradInput = matmul(gradOutput, weight).mul_(keep).div_(1 - probability);
+            using (var dropped = RunDropout.Apply(input, keep, probability)) gradWeight = matmul(rows.t(), dropped.reshape(-1, inFeatures));
+            var gradInput = RunDropout.ApplyInPlace(matmul(gradOutput, weight), keep, probability);
             return new List<Tensor> { gradInput.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), null!, null! };
         }
     }

@@ -33,8 +33,20 @@ internal sealed class RunDropout : nn.Module<Tensor, Tensor>
         if (Random is null) return nn.functional.dropout(input, Probability, training: true);
         // A boolean mask: the product keeps one byte an element for the backward pass, not four.
         using var keep = KeepMask(input.shape, input.device);
-        return input.mul(keep).div_(1 - Probability);
+        return Apply(input, keep, Probability);
     }
+
+    /// <summary><c>input * keep / (1 - p)</c>, a new tensor: inverted dropout with a given boolean keep mask.</summary>
+    public static Tensor Apply(Tensor input, Tensor keep, double probability) => input.mul(keep).div_(1 - probability);
+
+    /// <summary><see cref="Apply"/> in place on <paramref name="input"/> (a tensor autograd does not track), which it returns.</summary>
+    public static Tensor ApplyInPlace(Tensor input, Tensor keep, double probability) => input.mul_(keep).div_(1 - probability);
+
+    /// <summary>
+    /// <c>keep / (1 - p)</c> as a tensor of <paramref name="type"/>, for a mask applied more than once: products of two
+    /// float tensors run on libtorch's vectorised path, those with booleans do not.
+    /// </summary>
+    public static Tensor ScaledKeep(Tensor keep, double probability, ScalarType type) => keep.to(type).mul_(1 / (1 - probability));
 
     /// <summary>
     /// The elements dropout keeps for an input of <paramref name="shape"/> on <paramref name="device"/>, as booleans:

@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Microsoft.ML.Peft.Torch;
 
 namespace Microsoft.ML.Peft.Backbones.Bert;
 
@@ -40,7 +41,7 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         using (no_grad())
         {
             using var probabilities = Probabilities(q, k, additiveMask);
-            using var scaledKeep = ScaledKeep(keep, probability, q.dtype);
+            using var scaledKeep = RunDropout.ScaledKeep(keep, probability, q.dtype);
             return matmul(probabilities.mul_(scaledKeep), v).MoveToOuterDisposeScope();
         }
     }
@@ -53,9 +54,6 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         return nn.functional.softmax(scores, -1);
     }
 
-    /// <summary><c>keep / (1 - p)</c> in the attention's type: products of two float tensors run on libtorch's vectorised path, those with booleans do not.</summary>
-    private static Tensor ScaledKeep(Tensor keep, double probability, ScalarType type) => keep.to(type).mul_(1 / (1 - probability));
-
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var saved = ctx.get_saved_variables();
@@ -66,7 +64,7 @@ internal sealed class DropoutAttention : autograd.SingleTensorFunction<DropoutAt
         {
             // Matrices of [batch, heads, queries, keys] are freed as soon as they are used: at most three live at once.
             using var p = Probabilities(q, k, additiveMask);
-            using var scaledKeep = ScaledKeep(keep, probability, q.dtype);
+            using var scaledKeep = RunDropout.ScaledKeep(keep, probability, q.dtype);
             Tensor gradV, gradScores;
             using (var dropped = p.mul(scaledKeep))
             {
