@@ -7,6 +7,7 @@ using System.Text.Json.Nodes;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peft;
+using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Methods;
 using Microsoft.ML.Peft.Methods.Full;
 using Microsoft.ML.Peft.Methods.Lora;
@@ -47,6 +48,8 @@ internal static class DistillationBenchmark
         "  --learning-rate X         the students' peak learning rate (default 2e-3)\n" +
         "  --rank N, --alpha X       the students' LoRA rank and alpha (default 8, 16)\n" +
         "  --targets A,B             the students' LoRA target modules (default all-linear)\n" +
+        "  --student-layers N        the students' base model is MiniLM cut to its first N of 6 encoder layers (a Hugging Face\n" +
+        "                            checkpoint written to a temporary folder), a smaller and faster model than the teacher's\n" +
         "  --temperature X           distillation temperature T (default 2)\n" +
         "  --weight X                distillation weight alpha in [0, 1] (default 0.5)\n" +
         "  --max-length N            longest token sequence (default 128)\n" +
@@ -78,6 +81,7 @@ internal static class DistillationBenchmark
         public float Weight = new DistillationOptions().Weight;
         public int MaxLength = BenchArguments.DefaultMaxLength;
         public int UnlabelledRows;
+        public int? StudentLayers;
         public int Augment;
         public int? HardEpochs;
         public int Seed = BenchArguments.DefaultSeed;
@@ -127,6 +131,7 @@ internal static class DistillationBenchmark
                 case "--weight": a.Weight = Number(0, 1); break;
                 case "--max-length": a.MaxLength = Positive(); break;
                 case "--unlabelled-rows": a.UnlabelledRows = Positive(); break;
+                case "--student-layers": a.StudentLayers = Positive(); break;
                 case "--perturbed-copies": a.Augment = Positive(); break;
                 case "--hard-epochs": a.HardEpochs = Positive(); break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
@@ -286,16 +291,25 @@ internal static class DistillationBenchmark
         }
         if (teacher is not null) rows.Add(Measure("teacher", teacherDescription, teacher, teacherSeconds));
 
-        // The two students: the same LoRA recipe, on the labels and distilled.
-        LoraOptions Student() => new() { Rank = a.Rank, Alpha = a.Alpha, TargetModules = a.Targets };
-        string recipe = string.Create(CultureInfo.InvariantCulture,
-            $"LoRA r={a.Rank}, alpha {a.Alpha:G} on {string.Join(',', a.Targets)}, lr {a.LearningRate:G}, {a.Epochs} epoch(s)");
+        // The two students: the same LoRA recipe, on the labels and distilled; with --student-layers, on a smaller base.
+        string? studentFolder = a.StudentLayers is int kept ? WriteTruncatedMiniLM(kept) : null;
+        var studentBase = studentFolder is null ? null : BaseModelSource.FromHuggingFace(studentFolder);
+        string studentModel = a.StudentLayers is int n ? $" on MiniLM's first {n} layers" : "";
+        PeftTextClassificationTrainer.Options StudentOptions(int epochs)
+        {
+            var options = Options(new LoraOptions { Rank = a.Rank, Alpha = a.Alpha, TargetModules = a.Targets }, epochs, a.LearningRate);
+            options.BaseModel = studentBase;
+            return options;
+        }
+        string StudentRecipe(int epochs) => string.Create(CultureInfo.InvariantCulture,
+            $"LoRA r={a.Rank}, alpha {a.Alpha:G} on {string.Join(',', a.Targets)}{studentModel}, lr {a.LearningRate:G}, {epochs} epoch(s)");
+        string recipe = StudentRecipe(a.Epochs);
         Program.Log($"student on the labels: {recipe} ...");
         var hardWatch = Stopwatch.StartNew();
-        var hard = Pipeline(Options(Student(), a.Epochs, a.LearningRate)).Fit(train);
+        var hard = Pipeline(StudentOptions(a.Epochs)).Fit(train);
         rows.Add(Measure("student, labels", recipe, hard, Seconds(hardWatch)));
 
-        var distilledOptions = Options(Student(), a.Epochs, a.LearningRate);
+        var distilledOptions = StudentOptions(a.Epochs);
         distilledOptions.Distillation = new DistillationOptions
         {
             Teacher = teacher,
@@ -326,7 +340,7 @@ internal static class DistillationBenchmark
         if (a.Augment > 0)
         {
             if (teacher is null) throw new ArgumentException("--perturbed-copies needs a single teacher (full or lora, or --teacher-model): it scores the copies.");
-            var copiesOptions = Options(Student(), a.Epochs, a.LearningRate);
+            var copiesOptions = StudentOptions(a.Epochs);
             copiesOptions.Distillation = new DistillationOptions { Teacher = teacher, Temperature = a.Temperature, Weight = a.Weight, PerturbedCopies = a.Augment };
             string augmentedRecipe = string.Create(CultureInfo.InvariantCulture, $"{distilledRecipe}; plus {a.Augment} perturbed copies of each row (words dropped, n-grams kept) only the teacher teaches");
             Program.Log($"student distilled with perturbed copies: {augmentedRecipe} ...");
@@ -336,14 +350,15 @@ internal static class DistillationBenchmark
         }
         if (a.HardEpochs is int hardEpochs)
         {
-            string longer = string.Create(CultureInfo.InvariantCulture, $"LoRA r={a.Rank}, alpha {a.Alpha:G} on {string.Join(',', a.Targets)}, lr {a.LearningRate:G}, {hardEpochs} epoch(s)");
+            string longer = StudentRecipe(hardEpochs);
             Program.Log($"student on the labels, longer: {longer} ...");
             var longerWatch = Stopwatch.StartNew();
-            hardLonger = Pipeline(Options(Student(), hardEpochs, a.LearningRate)).Fit(train);
+            hardLonger = Pipeline(StudentOptions(hardEpochs)).Fit(train);
             rows.Add(Measure("student, labels, longer", longer, hardLonger, Seconds(longerWatch)));
         }
         foreach (var model in new[] { teacher, hard, distilled, transfer, augmented, hardLonger }.OfType<ITransformer>())
             foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
+        if (studentFolder is not null) Directory.Delete(studentFolder, recursive: true);
 
         double gap = rows[0].Accuracy - rows[1].Accuracy;
         double? Closed(string name) => gap > 0 && rows.FirstOrDefault(r => r.Name == name) is { } row ? (row.Accuracy - rows[1].Accuracy) / gap : null;
@@ -436,6 +451,41 @@ internal static class DistillationBenchmark
         s.AppendLine("The target counts the better distilled student (with or without perturbed copies).");
         s.AppendLine("The distilled student's train seconds include a single teacher scoring the training rows once (an ensemble's scoring is in the teacher's seconds).");
         return s.ToString();
+    }
+
+    /// <summary>
+    /// MiniLM cut to its first <paramref name="layers"/> encoder layers (embeddings and those layers' weights unchanged), as a
+    /// Hugging Face checkpoint folder in the temporary directory: the students' smaller base model for --student-layers.
+    /// </summary>
+    private static string WriteTruncatedMiniLM(int layers)
+    {
+        var miniLM = BaseModelSource.MiniLM().Load();
+        var config = miniLM.Config;
+        if (layers >= config.NumHiddenLayers)
+            throw new ArgumentException($"--student-layers must be below MiniLM's {config.NumHiddenLayers} layers, found {layers}.");
+        var folder = Path.Combine(Path.GetTempPath(), "peft-bench-minilm-" + layers.ToString(CultureInfo.InvariantCulture) + "-layers-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        var state = new Dictionary<string, TorchSharp.torch.Tensor>();
+        try
+        {
+            foreach (var (name, array) in miniLM.Weights)
+            {
+                const string prefix = "encoder.layer.";
+                if (name.StartsWith(prefix, StringComparison.Ordinal) &&
+                    int.Parse(name.AsSpan(prefix.Length, name.IndexOf('.', prefix.Length) - prefix.Length), CultureInfo.InvariantCulture) >= layers) continue;
+                state[name] = TorchSharp.torch.tensor(array.Data, array.Shape);
+            }
+            TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, "model.safetensors"), state);
+        }
+        finally
+        {
+            foreach (var t in state.Values) t.Dispose();
+        }
+        config.NumHiddenLayers = layers;
+        File.WriteAllText(Path.Combine(folder, "config.json"), config.ToJson());
+        File.WriteAllBytes(Path.Combine(folder, "vocab.txt"), miniLM.Vocab);
+        Program.Log($"students' base model: MiniLM's first {layers} of its layers, written to {folder}");
+        return folder;
     }
 
     /// <summary>Each row's class probabilities, averaged over the models (the keys' order: the sorted label values).</summary>
