@@ -48,8 +48,8 @@ internal static class DistillationBenchmark
         "  --learning-rate X         the students' peak learning rate (default 2e-3)\n" +
         "  --rank N, --alpha X       the students' LoRA rank and alpha (default 8, 16)\n" +
         "  --targets A,B             the students' LoRA target modules (default all-linear)\n" +
-        "  --student-layers N        the students' base model is MiniLM cut to its first N of 6 encoder layers (a Hugging Face\n" +
-        "                            checkpoint written to a temporary folder), a smaller and faster model than the teacher's\n" +
+        "  --student-layers N        the students' base model is MiniLM cut to its first N of 6 encoder layers\n" +
+        "                            (BaseModelSource.WithLayers), a smaller and faster model than the teacher's\n" +
         "  --temperature X           distillation temperature T (default 2)\n" +
         "  --weight X                distillation weight alpha in [0, 1] (default 0.5)\n" +
         "  --max-length N            longest token sequence (default 128)\n" +
@@ -292,8 +292,7 @@ internal static class DistillationBenchmark
         if (teacher is not null) rows.Add(Measure("teacher", teacherDescription, teacher, teacherSeconds));
 
         // The two students: the same LoRA recipe, on the labels and distilled; with --student-layers, on a smaller base.
-        string? studentFolder = a.StudentLayers is int kept ? WriteTruncatedMiniLM(kept) : null;
-        var studentBase = studentFolder is null ? null : BaseModelSource.FromHuggingFace(studentFolder);
+        var studentBase = a.StudentLayers is int kept ? BaseModelSource.MiniLM().WithLayers(kept) : null;
         string studentModel = a.StudentLayers is int n ? $" on MiniLM's first {n} layers" : "";
         PeftTextClassificationTrainer.Options StudentOptions(int epochs)
         {
@@ -358,7 +357,6 @@ internal static class DistillationBenchmark
         }
         foreach (var model in new[] { teacher, hard, distilled, transfer, augmented, hardLonger }.OfType<ITransformer>())
             foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
-        if (studentFolder is not null) Directory.Delete(studentFolder, recursive: true);
 
         double gap = rows[0].Accuracy - rows[1].Accuracy;
         double? Closed(string name) => gap > 0 && rows.FirstOrDefault(r => r.Name == name) is { } row ? (row.Accuracy - rows[1].Accuracy) / gap : null;
@@ -451,41 +449,6 @@ internal static class DistillationBenchmark
         s.AppendLine("The target counts the better distilled student (with or without perturbed copies).");
         s.AppendLine("The distilled student's train seconds include a single teacher scoring the training rows once (an ensemble's scoring is in the teacher's seconds).");
         return s.ToString();
-    }
-
-    /// <summary>
-    /// MiniLM cut to its first <paramref name="layers"/> encoder layers (embeddings and those layers' weights unchanged), as a
-    /// Hugging Face checkpoint folder in the temporary directory: the students' smaller base model for --student-layers.
-    /// </summary>
-    private static string WriteTruncatedMiniLM(int layers)
-    {
-        var miniLM = BaseModelSource.MiniLM().Load();
-        var config = miniLM.Config;
-        if (layers >= config.NumHiddenLayers)
-            throw new ArgumentException($"--student-layers must be below MiniLM's {config.NumHiddenLayers} layers, found {layers}.");
-        var folder = Path.Combine(Path.GetTempPath(), "peft-bench-minilm-" + layers.ToString(CultureInfo.InvariantCulture) + "-layers-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(folder);
-        var state = new Dictionary<string, TorchSharp.torch.Tensor>();
-        try
-        {
-            foreach (var (name, array) in miniLM.Weights)
-            {
-                const string prefix = "encoder.layer.";
-                if (name.StartsWith(prefix, StringComparison.Ordinal) &&
-                    int.Parse(name.AsSpan(prefix.Length, name.IndexOf('.', prefix.Length) - prefix.Length), CultureInfo.InvariantCulture) >= layers) continue;
-                state[name] = TorchSharp.torch.tensor(array.Data, array.Shape);
-            }
-            TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, "model.safetensors"), state);
-        }
-        finally
-        {
-            foreach (var t in state.Values) t.Dispose();
-        }
-        config.NumHiddenLayers = layers;
-        File.WriteAllText(Path.Combine(folder, "config.json"), config.ToJson());
-        File.WriteAllBytes(Path.Combine(folder, "vocab.txt"), miniLM.Vocab);
-        Program.Log($"students' base model: MiniLM's first {layers} of its layers, written to {folder}");
-        return folder;
     }
 
     /// <summary>Each row's class probabilities, averaged over the models (the keys' order: the sorted label values).</summary>

@@ -37,6 +37,15 @@ internal static class TextClassificationCommand
         var test = new Option<string>("--test-dataset") { Description = "Test data (same layout) for the final metrics. Default: 20% of the training data is held out." };
         var model = CommandOptions.TextBaseModel();
         var vocab = CommandOptions.Vocab();
+        var modelLayers = new Option<int?>("--model-layers")
+        {
+            Description = "Use only the first N encoder layers of the base model: a smaller, faster model (for example a student distilled " +
+                "from a --teacher-model trained on the whole one). Default: all layers.",
+        };
+        modelLayers.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is <= 0 and var value) result.AddError($"--model-layers must be positive; got {value}.");
+        });
         var method = CommandOptions.TextMethod();
         var methodOptions = MethodChoices.CreateOptions();
         var epochs = CommandOptions.Epochs(defaults.MaxEpoch);
@@ -57,7 +66,7 @@ internal static class TextClassificationCommand
 
         var command = new Command("text-classification", "Fine-tune a text classifier with a PEFT method (LoRA by default), evaluate it and save it as an ML.NET model.")
         {
-            dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab,
+            dataset, labelCol, textCol, text2Col, hasHeader, separator, validation, test, model, vocab, modelLayers,
             method, epochs, batchSize, learningRate, maxLength, maxRows, seed, embed, output, metricsJson,
             initAdapter,
         };
@@ -77,6 +86,7 @@ internal static class TextClassificationCommand
             TestDataset: parse.GetValue(test),
             Model: parse.GetValue(model),
             Vocab: parse.GetValue(vocab),
+            ModelLayers: parse.GetValue(modelLayers),
             Method: CreateMethod(parse, method, methodOptions, initAdapter),
             Epochs: parse.GetValue(epochs),
             BatchSize: parse.GetValue(batchSize),
@@ -99,7 +109,8 @@ internal static class TextClassificationCommand
         string? ValidationDataset, string? TestDataset, string? Model, string? Vocab,
         PeftMethodOptions Method, int Epochs, int BatchSize, float LearningRate, int MaxLength, long? MaxRows, int Seed,
         bool EmbedBaseModel, string Output, string? MetricsJson,
-        string? InitAdapter = null, DistillationSettings? Distillation = null, CodeRequest? Code = null, ComputeSettings? Compute = null);
+        string? InitAdapter = null, DistillationSettings? Distillation = null, CodeRequest? Code = null, ComputeSettings? Compute = null,
+        int? ModelLayers = null);
 
     /// <summary>The method from --method and its options; with --init-adapter the adapter decides, so giving them too is a usage error.</summary>
     private static PeftMethodOptions CreateMethod(ParseResult parse, Option<string> method, IReadOnlyList<MethodChoices.MethodOption> methodOptions, Option<string> initAdapter)
@@ -122,6 +133,7 @@ internal static class TextClassificationCommand
         var validationFile = s.ValidationDataset is null ? null : DelimitedFile.Open(s.ValidationDataset, "--validation-dataset", s.Format);
         var testFile = s.TestDataset is null ? null : DelimitedFile.Open(s.TestDataset, "--test-dataset", s.Format);
         var baseModel = ResolveBaseModel(s.Model, s.Vocab);
+        if (s.ModelLayers is int layers) baseModel = (baseModel ?? BaseModelSource.MiniLM()).WithLayers(layers);
         var outputPath = OutputFiles.Check(s.Output, "--output");
         var metricsPath = s.MetricsJson is null ? null : OutputFiles.Check(s.MetricsJson, "--metrics-json");
 

@@ -107,6 +107,7 @@ public partial class CliTests
     [TestCase("--no-such-option", "x", "--no-such-option")]
     [TestCase("--method", "nope", "nope")]
     [TestCase("--rank", "0", "--rank")]
+    [TestCase("--model-layers", "0", "--model-layers")]
     public void CommandLineMistakesExitWithTwo(string option, string value, string named)
     {
         var data = WriteTinyData();

@@ -10,6 +10,8 @@ internal sealed class BaseModelReference
     public string Sha256 { get; set; } = "";
     public long Size { get; set; }
     public bool LowerCase { get; set; } = true;
+    /// <summary>The encoder layers used (<see cref="BaseModelSource.WithLayers"/>); null: all. Absent from files saved before it existed.</summary>
+    public int? Layers { get; set; }
 
     public static BaseModelReference From(LoadedBaseModel model) => new()
     {
@@ -20,6 +22,7 @@ internal sealed class BaseModelReference
         Sha256 = model.Sha256,
         Size = model.File.LongLength,
         LowerCase = model.Source.LowerCase,
+        Layers = model.Source.Layers,
     };
 
     /// <summary>Checks what loading relies on; the message names the model file.</summary>
@@ -30,8 +33,9 @@ internal sealed class BaseModelReference
         if (!Enum.IsDefined(Kind)) throw new InvalidDataException($"{source}: base-model kind {(int)Kind} is not known.");
         if (Sha256.Length != 64 || !Sha256.All(Uri.IsHexDigit)) throw new InvalidDataException($"{source}: the saved base-model hash is not a SHA-256 hex string.");
         if (Size <= 0 || Size > Array.MaxLength) throw new InvalidDataException($"{source}: the saved base-model size {Size} is not valid.");
+        if (Layers is int layers && (layers < 1 || layers > 256)) throw new InvalidDataException($"{source}: the saved base-model layer count {layers} is not valid.");
         if (Name.Length > 1024 || (Path?.Length ?? 0) > 4096) throw new InvalidDataException($"{source}: the saved base-model name or path is too long.");
     }
 
-    public override string ToString() => $"{Name} ({Size:N0} bytes)";
+    public override string ToString() => $"{Name} ({Size:N0} bytes{(Layers is int n ? $", first {n} layers" : "")})";
 }

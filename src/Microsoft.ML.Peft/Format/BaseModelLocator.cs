@@ -104,9 +104,18 @@ internal static class BaseModelLocator
             BaseModelKind.Onnx => BaseModelSource.FromOnnx(reference.Path ?? where, reference.VocabPath, reference.LowerCase),
             _ => BaseModelSource.MiniLM(),
         };
+        if (reference.Layers is int layers) source = source.WithLayers(layers);
         // An embedded Hugging Face model has no config.json of its own: the saved one describes it, and its tensors are checked against it.
         var saved = metadata.Config ?? throw new InvalidDataException($"{where}: the saved model has no backbone configuration.");
-        var loaded = LoadedBaseModel.Parse(source, (weights, vocab, configJson ?? saved.ToJson()));
+        LoadedBaseModel loaded;
+        try
+        {
+            loaded = LoadedBaseModel.Parse(source, (weights, vocab, configJson ?? saved.ToJson()));
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The base model at {where} does not fit the saved model: {e.Message}", e);
+        }
         if (loaded.Config.ToJson() != saved.ToJson())
             throw new InvalidDataException($"The base model at {where} has configuration {loaded.Config.ToJson()}, the saved model expects {saved.ToJson()}.");
         return loaded;

@@ -111,6 +111,9 @@ internal static class HuggingFacePeftFormat
         if (string.IsNullOrWhiteSpace(directory)) throw new ArgumentException("The adapter directory is empty.", nameof(directory));
         var full = Path.GetFullPath(directory);
         if (File.Exists(full)) throw new IOException($"The adapter directory '{directory}' is a file.");
+        if (model.BaseModel.Layers is int layers)
+            throw new InvalidOperationException($"The model uses only the first {layers} encoder layer(s) of {model.BaseModel.Name} (BaseModelSource.WithLayers); " +
+                "Hugging Face PEFT applies an adapter to the whole base model, so this model's adapter would change meaning there. Export the model to ONNX instead.");
         Directory.CreateDirectory(full);
 
         byte[] weights;
