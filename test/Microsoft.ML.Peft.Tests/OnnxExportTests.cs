@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using Microsoft.ML.Peft.Backbones;
 using Microsoft.ML.Peft.Export;
 using Microsoft.ML.Peft.Format;
 using Microsoft.ML.Peft.Methods;
@@ -78,6 +79,30 @@ public class OnnxExportTests
             TestContext.Out.WriteLine($"{method.PeftType}: the noise moved the scores by {moved:E2}; |ONNX Runtime - ours| {runtimeDiff:E2}, |ApplyOnnxModel - ours| {mlnetDiff:E2}");
             Assert.That(runtimeDiff, Is.LessThanOrEqualTo(Tolerance));
             Assert.That(mlnetDiff, Is.LessThanOrEqualTo(Tolerance));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void ExportOfAModelOnTheFirstLayersOfItsBaseScoresAsTheModelDoes()
+    {
+        var ml = new MLContext(1);
+        using var model = Train(ml, new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0 }, pairs: false, BaseModelSource.MiniLM().WithLayers(2));
+        Perturb(model);
+        var expected = model.Score(sentences, null);
+        var path = TempFile(".onnx");
+        try
+        {
+            ml.Model.ExportPeftToOnnx(model, path);
+            var onnxRuntime = RunOnnxRuntime(path, model, sentences, null);
+            double diff = MethodTraining.MaxDifference(onnxRuntime, expected);
+            TestContext.Out.WriteLine($"MiniLM's first 2 layers: |ONNX Runtime - ours| {diff:E2}");
+            Assert.That(diff, Is.LessThanOrEqualTo(Tolerance));
+            // Embeddings 47 MB and 7 MB a layer: all six layers would make about 90 MB.
+            Assert.That(new FileInfo(path).Length, Is.LessThan(75_000_000), "the graph holds two of MiniLM's six layers, not all of them");
         }
         finally
         {
@@ -200,7 +225,7 @@ public class OnnxExportTests
         Assert.That(e!.Message, Does.Contain("no PEFT transformer"));
     }
 
-    private PeftTextClassificationTransformer Train(MLContext ml, PeftMethodOptions method, bool pairs)
+    private PeftTextClassificationTransformer Train(MLContext ml, PeftMethodOptions method, bool pairs, BaseModelSource? baseModel = null)
     {
         IDataView data = pairs
             ? ml.Data.LoadFromEnumerable(train.Select((r, i) => new SentencePairRow { Sentence1 = r.Sentence, Sentence2 = train[(i + 3) % train.Count].Sentence, Label = r.Label }))
@@ -216,6 +241,7 @@ public class OnnxExportTests
             MaxSequenceLength = 32,
             LearningRate = method is FullFineTuningOptions ? 5e-5f : 2e-3f,
             KeepBaseForUnmerge = true,   // Perturb unmerges
+            BaseModel = baseModel,
         };
         return ml.MulticlassClassification.Trainers.PeftTextClassification(options).Fit(keyed);
     }
