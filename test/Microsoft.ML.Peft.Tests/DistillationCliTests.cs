@@ -41,6 +41,34 @@ public class DistillationCliTests
     }
 
     [Test]
+    public void AStudentOnTheFirstLayerDistilsFromATeacherOnTheWholeModelAndPredicts()
+    {
+        var rows = TinyTraining.Rows(40, 2);
+        var data = Path.Combine(work, "train.tsv");
+        File.WriteAllLines(data, rows.Select(r => $"{r.Sentence}\t{r.Label}"));
+        var teacher = Train(data, "teacher.zip", "--metrics-json", "teacher.json");
+        Assert.That(teacher.ExitCode, Is.EqualTo(0), teacher.ToString());
+        var student = Train(data, "student.zip", "--model-layers", "1", "--teacher-model", Path.Combine(work, "teacher.zip"), "--metrics-json", "student.json");
+        Assert.That(student.ExitCode, Is.EqualTo(0), student.ToString());
+        Assert.That(student.StdOut, Does.Contain("first 1 layer"), "the report names the smaller base model");
+        long Total(string file)
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(work, file)));
+            return json.RootElement.GetProperty("totalParameters").GetInt64();
+        }
+        Assert.That(Total("student.json"), Is.LessThan(Total("teacher.json")), "one of the tiny BERT's two layers");
+        var predictions = Path.Combine(work, "predictions.tsv");
+        var predict = CliProcess.Run(work, "predict", "--model", Path.Combine(work, "student.zip"), "--dataset", data, "--text-col", "0", "--output", predictions);
+        Assert.That(predict.ExitCode, Is.EqualTo(0), predict.ToString());
+        Assert.That(File.ReadAllLines(predictions), Has.Length.EqualTo(rows.Count + 1));
+
+        var tooMany = Train(data, "x.zip", "--model-layers", "3");
+        Assert.That(tooMany.ExitCode, Is.Not.EqualTo(0));
+        Assert.That(tooMany.StdErr, Does.Contain("--model-layers").And.Contain("2 encoder layers"));
+        Assert.That(File.Exists(Path.Combine(work, "x.zip")), Is.False);
+    }
+
+    [Test]
     public void StudentDistilsFromASavedTeacherOrFromScoreColumns()
     {
         var rows = TinyTraining.Rows(40, 1);
