@@ -61,6 +61,7 @@ internal static class DistillationBenchmark
         "                            teacher teaches (DistillationOptions.PerturbedCopies: words dropped, n-grams kept; Tang et al. 2019)\n" +
         "  --hard-epochs N            also train the student on the labels for N epochs (a control with as many steps)\n" +
         "  --seed N                  seed (default 1)\n" +
+        "  --table-from FILE         write the Markdown table of an earlier results file beside it again (no training)\n" +
         "  --output FILE             results file (default bench/results/distill-sst2.json; the table goes beside it as .md)\n" +
         "  --data DIR                data folder (default ../shared/data beside the repository root)";
 
@@ -85,6 +86,7 @@ internal static class DistillationBenchmark
         public int UnlabelledRows;
         public int? StudentLayers;
         public bool SelfTeacherControl;
+        public string? TableFrom;
         public int Augment;
         public int? HardEpochs;
         public int Seed = BenchArguments.DefaultSeed;
@@ -136,6 +138,7 @@ internal static class DistillationBenchmark
                 case "--unlabelled-rows": a.UnlabelledRows = Positive(); break;
                 case "--student-layers": a.StudentLayers = Positive(); break;
                 case "--self-teacher-control": a.SelfTeacherControl = true; break;
+                case "--table-from": a.TableFrom = Value(); break;
                 case "--perturbed-copies": a.Augment = Positive(); break;
                 case "--hard-epochs": a.HardEpochs = Positive(); break;
                 case "--seed": a.Seed = int.Parse(Value(), NumberStyles.None, CultureInfo.InvariantCulture); break;
@@ -167,6 +170,15 @@ internal static class DistillationBenchmark
     public static int Run(IReadOnlyList<string> args, string root)
     {
         var a = Parse(args);
+        if (a.TableFrom is not null)
+        {
+            var saved = JsonNode.Parse(File.ReadAllText(a.TableFrom)) as JsonObject
+                ?? throw new InvalidDataException($"{a.TableFrom} (--table-from) is not a distill results file.");
+            var savedTable = Table(saved);
+            File.WriteAllText(Path.ChangeExtension(a.TableFrom, ".md"), savedTable);
+            Console.Write(savedTable);
+            return 0;
+        }
         var dataFolder = Path.GetFullPath(a.Data ?? Path.Combine(root, BenchArguments.DefaultDataPath));
         // The training rows and, after them, the unlabelled rows of --unlabelled-rows: one read of the file.
         var trainFileRows = ReadRows(Path.Combine(dataFolder, "sst2", "train.tsv"), a.TrainRows + a.UnlabelledRows);
@@ -463,17 +475,24 @@ internal static class DistillationBenchmark
         s.AppendLine(closed is null
             ? "Gap closed: none to close (the teacher is not better than the student on the labels)."
             : string.Create(CultureInfo.InvariantCulture,
-                $"Gap closed: (distilled - labels) / (teacher - labels) = {closed.GetValue<double>():P1} (target: at least {GapTarget:P0}; {(report["target"]!["passed"]!.GetValue<bool>() ? "met" : "not met")})."));
-        foreach (var (key, what) in new[]
+                $"Gap closed, (student - labels) / (teacher - labels), by the distilled student on the rows alone: {closed.GetValue<double>():P1}."));
+        var best = new List<double>();
+        if (closed is not null) best.Add(closed.GetValue<double>());
+        foreach (var (key, what, counts) in new[]
         {
-            ("gapClosedWithPerturbedCopies", "distilled with perturbed copies"),
-            ("gapClosedWithUnlabelledRows", "distilled with unlabelled rows"),
-            ("gapClosedByLongerHardLabels", "the labels, longer (a control: no teacher)"),
-            ("gapClosedBySelfTaughtStudent", "unlabelled rows taught by the student on the labels (a control: no larger teacher)"),
+            ("gapClosedWithPerturbedCopies", "the distilled student with perturbed copies", true),
+            ("gapClosedWithUnlabelledRows", "the distilled student with unlabelled rows", true),
+            ("gapClosedByLongerHardLabels", "the student on the labels, longer (a control: no teacher)", false),
+            ("gapClosedBySelfTaughtStudent", "the student on unlabelled rows taught by the student on the labels (a control: no larger teacher)", false),
         })
-            if (report[key] is { } value)
-                s.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Gap closed by the student on {what}: {value.GetValue<double>():P1}."));
-        s.AppendLine("The target counts the best distilled student (on the rows alone, with perturbed copies or with unlabelled rows).");
+        {
+            if (report[key] is not { } value) continue;
+            s.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Gap closed by {what}: {value.GetValue<double>():P1}."));
+            if (counts) best.Add(value.GetValue<double>());
+        }
+        if (best.Count > 0)
+            s.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"Target: the best distilled student (on the rows alone, with perturbed copies or with unlabelled rows) closes at least {GapTarget:P0} of the gap: {(report["target"]!["passed"]!.GetValue<bool>() ? "met" : "not met")} ({best.Max():P1})."));
         s.AppendLine("The distilled student's train seconds include a single teacher scoring the training rows once (an ensemble's scoring is in the teacher's seconds).");
         return s.ToString();
     }
