@@ -66,8 +66,8 @@ public sealed class BaseModelSource
     /// This model cut to its first <paramref name="layers"/> encoder layers: the embeddings and those layers keep their
     /// pretrained weights, the layers above them are left out. A smaller, faster base model, for example a student
     /// distilled from a teacher on the whole model (see <c>DistillationOptions</c>); dropping the top layers is the
-    /// strategy Sajjad et al. (2023) found to keep the most accuracy. Fewer layers than the model has are checked when it
-    /// is loaded. A saved model records the count and rebuilds the same encoder from the same file.
+    /// strategy Sajjad et al. (2023) found to keep the most accuracy. A count above the model's number of layers is refused
+    /// when the model is loaded. A saved model records the count and rebuilds the same encoder from the same file.
     /// </summary>
     /// <param name="layers">From 1 to the model's number of layers.</param>
     public BaseModelSource WithLayers(int layers)
